@@ -1,0 +1,101 @@
+"""One log of findings for a whole run.
+
+Data problems never raise: they become :class:`Issue` rows and conversion goes on
+(design rule 3).  Only usage and I/O failures raise :class:`TrialbridgeError`.
+Rule codes are stable; ``docs/rules.md`` lists them with the CDISC CORE / FDA rule
+each mirrors.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+SEVERITIES = ("error", "warning", "info")
+
+
+class TrialbridgeError(Exception):
+    """A usage or I/O failure that stops the run; shown to the user as one line."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Issue:
+    severity: str
+    code: str
+    message: str
+    file: str | None = None
+    record: str | int | None = None  # row number (1-based, header excluded) or key
+    field: str | None = None
+    value: Any = None
+    usubjid: str | None = None
+    seq: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if out["value"] is not None and not isinstance(out["value"], (str, int, float, bool)):
+            out["value"] = str(out["value"])
+        return out
+
+
+@dataclass
+class IssueLog:
+    issues: list[Issue] = field(default_factory=list)
+    # every input row is accounted for: file -> Counter(status)
+    accounting: dict[str, Counter] = field(default_factory=dict)
+
+    def add(self, severity: str, code: str, message: str, **where: Any) -> Issue:
+        if severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {severity!r}")
+        issue = Issue(severity, code, message, **where)
+        self.issues.append(issue)
+        return issue
+
+    def error(self, code: str, message: str, **where: Any) -> Issue:
+        return self.add("error", code, message, **where)
+
+    def warning(self, code: str, message: str, **where: Any) -> Issue:
+        return self.add("warning", code, message, **where)
+
+    def info(self, code: str, message: str, **where: Any) -> Issue:
+        return self.add("info", code, message, **where)
+
+    def extend(self, issues: Iterable[Issue]) -> None:
+        self.issues.extend(issues)
+
+    def count_row(self, file: str, status: str) -> None:
+        self.accounting.setdefault(file, Counter())[status] += 1
+
+    def counts(self) -> Counter:
+        return Counter(i.severity for i in self.issues)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(i.severity == "error" for i in self.issues)
+
+    def sorted(self) -> list[Issue]:
+        order = {s: n for n, s in enumerate(SEVERITIES)}
+        return sorted(
+            self.issues,
+            key=lambda i: (
+                order[i.severity], i.code, str(i.file or ""), _record_key(i.record),
+                str(i.field or ""), str(i.value if i.value is not None else ""), i.message,
+            ),
+        )
+
+    def to_json_obj(self) -> dict[str, Any]:
+        counts = self.counts()
+        return {
+            "summary": {s: counts.get(s, 0) for s in SEVERITIES},
+            "rows": {f: dict(sorted(c.items())) for f, c in sorted(self.accounting.items())},
+            "issues": [i.as_dict() for i in self.sorted()],
+        }
+
+
+def _record_key(record: Any) -> tuple[int, Any]:
+    if isinstance(record, int):
+        return (0, record)
+    return (1, str(record or ""))
