@@ -1,0 +1,79 @@
+"""trialbridge command line: parse options, call one function of ``converters``, print,
+set the exit code (0 ok, 1 data errors found, 2 usage or I/O failure)."""
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from converters.issues import TrialbridgeError
+
+
+class Group(click.Group):
+    """Turns our own errors into one red line; tracebacks only with --verbose."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except TrialbridgeError as exc:
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            click.secho(f"error: {exc}", fg="red", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=Group)
+@click.option("--verbose", is_flag=True, help="Show tracebacks for failures.")
+def main(verbose: bool) -> None:
+    """Convert clinical trial data between internal records, FHIR and CDISC SDTM."""
+
+
+def _summary(result, limit: int = 20) -> None:
+    counts = result.counts
+    for issue in result.log.sorted()[:limit]:
+        if issue.severity == "info":
+            continue
+        where = ":".join(str(x) for x in (issue.file, issue.record) if x not in (None, ""))
+        field = f" {issue.field}" if issue.field else ""
+        value = f" [{issue.value}]" if issue.value not in (None, "") else ""
+        click.echo(f"  {issue.severity:7} {issue.code:26} {where}{field}{value}: {issue.message}")
+    click.echo(f"{counts.get('error', 0)} error(s), {counts.get('warning', 0)} warning(s), "
+               f"{counts.get('info', 0)} info")
+
+
+@main.command()
+@click.argument("input_path", type=click.Path(path_type=Path))
+@click.option("--to", "to", required=True, type=click.Choice(["sdtm", "records"]), help="What to produce.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--format", "formats", default="xpt", show_default=True,
+              help="SDTM file format(s), comma separated: xpt, dataset-json, csv.")
+@click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
+def convert(input_path: Path, to: str, output: Path, formats: str, study: str | None) -> None:
+    """Convert INPUT_PATH (records folder or SDTM folder) to --to."""
+    from converters.runner import convert as run
+
+    result = run(input_path, to, output, formats=formats, study_ref=study)
+    files = [p for p in result.written if p.name != "issues.json"]
+    click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")
+    _summary(result)
+    click.echo(f"findings: {output / 'issues.json'}")
+    sys.exit(1 if result.log.has_errors else 0)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this JSON file.")
+def validate(path: Path, report: Path | None) -> None:
+    """Check an SDTM folder against the domain schemas and conformance rules."""
+    from converters.runner import validate as run
+
+    result = run(path, report)
+    click.echo(f"validated {path} (study {result.study_id})")
+    _summary(result, limit=50)
+    sys.exit(1 if result.log.has_errors else 0)
+
+
+if __name__ == "__main__":
+    main()

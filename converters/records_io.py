@@ -1,0 +1,226 @@
+"""Read and write the internal record files a site fills in.
+
+A records folder holds one file per record type: ``subjects.csv`` (or ``.json`` — an
+array of objects — or ``.ndjson``), ``exposures.csv`` … as named by each schema's
+``x-file``.  Every value is text as written; empty cells are "not recorded".  Numbers
+in JSON input keep their exact text (``1.30`` stays ``1.30``, design rule 5a).
+
+Bad rows never stop the run: a row that fails its schema (REC-SCHEMA), repeats an
+earlier row exactly (REC-DUPLICATE) or names a subject that does not exist
+(REC-ORPHAN) is rejected with an issue naming file, row, field and value; everything
+else goes on.  Every row read is counted in the log's accounting.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from converters.files import atomic_open
+from converters.issues import IssueLog, TrialbridgeError
+from converters.model import RECORD_ORDER, Records, RecordType, public, record_types
+
+SUFFIXES = (".csv", ".json", ".ndjson")
+
+
+def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        for n, row in enumerate(reader, start=1):
+            extra = row.pop(None, None)
+            clean = {k: (v or "").strip() for k, v in row.items()}
+            if extra:
+                clean["_extra_cells"] = extra
+            yield n, clean, header
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    return str(value).strip()
+
+
+def _iter_json(path: Path, key: str | None) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
+    # Numbers stay as the text they were written with.
+    loads = lambda s: json.loads(s, parse_float=str, parse_int=str)  # noqa: E731
+    if path.suffix == ".ndjson":
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                if line.strip():
+                    obj = loads(line)
+                    yield n, obj, list(obj) if isinstance(obj, dict) else []
+        return
+    data = loads(path.read_text("utf-8"))
+    if isinstance(data, dict) and key is not None:
+        data = data.get(key, [])
+    if not isinstance(data, list):
+        raise ValueError("expected a JSON array of objects")
+    for n, obj in enumerate(data, start=1):
+        yield n, obj, list(obj) if isinstance(obj, dict) else []
+
+
+def find_record_files(folder: Path, log: IssueLog) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    types = record_types()
+    for name in RECORD_ORDER:
+        candidates = [folder / f"{types[name].file}{s}" for s in SUFFIXES if (folder / f"{types[name].file}{s}").exists()]
+        if len(candidates) > 1:
+            log.warning("REC-SEVERAL-FILES", f"several files for {types[name].file}; reading {candidates[0].name} only, "
+                        f"ignoring {', '.join(c.name for c in candidates[1:])}", file=str(candidates[0]))
+        if candidates:
+            found[name] = candidates[0]
+    return found
+
+
+def is_records_folder(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / f"{record_types()['subject'].file}{s}").exists() for s in SUFFIXES)
+
+
+def read_records(folder: Path, log: IssueLog) -> Records:
+    """Read every record file in ``folder``; reject bad rows with issues."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrialbridgeError(f"{folder}: not a folder of record files")
+    files = find_record_files(folder, log)
+    if "subject" not in files:
+        raise TrialbridgeError(f"{folder}: no subjects.csv / subjects.json found — not a records folder")
+    known = {p.name for p in files.values()} | {"README.md", "README.txt"}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name not in known and not p.name.startswith("."):
+            log.info("REC-IGNORED-FILE", "file is not a record file of any known type; not read", file=str(p))
+    records = Records()
+    types = record_types()
+    subject_ids: set[str] | None = None
+    for name in RECORD_ORDER:
+        if name not in files:
+            continue
+        rows = list(_read_file(files[name], types[name], log, subject_ids))
+        records.rows[name] = rows
+        if name == "subject":
+            subject_ids = {r["subject_id"] for r in rows}
+            study_ids = sorted({r["study_id"] for r in rows})
+            records.study_id = study_ids[0] if study_ids else None
+            if len(study_ids) > 1:
+                log.error("REC-SEVERAL-STUDIES", f"subjects name several studies ({', '.join(study_ids)}); "
+                          f"converting with {study_ids[0]}", file=str(files[name]), field="study_id")
+    return records
+
+
+def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[str] | None) -> Iterator[dict[str, Any]]:
+    fname = str(path)
+    fields = set(rtype.fields)
+    seen_rows: dict[tuple, int] = {}
+    unknown_counts: dict[str, int] = {}
+    try:
+        source = _iter_csv(path) if path.suffix == ".csv" else _iter_json(path, rtype.file)
+        for n, raw, _header in source:
+            log.count_row(fname, "read")
+            if not isinstance(raw, dict):
+                log.error("REC-SCHEMA", "row is not an object", file=fname, record=n)
+                log.count_row(fname, "rejected")
+                continue
+            if "_extra_cells" in raw:
+                log.error("REC-SCHEMA", f"row has {len(raw['_extra_cells'])} more cells than the header", file=fname,
+                          record=n, value="|".join(raw.pop("_extra_cells")))
+                log.count_row(fname, "rejected")
+                continue
+            row = {}
+            for k, v in raw.items():
+                text = _text(v)
+                if k not in fields:
+                    if text:
+                        unknown_counts[k] = unknown_counts.get(k, 0) + 1
+                    continue
+                if text:
+                    row[k] = text
+            errors = list(rtype.validator.iter_errors(row))
+            errors += _calendar_errors(rtype, row)
+            if errors:
+                for err in errors:
+                    field = err.path[0] if err.path else _field_from_required(err)
+                    log.error("REC-SCHEMA", f"{field}: {_describe(err)}; row not converted", file=fname, record=n,
+                              field=field, value=row.get(field) if field else None)
+                log.count_row(fname, "rejected")
+                continue
+            ident = tuple(sorted(row.items()))
+            if ident in seen_rows:
+                log.warning("REC-DUPLICATE", f"row repeats row {seen_rows[ident]} exactly; second copy not converted",
+                            file=fname, record=n)
+                log.count_row(fname, "rejected")
+                continue
+            seen_rows[ident] = n
+            if subject_ids is not None and row.get("subject_id") not in subject_ids:
+                log.error("REC-ORPHAN", "subject_id is not in the subjects file; row not converted", file=fname,
+                          record=n, field="subject_id", value=row.get("subject_id"))
+                log.count_row(fname, "rejected")
+                continue
+            row["_where"] = {"file": fname, "record": n}
+            yield row
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise TrialbridgeError(f"{fname}: cannot read: {exc}") from exc
+    for col, count in sorted(unknown_counts.items()):
+        log.warning("REC-UNKNOWN-COLUMN", f"column {col!r} is not a field of {rtype.name} records; "
+                    f"its {count} non-empty value(s) were not converted", file=fname, field=col, value=count)
+
+
+class _CalendarError:
+    """A value in ISO 8601 form that is not a real date or time (2020-13-45)."""
+
+    validator = "calendar"
+
+    def __init__(self, field: str, value: str):
+        self.path = [field]
+        self.instance = value
+        self.message = f"{value!r} is not a real calendar date/time"
+
+
+def _calendar_errors(rtype: RecordType, row: dict[str, Any]) -> list:
+    from mappings.derive import is_iso8601
+
+    out = []
+    for name, prop in rtype.schema["properties"].items():
+        if prop.get("x-iso8601") and name in row and not is_iso8601(row[name]):
+            out.append(_CalendarError(name, row[name]))
+    return out
+
+
+def _field_from_required(err) -> str | None:
+    if err.validator == "required":
+        missing = [f for f in err.validator_value if f not in err.instance]
+        return missing[0] if missing else None
+    return None
+
+
+def _describe(err) -> str:
+    if err.validator == "pattern":
+        return f"{err.instance!r} is not in the expected form"
+    if err.validator == "required":
+        return "required value missing"
+    if err.validator == "enum":
+        return f"{err.instance!r} is not one of {', '.join(repr(v) for v in err.validator_value)}"
+    return err.message
+
+
+def write_records(records: Records, folder: Path, log: IssueLog) -> list[Path]:
+    """Write one CSV per record type (header in schema order, rows sorted by key)."""
+    folder = Path(folder)
+    written = []
+    for name, rows in records.items():
+        rtype = record_types()[name]
+        if not rows and name != "subject":
+            continue
+        path = folder / f"{rtype.file}.csv"
+        key = rtype.key
+        ordered = sorted((public(r) for r in rows), key=lambda r: tuple(r.get(k, "") for k in key))
+        with atomic_open(path) as fh:
+            writer = csv.DictWriter(fh, fieldnames=rtype.fields, extrasaction="raise", lineterminator="\n")
+            writer.writeheader()
+            for row in ordered:
+                writer.writerow({k: row.get(k, "") for k in rtype.fields})
+        written.append(path)
+    return written

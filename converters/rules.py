@@ -1,0 +1,735 @@
+"""Conformance rules over a set of SDTM datasets.
+
+:func:`validate_datasets` runs every rule in :data:`RULES` over ``dict[name, Dataset]``
+and appends findings to an :class:`~converters.issues.IssueLog` (design rule 3: issues
+are collected, never raised).  Each rule is one small named function registered in
+:data:`RULES` with a stable code, a severity, a description and the CDISC / FDA /
+Pinnacle 21 rule it mirrors; ``docs/rules.md`` lists them with the source that
+confirms each mirrored id.
+
+Where a finding sits:
+``file``  = ``dataset.source`` or ``"<name>.xpt"`` (lower-case, as XPT files are named);
+``record`` = 1-based row number in ``dataset.rows`` (``None`` for dataset-level findings);
+``field`` = the variable; ``usubjid`` and ``seq`` (the ``--SEQ`` value) when the row has them.
+
+Variable metadata (core, codelist, natural keys, row schema) comes from
+:mod:`converters.sdtm_spec`; codelists from :mod:`converters.ct`.  A dataset without a
+spec (custom domain) is checked with its own ``Dataset.variables``; spec-only rules
+are then skipped for it and one ``SDTM-SPEC-UNKNOWN`` info issue says so.
+
+Performance: plain loops over the row dicts, one pass per rule, compiled schema
+validators; no per-row pandas.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Callable, Iterable
+
+from converters.datasets import Dataset, Variable
+from converters.issues import IssueLog
+
+# Trial design and other datasets without subject-level records.
+TRIAL_DESIGN = frozenset({"TA", "TE", "TV", "TI", "TS", "TD", "TM"})
+XPT_NAME = re.compile(r"[A-Z][A-Z0-9_]*\Z")
+XPT_NAME_MAX = 8
+XPT_LABEL_MAX = 40
+XPT_CHAR_MAX = 200
+# Variables whose codelist depends on another variable's value (SDTMIG DS assumptions):
+# variable -> (governing variable, {governing value: codelist short name}).  The spec
+# carries one codelist per variable; these rows override it when the governing value is known.
+VALUE_LEVEL_CODELISTS: dict[str, tuple[str, dict[str, str]]] = {
+    "DSDECOD": ("DSCAT", {"DISPOSITION EVENT": "NCOMPLT", "PROTOCOL MILESTONE": "PROTMLST",
+                          "OTHER EVENT": "OTHEVENT"}),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: str  # default severity; a rule may report a finding at another level (CT)
+    description: str
+    mirrors: str
+    func: Callable[["Context", "Rule"], None]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def is_null(value: Any) -> bool:
+    """SDTM missing: None, empty/blank string, NaN."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return False
+
+
+def _num_text(value: Any) -> str:
+    """Text of a value as IDVARVAL would hold it: 3.0 -> '3', ' AE ' -> 'AE'."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+        if number.is_integer() and re.fullmatch(r"[+-]?\d+(\.0*)?", text):
+            return str(int(number))
+        return text
+    return str(value)
+
+
+_DT = re.compile(
+    r"(?P<Y>\d{4}|-)"
+    r"(?:-(?P<M>\d{2}|-)"
+    r"(?:-(?P<D>\d{2}|-)"
+    r"(?:T(?P<h>\d{2}|-)"
+    r"(?::(?P<m>\d{2}|-)"
+    r"(?::(?P<s>\d{2}(?:\.\d+)?))?)?"
+    r"(?P<tz>Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?\Z"
+)
+_DURATION = re.compile(
+    r"P(?:\d+(?:[.,]\d+)?W|(?=\d|T\d)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?D)?"
+    r"(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?)\Z"
+)
+
+
+def _datetime_ok(text: str) -> bool:
+    match = _DT.match(text)
+    if not match or text == "-" or text.endswith(("-", ":", "T")):
+        return False
+    parts = match.groupdict()
+    known = {k: int(v) for k, v in parts.items() if k in "YMDhm" and v not in (None, "-")}
+    if "M" in known and not 1 <= known["M"] <= 12:
+        return False
+    if "D" in known and not 1 <= known["D"] <= 31:
+        return False
+    if {"Y", "M", "D"} <= known.keys():
+        try:
+            date(known["Y"], known["M"], known["D"])
+        except ValueError:
+            return False
+    if "h" in known and known["h"] > 23:
+        return False
+    if "m" in known and known["m"] > 59:
+        return False
+    if parts["s"] is not None and float(parts["s"]) >= 60:
+        return False
+    return True
+
+
+def iso8601_ok(text: str) -> bool:
+    """SDTM ISO 8601 date/time: complete or partial (``2003-12``), unknown parts as
+    ``-`` (``2003---15``), optional seconds fraction and offset; intervals ``a/b``
+    where each side is a date/time or a duration."""
+    if "/" in text:
+        sides = text.split("/")
+        if len(sides) != 2 or not all(sides):
+            return False
+        return all(_datetime_ok(s) or _DURATION.match(s) is not None for s in sides) and not all(
+            _DURATION.match(s) for s in sides
+        )
+    return _datetime_ok(text)
+
+
+def day_of(text: Any) -> date | None:
+    """The date of an ISO 8601 value when it is complete to the day, else None."""
+    if not isinstance(text, str) or len(text) < 10:
+        return None
+    match = re.match(r"(\d{4})-(\d{2})-(\d{2})(?:T|\Z)", text)
+    if not match:
+        return None
+    try:
+        return date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        return None
+
+
+def study_day(on: date, reference: date) -> int:
+    """SDTMIG study day: no day 0; the reference date is day 1, the day before is -1."""
+    delta = (on - reference).days
+    return delta + 1 if delta >= 0 else delta
+
+
+def _dtc_components(text: str) -> list[int] | None:
+    """Leading known components (Y, M, D, h, m, s) of a non-interval date/time."""
+    match = _DT.match(text)
+    if not match or "/" in text:
+        return None
+    out: list[int] = []
+    for key in "YMDhms":
+        value = match.group(key)
+        if value is None or value == "-":
+            break
+        out.append(int(float(value)))
+    return out or None
+
+
+# --------------------------------------------------------------------------- context
+
+
+class Context:
+    """What the rules share: the datasets, the log, specs and DM lookups."""
+
+    def __init__(self, datasets: dict[str, Dataset], log: IssueLog):
+        self.datasets = datasets
+        self.log = log
+        self._specs: dict[str, Any] = {}
+        self._validators: dict[str, Any] = {}
+        self._dm_subjects: set[str] | None = None
+        self._rfstdtc: dict[str, date] | None = None
+
+    # --- metadata
+    def spec(self, ds: Dataset) -> Any | None:
+        """The DomainSpec for a dataset, or None when the domain has no spec."""
+        name = ds.name.upper()
+        if name not in self._specs:
+            self._specs[name] = _load_spec(name)
+        return self._specs[name]
+
+    def row_validator(self, ds: Dataset) -> Any | None:
+        name = ds.name.upper()
+        if name not in self._validators:
+            self._validators[name] = None
+            if self.spec(ds) is not None:
+                from converters import sdtm_spec
+
+                self._validators[name] = sdtm_spec.row_validator(name)
+        return self._validators[name]
+
+    def variables(self, ds: Dataset) -> list[Variable]:
+        """Spec variables (all, including ones absent from the data), else the dataset's."""
+        spec = self.spec(ds)
+        return list(spec.variables) if spec is not None else list(ds.variables)
+
+    def codelist_of(self, ds: Dataset) -> dict[str, str]:
+        """variable -> CT codelist short name; the dataset's own metadata wins."""
+        out: dict[str, str] = {}
+        spec = self.spec(ds)
+        if spec is not None:
+            for v in spec.variables:
+                if v.codelist:
+                    out[v.name] = v.codelist
+        for v in ds.variables:
+            if v.codelist:
+                out[v.name] = v.codelist
+        return out
+
+    # --- DM lookups
+    @property
+    def dm_subjects(self) -> set[str] | None:
+        if self._dm_subjects is None:
+            dm = self.datasets.get("DM")
+            if dm is None:
+                return None
+            self._dm_subjects = {r.get("USUBJID") for r in dm.rows if not is_null(r.get("USUBJID"))}
+        return self._dm_subjects
+
+    @property
+    def rfstdtc(self) -> dict[str, date]:
+        if self._rfstdtc is None:
+            self._rfstdtc = {}
+            dm = self.datasets.get("DM")
+            if dm is not None:
+                for r in dm.rows:
+                    day = day_of(r.get("RFSTDTC"))
+                    if day is not None and not is_null(r.get("USUBJID")):
+                        self._rfstdtc[r["USUBJID"]] = day
+        return self._rfstdtc
+
+    # --- reporting
+    def report(
+        self, rule: Rule, ds: Dataset, message: str, row_no: int | None = None,
+        row: dict[str, Any] | None = None, field: str | None = None, value: Any = None,
+        severity: str | None = None,
+    ) -> None:
+        usubjid = seq = None
+        if row is not None:
+            u = row.get("USUBJID")
+            usubjid = None if is_null(u) else str(u)
+            s = row.get(seq_name(ds)) if seq_name(ds) else None
+            if not is_null(s):
+                seq = int(s) if isinstance(s, float) and s.is_integer() else s
+        if isinstance(value, float) and math.isnan(value):
+            value = None
+        self.log.add(
+            severity or rule.severity, rule.id, message, file=dataset_file(ds), record=row_no,
+            field=field, value=value, usubjid=usubjid, seq=seq,
+        )
+
+
+def _load_spec(name: str) -> Any | None:
+    from converters import sdtm_spec
+
+    spec = sdtm_spec.load_spec(name)  # SUPPxx -> SUPPQUAL metadata; unknown -> known=False
+    return spec if spec.known else None
+
+
+def dataset_file(ds: Dataset) -> str:
+    return ds.source or f"{ds.name.lower()}.xpt"
+
+
+def prefix(ds: Dataset) -> str:
+    """Variable prefix of a domain: AE for AE and split AEx datasets."""
+    return ds.name[:2].upper()
+
+
+def seq_name(ds: Dataset) -> str | None:
+    if ds.name.upper().startswith("SUPP") or ds.name.upper() == "RELREC":
+        return None
+    name = f"{prefix(ds)}SEQ"
+    return name if name in ds.names else None
+
+
+def _rows(ds: Dataset) -> Iterable[tuple[int, dict[str, Any]]]:
+    return enumerate(ds.rows, start=1)
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def check_req_missing(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        present = set(ds.names)
+        required = [v.name for v in ctx.variables(ds) if v.core == "Req"]
+        for name in required:
+            if name not in present:
+                ctx.report(rule, ds, f"Required variable {name} is not in {ds.name}", field=name)
+        required = [n for n in required if n in present]
+        if not required:
+            continue
+        for row_no, row in _rows(ds):
+            for name in required:
+                if is_null(row.get(name)):
+                    ctx.report(rule, ds, f"NULL value in Required variable {name}", row_no, row, name)
+
+
+def check_exp_missing(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        present = set(ds.names)
+        for v in ctx.variables(ds):
+            if v.core == "Exp" and v.name not in present:
+                ctx.report(rule, ds, f"Expected variable {v.name} is not in {ds.name}", field=v.name)
+
+
+def check_key_duplicate(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        keys = list(ds.keys)
+        if not keys:
+            spec = ctx.spec(ds)
+            keys = list(getattr(spec, "keys", None) or []) if spec is not None else []
+        present = set(ds.names)
+        keys = [k for k in keys if k in present]
+        if not keys:
+            continue
+        first: dict[tuple, int] = {}
+        field = ", ".join(keys)
+        for row_no, row in _rows(ds):
+            key = tuple(_num_text(row.get(k)) if not is_null(row.get(k)) else "" for k in keys)
+            if key in first:
+                ctx.report(
+                    rule, ds, f"Duplicate record over keys ({field}): same as record {first[key]}",
+                    row_no, row, field, " | ".join(key),
+                )
+            else:
+                first[key] = row_no
+
+
+def check_usubjid_in_dm(ctx: Context, rule: Rule) -> None:
+    subjects = ctx.dm_subjects
+    if subjects is None:
+        return
+    for name, ds in ctx.datasets.items():
+        if name.upper() in ("DM",) or name.upper() in TRIAL_DESIGN or "USUBJID" not in ds.names:
+            continue
+        for row_no, row in _rows(ds):
+            u = row.get("USUBJID")
+            if not is_null(u) and u not in subjects:
+                ctx.report(rule, ds, f"Subject {u} is not present in DM", row_no, row, "USUBJID", u)
+
+
+def check_seq_duplicate(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        seq = seq_name(ds)
+        if seq is None:
+            continue
+        # within USUBJID (or POOLID); TSSEQ within TSPARMCD (CDISC CG0028)
+        group = next((g for g in ("USUBJID", "POOLID", "TSPARMCD") if g in ds.names), None)
+        first: dict[tuple, int] = {}
+        for row_no, row in _rows(ds):
+            value = row.get(seq)
+            if is_null(value):
+                continue
+            key = (row.get(group) if group else None, _num_text(value))
+            if key in first:
+                ctx.report(
+                    rule, ds, f"Duplicate {seq} {key[1]} within {group or 'dataset'} "
+                    f"(first at record {first[key]})", row_no, row, seq, value,
+                )
+            else:
+                first[key] = row_no
+
+
+def check_study_day(ctx: Context, rule: Rule) -> None:
+    rfst = ctx.rfstdtc
+    if not rfst:
+        return
+    for ds in ctx.datasets.values():
+        p = prefix(ds)
+        present = set(ds.names)
+        pairs = [
+            (f"{p}{dtc}", f"{p}{dy}") for dtc, dy in (("DTC", "DY"), ("STDTC", "STDY"), ("ENDTC", "ENDY"))
+            if f"{p}{dtc}" in present and f"{p}{dy}" in present
+        ]
+        if not pairs or "USUBJID" not in present:
+            continue
+        for row_no, row in _rows(ds):
+            ref = rfst.get(row.get("USUBJID"))
+            if ref is None:
+                continue
+            for dtc, dy in pairs:
+                recorded = row.get(dy)
+                on = day_of(row.get(dtc))
+                if on is None or is_null(recorded):
+                    continue
+                expected = study_day(on, ref)
+                if not isinstance(recorded, (int, float)) or recorded != expected:
+                    ctx.report(
+                        rule, ds, f"{dy} is {_num_text(recorded)} but {dtc} {row.get(dtc)} and "
+                        f"RFSTDTC give {expected}", row_no, row, dy, recorded,
+                    )
+
+
+def check_dtc_iso8601(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        dtcs = [v.name for v in ds.variables if v.name.endswith("DTC") and v.type == "Char"]
+        if not dtcs:
+            continue
+        for row_no, row in _rows(ds):
+            for name in dtcs:
+                value = row.get(name)
+                if is_null(value):
+                    continue
+                if not isinstance(value, str) or not iso8601_ok(value):
+                    ctx.report(rule, ds, f"Invalid ISO 8601 value for {name}", row_no, row, name, value)
+
+
+def check_ct(ctx: Context, rule: Rule) -> None:
+    from converters import ct
+
+    for ds in ctx.datasets.values():
+        present = set(ds.names)
+        cols: list[tuple[str, Any]] = []
+        for name, short in ctx.codelist_of(ds).items():
+            if name not in present:
+                continue
+            codelist = _codelist(ct, short)
+            if codelist is None:
+                ctx.log.info(
+                    "SDTM-CT-CODELIST-UNKNOWN",
+                    f"Codelist {short} of {name} is not in the loaded CT ({ct.CT_VERSION}); not checked",
+                    file=dataset_file(ds), field=name, value=short,
+                )
+                continue
+            cols.append((name, codelist))
+        if not cols:
+            continue
+        by_value = {
+            name: (gov, {v: _codelist(ct, short) for v, short in table.items()})
+            for name, (gov, table) in VALUE_LEVEL_CODELISTS.items() if name in present and gov in present
+        }
+        for row_no, row in _rows(ds):
+            for name, codelist in cols:
+                value = row.get(name)
+                if is_null(value):
+                    continue
+                if name in by_value:
+                    gov, table = by_value[name]
+                    codelist = table.get(row.get(gov)) or codelist
+                if value in codelist.terms:
+                    continue
+                hint = codelist.lookup(value)
+                kind = "extensible" if codelist.extensible else "non-extensible"
+                message = f"Value for {name} not found in {kind} codelist {codelist.short_name}"
+                if hint is not None and hint != value:
+                    message += f" (submission value is {hint!r})"
+                ctx.report(
+                    rule, ds, message, row_no, row, name, value,
+                    severity="warning" if codelist.extensible else "error",
+                )
+
+
+def _codelist(ct_module: Any, short: str) -> Any | None:
+    return ct_module.codelist(short) if ct_module.has_codelist(short) else None
+
+
+def check_xpt_name(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        if len(ds.name) > XPT_NAME_MAX or not XPT_NAME.match(ds.name):
+            ctx.report(rule, ds, f"Dataset name {ds.name!r} is not a SAS V5 name (<=8, [A-Z][A-Z0-9_]*)",
+                       value=ds.name)
+        for v in ds.variables:
+            if len(v.name) > XPT_NAME_MAX or not XPT_NAME.match(v.name):
+                ctx.report(rule, ds, f"Variable name {v.name!r} is not a SAS V5 name (<=8, [A-Z][A-Z0-9_]*)",
+                           field=v.name, value=v.name)
+
+
+def check_xpt_label(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        if len(ds.label or "") > XPT_LABEL_MAX:
+            ctx.report(rule, ds, f"Dataset label is {len(ds.label)} characters (max {XPT_LABEL_MAX})",
+                       value=ds.label)
+        for v in ds.variables:
+            if len(v.label or "") > XPT_LABEL_MAX:
+                ctx.report(rule, ds, f"Label of {v.name} is {len(v.label)} characters (max {XPT_LABEL_MAX})",
+                           field=v.name, value=v.label)
+
+
+def check_xpt_char_200(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        chars = [v.name for v in ds.variables if v.type == "Char"]
+        for row_no, row in _rows(ds):
+            for name in chars:
+                value = row.get(name)
+                if isinstance(value, str) and len(value) > XPT_CHAR_MAX // 4 and \
+                        len(value.encode("utf-8")) > XPT_CHAR_MAX:
+                    ctx.report(rule, ds, f"{name} value is {len(value.encode('utf-8'))} bytes "
+                               f"(SAS V5 max {XPT_CHAR_MAX})", row_no, row, name, value)
+
+
+def _bad_chars(text: str) -> str:
+    return "".join(sorted({c for c in text if not 32 <= ord(c) <= 126}))
+
+
+def check_xpt_ascii(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        if _bad_chars(ds.label or ""):
+            ctx.report(rule, ds, "Non-ASCII or non-printable character in dataset label", value=ds.label)
+        for v in ds.variables:
+            if _bad_chars(v.label or ""):
+                ctx.report(rule, ds, f"Non-ASCII or non-printable character in label of {v.name}",
+                           field=v.name, value=v.label)
+        chars = [v.name for v in ds.variables if v.type == "Char"]
+        for row_no, row in _rows(ds):
+            for name in chars:
+                value = row.get(name)
+                if isinstance(value, str) and not (value.isascii() and value.isprintable()):
+                    bad = _bad_chars(value)
+                    if bad:
+                        ctx.report(rule, ds, f"Non-ASCII or non-printable character(s) {bad!r} in {name}",
+                                   row_no, row, name, value)
+
+
+def check_row_schema(ctx: Context, rule: Rule) -> None:
+    """Schema findings that no other rule owns.
+
+    Left to their own rules (one finding, one code): missing/empty Req variables
+    (SDTM-REQ-MISSING), ``--DTC`` patterns (SDTM-DTC-ISO8601, which also accepts the
+    SDTMIG ``-`` placeholders and intervals), ``maxLength`` (SDTM-XPT-CHAR-200) and the
+    DOMAIN enum (SDTM-DOMAIN-VALUE).  A variable the schema does not know is reported
+    once for the dataset, not on every row.
+    """
+    for ds in ctx.datasets.values():
+        validator = ctx.row_validator(ds)
+        spec = ctx.spec(ds)
+        if validator is None or spec is None:
+            continue
+        known = set(spec.names)
+        required = {v.name for v in spec.variables if v.core == "Req"}
+        for v in ds.variables:
+            if v.name not in known:
+                ctx.report(rule, ds, f"Variable {v.name} is not in the {spec.name} schema "
+                           f"(SDTMIG {spec.schema.get('x-sdtmig', '?')})", field=v.name)
+        for row_no, row in _rows(ds):
+            if validator.is_valid(row):
+                continue
+            seen: set[str | None] = set()
+            for error in validator.iter_errors(row):
+                for field in _error_fields(error):
+                    if field in seen or _owned_elsewhere(error, field, row, required, known):
+                        continue
+                    seen.add(field)
+                    ctx.report(rule, ds, error.message, row_no, row, field, row.get(field) if field else None)
+
+
+def _error_fields(error: Any) -> list[str | None]:
+    path = list(error.instance_path)
+    if path:
+        return [str(path[0])]
+    kind = error.kind
+    prop = getattr(kind, "property", None)
+    if prop is not None:
+        return [str(prop)]
+    unexpected = getattr(kind, "unexpected", None)
+    if unexpected:
+        return [str(u) for u in unexpected]
+    return [None]
+
+
+def _owned_elsewhere(error: Any, field: str | None, row: dict[str, Any], required: set[str],
+                     known: set[str]) -> bool:
+    kind = type(error.kind).__name__
+    if kind in ("Required", "AdditionalProperties", "MaxLength"):
+        return True
+    if field is None or field not in known:
+        return field is not None
+    if field in required and is_null(row.get(field)):
+        return True
+    if kind == "Pattern" and field.endswith("DTC"):
+        return True
+    return kind == "Enum" and field == "DOMAIN"
+
+
+def check_studyid_multiple(ctx: Context, rule: Rule) -> None:
+    dm = ctx.datasets.get("DM")
+    counts: dict[str, int] = {}
+    for ds in ctx.datasets.values():
+        for row in ds.rows:
+            s = row.get("STUDYID")
+            if not is_null(s):
+                counts[s] = counts.get(s, 0) + 1
+    if len(counts) <= 1:
+        return
+    dm_ids = {r.get("STUDYID") for r in dm.rows if not is_null(r.get("STUDYID"))} if dm else set()
+    main = next(iter(dm_ids)) if len(dm_ids) == 1 else max(sorted(counts), key=lambda s: counts[s])
+    for ds in ctx.datasets.values():
+        reported: set[str] = set()
+        for row_no, row in _rows(ds):
+            s = row.get("STUDYID")
+            if is_null(s) or s == main or s in reported:
+                continue
+            reported.add(s)
+            ctx.report(rule, ds, f"STUDYID {s!r} differs from the study's {main!r} "
+                       f"(first of its records here)", row_no, row, "STUDYID", s)
+
+
+def check_domain_value(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        if "DOMAIN" not in ds.names:
+            continue
+        name = ds.name.upper()
+        for row_no, row in _rows(ds):
+            value = row.get("DOMAIN")
+            if is_null(value):
+                continue  # SDTM-REQ-MISSING reports it
+            if value == name or (len(value) == 2 and len(name) in (3, 4) and name.startswith(value)):
+                continue
+            ctx.report(rule, ds, f"DOMAIN {value!r} does not match dataset {ds.name}", row_no, row,
+                       "DOMAIN", value)
+
+
+def check_rfstdtc_after_rfendtc(ctx: Context, rule: Rule) -> None:
+    dm = ctx.datasets.get("DM")
+    if dm is None or "RFSTDTC" not in dm.names or "RFENDTC" not in dm.names:
+        return
+    for row_no, row in _rows(dm):
+        start, end = row.get("RFSTDTC"), row.get("RFENDTC")
+        if is_null(start) or is_null(end):
+            continue
+        a, b = _dtc_components(start), _dtc_components(end)
+        if a is None or b is None:
+            continue
+        n = min(len(a), len(b))
+        if a[:n] > b[:n]:
+            ctx.report(rule, dm, f"RFSTDTC {start} is after RFENDTC {end}", row_no, row, "RFSTDTC", start)
+
+
+def check_supp_parent(ctx: Context, rule: Rule) -> None:
+    index: dict[tuple[str, str], set[tuple[Any, str]]] = {}
+    for name, ds in ctx.datasets.items():
+        if not name.upper().startswith("SUPP"):
+            continue
+        for row_no, row in _rows(ds):
+            rdomain = row.get("RDOMAIN")
+            if is_null(rdomain):
+                continue  # SDTM-REQ-MISSING reports it
+            usubjid, idvar, idvarval = row.get("USUBJID"), row.get("IDVAR"), row.get("IDVARVAL")
+            parent = ctx.datasets.get(rdomain)
+            if parent is None:
+                ctx.report(rule, ds, f"Parent dataset {rdomain} is not among the datasets", row_no, row,
+                           "RDOMAIN", rdomain)
+                continue
+            if is_null(idvar):
+                found = any(r.get("USUBJID") == usubjid for r in parent.rows) if rdomain != "DM" else (
+                    usubjid in (ctx.dm_subjects or set()))
+                if not found:
+                    ctx.report(rule, ds, f"No {rdomain} record for subject {usubjid}", row_no, row,
+                               "USUBJID", usubjid)
+                continue
+            if idvar not in parent.names:
+                ctx.report(rule, ds, f"IDVAR {idvar} is not a variable of {rdomain}", row_no, row,
+                           "IDVAR", idvar)
+                continue
+            key = (rdomain, idvar)
+            if key not in index:
+                index[key] = {
+                    (r.get("USUBJID"), _num_text(r.get(idvar))) for r in parent.rows if not is_null(r.get(idvar))
+                }
+            if (usubjid, _num_text(idvarval) if not is_null(idvarval) else "") not in index[key]:
+                ctx.report(rule, ds, f"No {rdomain} record with {idvar} = {idvarval} for subject {usubjid}",
+                           row_no, row, "IDVARVAL", idvarval)
+
+
+RULES: list[Rule] = [
+    Rule("SDTM-REQ-MISSING", "error", "Required variable absent from the dataset, or null in a record",
+         "P21 SD0056 (absent) / SD0002 (null); CDISC CG0463", check_req_missing),
+    Rule("SDTM-EXP-MISSING", "warning", "Expected variable absent from the dataset",
+         "P21 SD0057; CDISC CG0016", check_exp_missing),
+    Rule("SDTM-KEY-DUPLICATE", "error", "Two records share the values of the dataset's natural keys",
+         "P21 SD1117 / SD1201 (FDA FDAB021)", check_key_duplicate),
+    Rule("SDTM-USUBJID-NOT-IN-DM", "error", "USUBJID of a subject-level record is not in DM",
+         "P21 SD0064; CDISC CG0029", check_usubjid_in_dm),
+    Rule("SDTM-SEQ-DUPLICATE", "error", "--SEQ not unique within USUBJID (or POOLID)",
+         "P21 SD0005; CDISC CG0028", check_seq_duplicate),
+    Rule("SDTM-DY-INCONSISTENT", "error",
+         "--DY/--STDY/--ENDY differs from the day computed from --DTC/--STDTC/--ENDTC and DM.RFSTDTC",
+         "P21 SD1086 / SD1090 / SD1094; CDISC CG0006, CG0220, CG0222", check_study_day),
+    Rule("SDTM-DTC-ISO8601", "error", "--DTC value is not ISO 8601",
+         "P21 SD0003; CDISC CG0238", check_dtc_iso8601),
+    Rule("SDTM-CT-INVALID", "error",
+         "Value not in the variable's codelist (error: non-extensible, warning: extensible)",
+         "P21 CT2001 (non-extensible) / CT2002 (extensible)", check_ct),
+    Rule("SDTM-XPT-NAME", "error", "Dataset or variable name longer than 8 or not [A-Z][A-Z0-9_]*",
+         "FDA Study Data TCG / SAS XPORT v5 limit (P21 id unconfirmed)", check_xpt_name),
+    Rule("SDTM-XPT-LABEL", "error", "Dataset or variable label longer than 40 characters",
+         "FDA Study Data TCG / SAS XPORT v5 limit (P21 id unconfirmed)", check_xpt_label),
+    Rule("SDTM-XPT-CHAR-200", "error", "Character value longer than 200 bytes",
+         "FDA Study Data TCG / SAS XPORT v5 limit (P21 id unconfirmed; related SD1096)", check_xpt_char_200),
+    Rule("SDTM-XPT-ASCII", "error", "Non-ASCII or non-printable character in a value or label",
+         "P21 SD1029 (FDA FDAB041)", check_xpt_ascii),
+    Rule("SDTM-ROW-SCHEMA", "error", "Record fails the domain's JSON Schema (type, length, pattern)",
+         "none (structural check on schemas/sdtm)", check_row_schema),
+    Rule("SDTM-STUDYID-MULTIPLE", "error", "More than one STUDYID value across the datasets",
+         "P21 SD1005; CDISC CG0409", check_studyid_multiple),
+    Rule("SDTM-DOMAIN-VALUE", "error", "DOMAIN value differs from the dataset name",
+         "P21 SD0004; CDISC CG0413", check_domain_value),
+    Rule("SDTM-RFSTDTC-AFTER-RFENDTC", "error", "DM.RFSTDTC is after DM.RFENDTC",
+         "P21 SD1002 (FDA FDAB034)", check_rfstdtc_after_rfendtc),
+    Rule("SDTM-SUPP-PARENT", "error", "SUPP-- record whose RDOMAIN/USUBJID/IDVAR/IDVARVAL has no parent record",
+         "P21 SD0077; CDISC CG0371", check_supp_parent),
+]
+
+RULES_BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
+
+
+def validate_datasets(
+    datasets: dict[str, Dataset], log: IssueLog, only: Iterable[str] | None = None
+) -> None:
+    """Run every rule (or the ids in ``only``) over ``datasets`` (name -> Dataset)."""
+    wanted = None if only is None else set(only)
+    if wanted is not None and wanted - RULES_BY_ID.keys():
+        raise ValueError(f"unknown rule id(s): {sorted(wanted - RULES_BY_ID.keys())}")
+    ctx = Context({name.upper(): ds for name, ds in datasets.items()}, log)
+    for ds in ctx.datasets.values():
+        if ctx.spec(ds) is None:
+            log.info("SDTM-SPEC-UNKNOWN", f"No SDTM spec for {ds.name}; spec-based checks use its own metadata",
+                     file=dataset_file(ds))
+    for rule in RULES:
+        if wanted is None or rule.id in wanted:
+            rule.func(ctx, rule)

@@ -1,0 +1,154 @@
+"""The jobs the CLI runs: detect what an input is, convert it, validate, write
+``issues.json``.  Nothing here prints; the CLI reports the returned summary.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from converters import records_io, sdtm_io
+from converters.datasets import Dataset
+from converters.files import atomic_open
+from converters.issues import IssueLog, TrialbridgeError
+from converters.model import Records
+from converters.rules import validate_datasets
+from converters.sdtm_convert import records_to_sdtm, sdtm_to_records
+from mappings import terminology
+from mappings.study import Study, load_study
+
+TARGETS = ("sdtm", "records")
+SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
+
+
+@dataclass
+class RunResult:
+    log: IssueLog
+    written: list[Path] = field(default_factory=list)
+    kind: str = ""
+    study_id: str = ""
+
+    @property
+    def counts(self) -> Counter:
+        return self.log.counts()
+
+
+def detect_input(path: Path) -> str:
+    if not path.exists():
+        raise TrialbridgeError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if records_io.is_records_folder(path):
+            return "records"
+        if any(p.suffix.lower() in (".xpt", ".json", ".csv") for p in path.iterdir() if p.is_file()):
+            return "sdtm"
+    raise TrialbridgeError(f"{path}: not a records folder (subjects.csv …) nor an SDTM folder (dm.xpt …)")
+
+
+def parse_formats(text: str) -> list[str]:
+    out = []
+    for part in (p.strip().lower() for p in text.split(",") if p.strip()):
+        if part not in SDTM_FORMATS:
+            raise TrialbridgeError(f"unknown format {part!r}: choose from xpt, dataset-json, csv")
+        if SDTM_FORMATS[part] not in out:
+            out.append(SDTM_FORMATS[part])
+    if not out:
+        raise TrialbridgeError("no output format given")
+    return out
+
+
+def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) -> Study | None:
+    if ref:
+        return load_study(ref)
+    if named:
+        try:
+            return load_study(named)
+        except TrialbridgeError:
+            if required:
+                raise TrialbridgeError(f"the input names study {named!r}, which has no bundled configuration; "
+                                       "give --study with a configuration file")
+            log.warning("STUDY-NO-CONFIG", f"no configuration for study {named!r}; trial design and visit "
+                        "mappings that need it are skipped")
+            return None
+    if required:
+        raise TrialbridgeError("the input names no study; give --study")
+    return None
+
+
+def convert(input_path: Path, to: str, output: Path, *, formats: str = "xpt", study_ref: str | None = None) -> RunResult:
+    if to not in TARGETS:
+        raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
+    log = IssueLog()
+    terminology.reset_unmapped_counts()
+    kind = detect_input(input_path)
+    if output.exists() and not output.is_dir():
+        raise TrialbridgeError(f"{output}: exists and is not a folder")
+    result = RunResult(log=log, kind=kind)
+    if kind == "records":
+        records = records_io.read_records(input_path, log)
+        study = _study(study_ref, records.study_id, log, required=True)
+        result.study_id = study.study_id
+        if to == "records":
+            result.written = records_io.write_records(records, output, log)
+        else:
+            datasets = records_to_sdtm(records, study, log)
+            validate_datasets(datasets, log)
+            result.written = sdtm_io.write_datasets(datasets, output, parse_formats(formats), log, study.study_id)
+        _account_converted(log)
+    else:
+        datasets = sdtm_io.read_sdtm_folder(input_path, log)
+        named = _studyid(datasets)
+        study = _study(study_ref, named, log, required=False)
+        result.study_id = study.study_id if study else (named or "")
+        if to == "records":
+            records = sdtm_to_records(datasets, study, log)
+            result.written = records_io.write_records(records, output, log)
+        else:
+            validate_datasets(datasets, log)
+            result.written = sdtm_io.write_datasets(datasets, output, parse_formats(formats), log,
+                                                    result.study_id or "UNKNOWN")
+    _report_unmapped(log)
+    result.written.append(write_issues(log, output / "issues.json"))
+    return result
+
+
+def validate(path: Path, report: Path | None = None) -> RunResult:
+    log = IssueLog()
+    kind = detect_input(path)
+    if kind != "sdtm":
+        raise TrialbridgeError(f"{path}: validate takes an SDTM folder (dm.xpt …); convert records first")
+    datasets = sdtm_io.read_sdtm_folder(path, log)
+    if not datasets:
+        raise TrialbridgeError(f"{path}: no SDTM datasets found")
+    validate_datasets(datasets, log)
+    result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
+    if report is not None:
+        result.written.append(write_issues(log, report))
+    return result
+
+
+def _studyid(datasets: dict[str, Dataset]) -> str | None:
+    for name in ("DM", *sorted(datasets)):
+        ds = datasets.get(name)
+        if ds is not None and ds.rows and ds.rows[0].get("STUDYID"):
+            return str(ds.rows[0]["STUDYID"])
+    return None
+
+
+def _account_converted(log: IssueLog) -> None:
+    for counter in log.accounting.values():
+        counter["converted"] = counter.get("read", 0) - counter.get("rejected", 0)
+
+
+def _report_unmapped(log: IssueLog) -> None:
+    for table, counts in sorted(terminology.unmapped_counts().items()):
+        for value, n in sorted(counts.items()):
+            log.info("TERM-UNMAPPED-COUNT", f"{n} value(s) {value!r} not mapped by table {table}", field=table,
+                     value=value)
+
+
+def write_issues(log: IssueLog, path: Path) -> Path:
+    with atomic_open(path, "wb") as fh:
+        fh.write(orjson.dumps(log.to_json_obj(), option=orjson.OPT_INDENT_2) + b"\n")
+    return path

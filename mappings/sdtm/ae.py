@@ -1,0 +1,127 @@
+"""AE — Adverse Events: one row per adverse event as recorded on the AE log.
+
+Seriousness criteria (``serious_criteria``, semicolon separated) become the AES*
+flags: Y for each criterion named, N for the others when AESER = Y, empty when the
+event is not serious.  AETRTEM (treatment-emergent, SUPPAE, QORIG DERIVED) is Y when
+the event starts on or after the first dose.  Protocol category of adverse reaction
+goes to AECAT.  AEBODSYS = AESOC = the primary system organ class given.
+
+Not round-tripped: a criterion given with a synonym comes back as its canonical word.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from converters.model import where
+from mappings import derive
+from mappings.sdtm.common import Field, backward, base_row, clean, forward, ny, subject_id_of, subject_index
+from mappings.sdtm.context import Context
+
+DOMAIN = "AE"
+ORDER = 40
+
+FIELDS = (
+    Field("ae_number", "AESPID"),
+    Field("term", "AETERM"),
+    Field("decoded_term", "AEDECOD"),
+    Field("body_system", "AEBODSYS"),
+    Field("category", "AECAT"),
+    Field("severity", "AESEV", table="severity"),
+    Field("grade", "AETOXGR"),
+    Field("relatedness", "AEREL", table="relatedness"),
+    Field("action_taken", "AEACN", table="action_taken"),
+    Field("outcome", "AEOUT", table="outcome"),
+    Field("start", "AESTDTC", kind="date"),
+    Field("end", "AEENDTC", kind="date"),
+)
+
+# criterion word in the record -> SDTM flag variable (SDTMIG 3.4 AE assumptions 6.2.4)
+CRITERIA = {
+    "DEATH": "AESDTH",
+    "LIFE-THREATENING": "AESLIFE",
+    "HOSPITALIZATION": "AESHOSP",
+    "DISABILITY": "AESDISAB",
+    "CONGENITAL ANOMALY": "AESCONG",
+    "MEDICALLY IMPORTANT": "AESMIE",
+}
+SYNONYMS = {"HOSPITALISATION": "HOSPITALIZATION", "LIFE THREATENING": "LIFE-THREATENING",
+            "CONGENITAL ANOMALY OR BIRTH DEFECT": "CONGENITAL ANOMALY", "OTHER MEDICALLY IMPORTANT": "MEDICALLY IMPORTANT"}
+
+
+def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
+    rows = []
+    for rec in ctx.records["adverse_event"]:
+        sid = rec["subject_id"]
+        info = ctx.subjects[sid]
+        row = base_row(ctx, DOMAIN, sid)
+        forward(rec, FIELDS, ctx, row)
+        row["AESOC"] = row["AEBODSYS"]
+        row["AESER"] = ny(rec.get("serious"))
+        if rec.get("serious") and not row["AESER"]:
+            ctx.log.error("TERM-UNMAPPED-NY", "serious is not Y/N; AESER left empty", **where(rec, "serious"),
+                          value=rec.get("serious"))
+        _criteria(ctx, rec, row)
+        row["AESTDY"] = derive.study_day(row["AESTDTC"], info.rfstdtc)
+        row["AEENDY"] = derive.study_day(row["AEENDTC"], info.rfstdtc)
+        row["EPOCH"] = ctx.epoch(sid, row["AESTDTC"])
+        rows.append(row)
+    return rows
+
+
+def _criteria(ctx: Context, rec: dict[str, Any], row: dict[str, Any]) -> None:
+    named = [SYNONYMS.get(c.strip().upper(), c.strip().upper()) for c in (rec.get("serious_criteria") or "").split(";")
+             if c.strip()]
+    for c in named:
+        if c not in CRITERIA:
+            ctx.log.error("TERM-UNMAPPED-AECRIT", f"seriousness criterion {c!r} is not one of "
+                          f"{', '.join(CRITERIA)}", **where(rec, "serious_criteria"), value=c)
+    if named and row["AESER"] != "Y":
+        ctx.log.warning("AE-CRITERIA-NOT-SERIOUS", "seriousness criteria given for an event not marked serious",
+                        **where(rec, "serious_criteria"), value=rec.get("serious_criteria"))
+    if row["AESER"] == "Y" or named:
+        for word, var in CRITERIA.items():
+            row[var] = "Y" if word in named else "N"
+
+
+def supplemental(ctx: Context, rows: list[dict[str, Any]]) -> None:
+    first = {info.usubjid: info.rfxstdtc for info in ctx.subjects.values()}
+    for row in rows:
+        flag = treatment_emergent(row["AESTDTC"], first.get(row["USUBJID"], ""))
+        if flag:
+            ctx.add_supp("AE", row["USUBJID"], "AESEQ", row["AESEQ"], "AETRTEM", "Treatment Emergent Flag", flag,
+                         qorig="DERIVED")
+
+
+def treatment_emergent(aestdtc: str, rfxstdtc: str) -> str:
+    """Y when the event starts on/after the first dose, N before, '' when a partial date
+    cannot tell (compared at the precision both dates have)."""
+    if not aestdtc or not rfxstdtc:
+        return ""
+    n = min(len(aestdtc), len(rfxstdtc), 10)
+    a, f = aestdtc[:n], rfxstdtc[:n]
+    if a > f:
+        return "Y"
+    if a < f:
+        return "N"
+    return "Y" if n == 10 else ""
+
+
+def seq_key(row: dict[str, Any]):
+    return (row["AESTDTC"], row["AESPID"], row["AETERM"])
+
+
+def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
+    ae = datasets.get("AE")
+    if ae is None:
+        return []
+    dm = subject_index(datasets)
+    out = []
+    for row in ae.rows:
+        rec: dict[str, Any] = {"subject_id": subject_id_of(dm, row["USUBJID"])}
+        backward(row, FIELDS, rec)
+        if not rec.get("ae_number"):
+            rec["ae_number"] = derive.format_number(row.get("AESEQ"))
+        rec["serious"] = row.get("AESER", "")
+        rec["serious_criteria"] = ";".join(w for w, v in CRITERIA.items() if row.get(v) == "Y")
+        out.append(clean(rec))
+    return out

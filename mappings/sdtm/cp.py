@@ -1,0 +1,73 @@
+"""CP — Cell Phenotype Findings (SDTMIG 3.4): flow-cytometry lymphocyte subsets.
+
+One row per population and measure (absolute count or percentage of the parent
+population).  The cell phenotype table (mappings/terminology/cell_phenotypes.yaml)
+gives CPTESTCD/CPTEST from CDISC CT (C181173/C181174), the surface markers, the
+standard unit and LOINC.  An unknown population is an error (TERM-UNMAPPED-CPTEST) and
+the row is not converted.
+
+Not round-tripped: as LB.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from converters.model import where
+from mappings import terminology
+from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
+from mappings.sdtm.context import Context
+from mappings.sdtm.findings import flag_last_before_exposure, result_variables, timing_variables
+
+DOMAIN = "CP"
+ORDER = 35
+
+
+def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
+    rows = []
+    for rec in ctx.records["cell_phenotype"]:
+        test = terminology.cp_test(rec["population"], rec["measure"])
+        if test is None:
+            terminology.count_unmapped("cell_phenotypes", f"{rec['population']} / {rec['measure']}")
+            ctx.reject(rec, "TERM-UNMAPPED-CPTEST", f"cell population {rec['population']!r} ({rec['measure']}) is "
+                       "not in the cell phenotype table", "population")
+            continue
+        row = base_row(ctx, DOMAIN, rec["subject_id"])
+        row.update(CPTESTCD=test["cptestcd"], CPTEST=test["cptest"], CPCAT=test.get("cpcat", ""),
+                   CPMETHOD=test.get("method", "FLOW CYTOMETRY"))
+        row.update(result_variables(ctx, rec, "CP", test, where(rec, "result")))
+        spec = rec.get("specimen") or test.get("specimen", "")
+        row["CPSPEC"] = terminology.map_term("specimen", spec, log=ctx.log, where=where(rec, "specimen")) or "" \
+            if spec else ""
+        row.update(timing_variables(ctx, rec, "CP"))
+        rows.append(row)
+    flag_last_before_exposure(ctx, rows, "CP", ("CPLOBXFL",), lambda r: (r["CPTESTCD"], r["CPSPEC"]))
+    return rows
+
+
+def seq_key(row: dict[str, Any]):
+    return (row["CPDTC"], row["CPTESTCD"], row["CPSPEC"])
+
+
+def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
+    cp = datasets.get("CP")
+    if cp is None:
+        return []
+    dm = subject_index(datasets)
+    out = []
+    for row in cp.rows:
+        test = terminology.cp_test_by_code(row.get("CPTESTCD", ""))
+        rec = {
+            "subject_id": subject_id_of(dm, row["USUBJID"]),
+            "visit": row.get("VISIT", ""),
+            "collected": row.get("CPDTC", ""),
+            "population": test["population"] if test else row.get("CPTEST", ""),
+            "measure": test["measure"] if test else "",
+            "result": row.get("CPORRES", ""),
+            "unit": terminology.cdisc_to_ucum(row.get("CPORRESU", "")) or row.get("CPORRESU", ""),
+            "ref_low": row.get("CPORNRLO", ""),
+            "ref_high": row.get("CPORNRHI", ""),
+            "specimen": row.get("CPSPEC", ""),
+            "not_done_reason": row.get("CPREASND", ""),
+        }
+        out.append(clean(rec))
+    return out

@@ -1,0 +1,122 @@
+"""What LB and CP share: original vs standard results with UCUM unit conversion,
+reference ranges and --NRIND, visits, epochs, baseline flags.
+
+Original result (--ORRES, --ORRESU, --ORNRLO/HI) keeps the text exactly as reported;
+the standard result is the value converted to the test's standard unit by a UCUM
+library (ucumvert on pint) — never a hand-written factor table.  A result with a
+comparator (``<0.5``) keeps it in --STRESC and has no --STRESN.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from converters.model import where
+from mappings import derive, terminology
+from mappings.sdtm.context import Context
+
+_COMPARATOR = re.compile(r"^\s*(<=|>=|<|>)\s*(.+)$")
+
+
+def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, Any], log_where: dict) -> dict[str, Any]:
+    """--ORRES … --NRIND for one result.  ``p`` is the domain prefix (LB, CP)."""
+    out: dict[str, Any] = {}
+    result = rec.get("result", "")
+    unit_text = rec.get("unit", "")
+    out[f"{p}ORRES"] = result
+    out[f"{p}ORNRLO"] = rec.get("ref_low", "")
+    out[f"{p}ORNRHI"] = rec.get("ref_high", "")
+    unit = terminology.unit(unit_text) if unit_text else None
+    if unit_text and unit is None:
+        ctx.log.warning("TERM-UNMAPPED-UNIT", f"unit {unit_text!r} is not a known UCUM or CDISC unit; "
+                        f"{p}ORRESU kept as given, no standard result", **where(rec, "unit"), value=unit_text)
+        terminology.count_unmapped("units", unit_text)
+    out[f"{p}ORRESU"] = unit["cdisc"] if unit else unit_text
+    std_unit = test.get("standard_unit") or ""
+    std = terminology.unit(std_unit) if std_unit else None
+    out[f"{p}STRESU"] = ""
+    out[f"{p}STRESC"] = ""
+    out[f"{p}STRESN"] = None
+    out[f"{p}STNRLO"] = None
+    out[f"{p}STNRHI"] = None
+    out[f"{p}NRIND"] = ""
+    if rec.get("not_done_reason"):
+        out[f"{p}STAT"] = "NOT DONE"
+        out[f"{p}REASND"] = rec["not_done_reason"]
+    if not result:
+        return out
+    comparator, number_text = "", result
+    m = _COMPARATOR.match(result)
+    if m:
+        comparator, number_text = m.group(1), m.group(2)
+    number = derive.to_number(number_text)
+    if number is None:
+        if not m:
+            # qualitative result (NEGATIVE, POSITIVE ...): standard = original
+            out[f"{p}STRESC"] = result
+            ctx.log.info(f"{p}-NONNUMERIC-RESULT", f"result is not numeric; {p}STRESC = {p}ORRES, {p}STRESN empty",
+                         **log_where, value=result)
+        return out
+    if unit_text and unit is None:
+        return out
+    factor_from = unit["ucum"] if unit else None
+    if std is None or factor_from is None:
+        if not unit_text and not std_unit:
+            value = number
+        else:
+            ctx.log.warning(f"{p}-NO-STANDARD-UNIT", "no unit to standardise from or to; standard result left empty",
+                            **log_where, value=unit_text or result)
+            return out
+    else:
+        value = terminology.convert_value(number, factor_from, std["ucum"], test.get("molar_mass_g_per_mol"))
+        if value is None:
+            ctx.log.warning(f"{p}-UNIT-NOT-CONVERTIBLE", f"{unit_text!r} cannot be converted to the standard unit "
+                            f"{std_unit!r}; standard result left empty", **where(rec, "unit"), value=unit_text)
+            return out
+        value = derive.round_sig(value)
+        out[f"{p}STRESU"] = std["cdisc"]
+        for bound, var in (("ref_low", f"{p}STNRLO"), ("ref_high", f"{p}STNRHI")):
+            n = derive.to_number(rec.get(bound))
+            if n is not None:
+                conv = terminology.convert_value(n, factor_from, std["ucum"], test.get("molar_mass_g_per_mol"))
+                out[var] = derive.round_sig(conv) if conv is not None else None
+    if comparator:
+        out[f"{p}STRESC"] = f"{comparator}{derive.format_number(value)}"
+        ctx.log.info(f"{p}-NONNUMERIC-RESULT", f"result has a comparator; {p}STRESC = {out[f'{p}STRESC']!r}, "
+                     f"{p}STRESN empty", **log_where, value=result)
+        return out
+    out[f"{p}STRESC"] = derive.format_number(value)
+    out[f"{p}STRESN"] = value
+    out[f"{p}NRIND"] = derive.reference_range_indicator(value, out[f"{p}STNRLO"], out[f"{p}STNRHI"])
+    return out
+
+
+def timing_variables(ctx: Context, rec: dict[str, Any], p: str) -> dict[str, Any]:
+    sid = rec["subject_id"]
+    info = ctx.subjects[sid]
+    dtc = rec.get("collected", "")
+    if dtc and derive.is_partial(dtc):
+        ctx.log.info("SDTM-PARTIAL-DATE", f"collection date is partial; kept as given in {p}DTC, study day left empty",
+                     **where(rec, "collected"), value=dtc)
+    visitnum, visit = ctx.visit_for(sid, dtc, rec.get("visit"))
+    return {"VISITNUM": visitnum, "VISIT": visit, "EPOCH": ctx.epoch(sid, dtc), f"{p}DTC": dtc,
+            f"{p}DY": derive.study_day(dtc, info.rfstdtc)}
+
+
+def flag_last_before_exposure(ctx: Context, rows: list[dict[str, Any]], p: str, flags: tuple[str, ...],
+                              group: Callable[[dict], Any]) -> None:
+    """Baseline: per subject and test, the last non-missing result collected on or before
+    the first dose (SDTMIG 3.4 --LOBXFL; --BLFL for 3.3 readers)."""
+    rfx = {info.usubjid: info.rfxstdtc for info in ctx.subjects.values()}
+    best: dict[Any, dict[str, Any]] = {}
+    for r in rows:
+        first = rfx.get(r["USUBJID"])
+        if not first or not r.get(f"{p}DTC") or not (r.get(f"{p}ORRES")):
+            continue
+        if r[f"{p}DTC"] <= first or (len(r[f"{p}DTC"]) == 10 and r[f"{p}DTC"] == first[:10]):
+            key = (r["USUBJID"], group(r))
+            if key not in best or best[key][f"{p}DTC"] <= r[f"{p}DTC"]:
+                best[key] = r
+    for r in best.values():
+        for flag in flags:
+            r[flag] = "Y"

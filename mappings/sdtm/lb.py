@@ -1,0 +1,72 @@
+"""LB — Laboratory Test Results: one row per test per specimen collection.
+
+The lab test table (mappings/terminology/lab_tests.yaml) gives LBTESTCD, LBTEST, LBCAT,
+LBLOINC, the specimen and the standard unit.  A test name the table does not know is
+an error (TERM-UNMAPPED-LABTEST) and the row is not converted.  Flow-cytometry cell
+subsets are not LB: they go to CP (mappings/sdtm/cp.py).
+
+Not round-tripped: ``visit`` comes back as the derived VISIT when the record had none;
+units given as aliases come back as their UCUM code.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from mappings import terminology
+from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
+from mappings.sdtm.context import Context
+from mappings.sdtm.findings import flag_last_before_exposure, result_variables, timing_variables
+from converters.model import where
+
+DOMAIN = "LB"
+ORDER = 30
+
+
+def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
+    rows = []
+    for rec in ctx.records["lab_result"]:
+        test = terminology.lab_test(rec["test"])
+        if test is None:
+            terminology.count_unmapped("lab_tests", rec["test"])
+            ctx.reject(rec, "TERM-UNMAPPED-LABTEST", f"lab test {rec['test']!r} is not in the lab test table", "test")
+            continue
+        row = base_row(ctx, DOMAIN, rec["subject_id"])
+        row.update(LBREFID=rec.get("accession", ""), LBTESTCD=test["lbtestcd"], LBTEST=test["lbtest"],
+                   LBCAT=test.get("lbcat", ""), LBLOINC=test.get("loinc", ""))
+        row.update(result_variables(ctx, rec, "LB", test, where(rec, "result")))
+        spec = rec.get("specimen") or test.get("specimen", "")
+        row["LBSPEC"] = terminology.map_term("specimen", spec, log=ctx.log, where=where(rec, "specimen")) or "" \
+            if spec else ""
+        row.update(timing_variables(ctx, rec, "LB"))
+        rows.append(row)
+    flag_last_before_exposure(ctx, rows, "LB", ("LBLOBXFL", "LBBLFL"), lambda r: (r["LBTESTCD"], r["LBSPEC"]))
+    return rows
+
+
+def seq_key(row: dict[str, Any]):
+    return (row["LBDTC"], row["LBTESTCD"], row["LBSPEC"], row.get("LBREFID", ""))
+
+
+def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
+    lb = datasets.get("LB")
+    if lb is None:
+        return []
+    dm = subject_index(datasets)
+    out = []
+    for row in lb.rows:
+        test = terminology.lab_test_by_code(row.get("LBTESTCD", ""))
+        rec = {
+            "subject_id": subject_id_of(dm, row["USUBJID"]),
+            "visit": row.get("VISIT", ""),
+            "collected": row.get("LBDTC", ""),
+            "test": test["name"] if test else row.get("LBTESTCD", ""),
+            "result": row.get("LBORRES", ""),
+            "unit": terminology.cdisc_to_ucum(row.get("LBORRESU", "")) or row.get("LBORRESU", ""),
+            "ref_low": row.get("LBORNRLO", ""),
+            "ref_high": row.get("LBORNRHI", ""),
+            "specimen": row.get("LBSPEC", ""),
+            "not_done_reason": row.get("LBREASND", ""),
+            "accession": row.get("LBREFID", ""),
+        }
+        out.append(clean(rec))
+    return out

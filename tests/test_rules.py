@@ -1,0 +1,429 @@
+"""Every rule of converters.rules: one passing and one failing hand-built input each,
+asserting the issue code, record number and field; plus a run over the CDISC pilot."""
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from converters.datasets import Dataset, Variable
+from converters.issues import IssueLog
+from converters.rules import RULES, RULES_BY_ID, iso8601_ok, study_day, validate_datasets
+from converters.sdtm_spec import load_spec
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+PILOT = REFERENCE / "sdtm" / "cdiscpilot01"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
+
+
+def var(domain: str, name: str) -> Variable:
+    """Spec metadata of a variable; a Char Perm stand-in for names the spec lacks."""
+    return load_spec(domain).var(name) or Variable(name, name, "Char")
+
+
+def ds(name: str, rows: list[dict[str, Any]], columns: list[str] | None = None, **kw: Any) -> Dataset:
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    spec_name = kw.pop("spec_name", name)
+    return Dataset(name=name, label=kw.pop("label", name), variables=[var(spec_name, c) for c in columns],
+                   rows=rows, **kw)
+
+
+def dm(*subjects: str, **extra: Any) -> Dataset:
+    rows = [{"STUDYID": "S1", "DOMAIN": "DM", "USUBJID": u, "SUBJID": u[-3:], "SITEID": "01",
+             "SEX": "F", "COUNTRY": "USA", "RFSTDTC": "2024-01-10", "RFENDTC": "2024-03-01", **extra}
+            for u in subjects]
+    return ds("DM", rows)
+
+
+def ae_row(usubjid: str = "S1-001", seq: float = 1.0, **kw: Any) -> dict[str, Any]:
+    return {"STUDYID": "S1", "DOMAIN": "AE", "USUBJID": usubjid, "AESEQ": seq, "AETERM": "Headache",
+            "AEDECOD": "HEADACHE", "AESTDTC": "2024-01-12", **kw}
+
+
+def run(rule: str, *datasets: Dataset) -> list:
+    log = IssueLog()
+    validate_datasets({d.name: d for d in datasets}, log, only=[rule])
+    return [i for i in log.issues if i.code == rule]
+
+
+def where(issues: list) -> list[tuple]:
+    return [(i.file, i.record, i.field) for i in issues]
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_ids_unique_and_documented():
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    assert all(r.severity in ("error", "warning") and r.mirrors and r.description for r in RULES)
+    documented = set(re.findall(r"^\| `([A-Z0-9-]+)` \|", DOCS.read_text(encoding="utf-8"), re.M))
+    assert set(ids) <= documented
+
+
+def test_unknown_rule_id_is_a_usage_error():
+    with pytest.raises(ValueError):
+        validate_datasets({}, IssueLog(), only=["SDTM-NO-SUCH-RULE"])
+
+
+# --------------------------------------------------------------------------- SDTM-REQ-MISSING
+
+
+def test_req_missing_pass():
+    assert run("SDTM-REQ-MISSING", dm("S1-001"), ds("AE", [ae_row()])) == []
+
+
+def test_req_missing_null_value():
+    issues = run("SDTM-REQ-MISSING", ds("AE", [ae_row(), ae_row(seq=2.0, AETERM="")]))
+    assert where(issues) == [("ae.xpt", 2, "AETERM")]
+    assert issues[0].usubjid == "S1-001" and issues[0].seq == 2 and issues[0].severity == "error"
+
+
+def test_req_missing_absent_variable():
+    row = ae_row()
+    del row["AEDECOD"]
+    assert where(run("SDTM-REQ-MISSING", ds("AE", [row]))) == [("ae.xpt", None, "AEDECOD")]
+
+
+# --------------------------------------------------------------------------- SDTM-EXP-MISSING
+
+
+def _dm_req_exp() -> Dataset:
+    names = [v.name for v in load_spec("DM").variables if v.core in ("Req", "Exp")]
+    return ds("DM", [{n: "" for n in names}], columns=names)
+
+
+def test_exp_missing_pass():
+    assert run("SDTM-EXP-MISSING", _dm_req_exp()) == []
+
+
+def test_exp_missing_fail():
+    d = _dm_req_exp()
+    d.variables = [v for v in d.variables if v.name != "RFSTDTC"]
+    issues = run("SDTM-EXP-MISSING", d)
+    assert where(issues) == [("dm.xpt", None, "RFSTDTC")] and issues[0].severity == "warning"
+
+
+# --------------------------------------------------------------------------- SDTM-KEY-DUPLICATE
+
+
+def test_key_duplicate_pass():
+    assert run("SDTM-KEY-DUPLICATE", ds("AE", [ae_row(), ae_row(seq=2.0, AESTDTC="2024-01-13")])) == []
+
+
+def test_key_duplicate_fail():
+    issues = run("SDTM-KEY-DUPLICATE", ds("AE", [ae_row(), ae_row(seq=2.0), ae_row(seq=3.0)]))
+    assert where(issues) == [("ae.xpt", 2, "STUDYID, USUBJID, AEDECOD, AESTDTC"),
+                             ("ae.xpt", 3, "STUDYID, USUBJID, AEDECOD, AESTDTC")]
+
+
+def test_key_duplicate_uses_dataset_keys_first():
+    d = ds("AE", [ae_row(), ae_row(seq=2.0, AESTDTC="2024-02-01")], keys=["USUBJID", "AEDECOD"])
+    assert where(run("SDTM-KEY-DUPLICATE", d)) == [("ae.xpt", 2, "USUBJID, AEDECOD")]
+
+
+# --------------------------------------------------------------------------- SDTM-USUBJID-NOT-IN-DM
+
+
+def test_usubjid_in_dm_pass():
+    assert run("SDTM-USUBJID-NOT-IN-DM", dm("S1-001"), ds("AE", [ae_row()])) == []
+
+
+def test_usubjid_not_in_dm_fail():
+    issues = run("SDTM-USUBJID-NOT-IN-DM", dm("S1-001"), ds("AE", [ae_row(), ae_row("S1-999")]))
+    assert where(issues) == [("ae.xpt", 2, "USUBJID")] and issues[0].value == "S1-999"
+
+
+# --------------------------------------------------------------------------- SDTM-SEQ-DUPLICATE
+
+
+def test_seq_duplicate_pass():
+    rows = [ae_row("S1-001", 1.0), ae_row("S1-002", 1.0), ae_row("S1-001", 2.0)]
+    assert run("SDTM-SEQ-DUPLICATE", ds("AE", rows)) == []
+
+
+def test_seq_duplicate_fail():
+    rows = [ae_row("S1-001", 1.0), ae_row("S1-002", 1.0), ae_row("S1-001", 1.0)]
+    issues = run("SDTM-SEQ-DUPLICATE", ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 3, "AESEQ")] and issues[0].usubjid == "S1-001"
+
+
+def test_tsseq_is_unique_within_tsparmcd():
+    rows = [{"STUDYID": "S1", "DOMAIN": "TS", "TSSEQ": 1.0, "TSPARMCD": p, "TSPARM": p, "TSVAL": "x"}
+            for p in ("AGEMIN", "AGEMAX", "AGEMAX")]
+    assert where(run("SDTM-SEQ-DUPLICATE", ds("TS", rows))) == [("ts.xpt", 3, "TSSEQ")]
+
+
+# --------------------------------------------------------------------------- SDTM-DY-INCONSISTENT
+
+
+def test_study_day_has_no_day_zero():
+    from datetime import date
+    ref = date(2024, 1, 10)
+    assert [study_day(date(2024, 1, d), ref) for d in (8, 9, 10, 11)] == [-2, -1, 1, 2]
+
+
+def test_dy_pass():
+    rows = [ae_row(AESTDTC="2024-01-09", AESTDY=-1.0, AEENDTC="2024-01-10T08:00", AEENDY=1.0),
+            ae_row(seq=2.0, AESTDTC="2024-01", AESTDY=5.0)]  # partial date: not checked
+    assert run("SDTM-DY-INCONSISTENT", dm("S1-001"), ds("AE", rows)) == []
+
+
+def test_dy_fail():
+    rows = [ae_row(AESTDTC="2024-01-10", AESTDY=1.0, AEENDTC="2024-01-12", AEENDY=2.0)]
+    issues = run("SDTM-DY-INCONSISTENT", dm("S1-001"), ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 1, "AEENDY")] and "give 3" in issues[0].message
+
+
+# --------------------------------------------------------------------------- SDTM-DTC-ISO8601
+
+
+@pytest.mark.parametrize("text", ["2024", "2024-01", "2024-01-10", "2024-01-10T10", "2024-01-10T10:30",
+                                  "2024-01-10T10:30:15.5", "2024-01-10T10:30+01:00", "2003---15",
+                                  "--12-15", "2024-01-10/2024-01-12", "2024-01-10/P3D"])
+def test_iso8601_accepts(text):
+    assert iso8601_ok(text)
+
+
+@pytest.mark.parametrize("text", ["2024-13-01", "2024-02-30", "2024/01/10", "10JAN2024", "2024-01-",
+                                  "2024-01-10T25:00", "2024-1-5", "P3D/P4D", "-"])
+def test_iso8601_rejects(text):
+    assert not iso8601_ok(text)
+
+
+def test_dtc_iso8601_pass():
+    assert run("SDTM-DTC-ISO8601", ds("AE", [ae_row(AEENDTC="2024-01-12T10:30"), ae_row(AEENDTC="")])) == []
+
+
+def test_dtc_iso8601_fail():
+    issues = run("SDTM-DTC-ISO8601", ds("AE", [ae_row(), ae_row(seq=2.0, AEENDTC="12/01/2024")]))
+    assert where(issues) == [("ae.xpt", 2, "AEENDTC")] and issues[0].value == "12/01/2024"
+
+
+# --------------------------------------------------------------------------- SDTM-CT-INVALID
+
+
+def test_ct_pass():
+    assert run("SDTM-CT-INVALID", dm("S1-001", RACE="WHITE")) == []
+
+
+def test_ct_non_extensible_is_error():
+    d = dm("S1-001", "S1-002")
+    d.rows[1]["SEX"] = "Female"
+    issues = run("SDTM-CT-INVALID", d)
+    assert where(issues) == [("dm.xpt", 2, "SEX")]
+    assert issues[0].severity == "error" and "'F'" in issues[0].message
+
+
+def test_ct_extensible_is_warning():
+    rows = [ae_row(EPOCH="TREATMENT"), ae_row(seq=2.0, EPOCH="Treatment Phase")]
+    issues = run("SDTM-CT-INVALID", ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 2, "EPOCH")] and issues[0].severity == "warning"
+
+
+def test_ct_dsdecod_codelist_follows_dscat():
+    rows = [{"STUDYID": "S1", "DOMAIN": "DS", "USUBJID": "S1-001", "DSSEQ": 1.0, "DSTERM": "x",
+             "DSDECOD": "COMPLETED", "DSCAT": "DISPOSITION EVENT"},
+            {"STUDYID": "S1", "DOMAIN": "DS", "USUBJID": "S1-001", "DSSEQ": 2.0, "DSTERM": "x",
+             "DSDECOD": "COMPLETED", "DSCAT": "PROTOCOL MILESTONE"}]
+    assert where(run("SDTM-CT-INVALID", ds("DS", rows))) == [("ds.xpt", 2, "DSDECOD")]
+
+
+def test_ct_unknown_codelist_is_reported_not_skipped_silently():
+    d = ds("XX", [{"STUDYID": "S1", "XXTEST": "a"}],
+           columns=None)
+    d.variables = [Variable("STUDYID", "Study Identifier", "Char"),
+                   Variable("XXTEST", "Test", "Char", codelist="NOSUCHCL")]
+    log = IssueLog()
+    validate_datasets({"XX": d}, log, only=["SDTM-CT-INVALID"])
+    assert [(i.code, i.field, i.severity) for i in log.issues if i.code.startswith("SDTM-CT")] == [
+        ("SDTM-CT-CODELIST-UNKNOWN", "XXTEST", "info")]
+    assert any(i.code == "SDTM-SPEC-UNKNOWN" for i in log.issues)
+
+
+# --------------------------------------------------------------------------- SDTM-XPT-*
+
+
+def test_xpt_name_pass():
+    assert run("SDTM-XPT-NAME", ds("AE", [ae_row()])) == []
+
+
+def test_xpt_name_fail():
+    d = ds("AE", [ae_row()])
+    d.variables = d.variables + [Variable("AELONGNAME", "x", "Char"), Variable("1AE", "x", "Char")]
+    assert where(run("SDTM-XPT-NAME", d)) == [("ae.xpt", None, "AELONGNAME"), ("ae.xpt", None, "1AE")]
+    bad = ds("suppae_x", [], columns=["STUDYID"])
+    assert where(run("SDTM-XPT-NAME", bad)) == [("suppae_x.xpt", None, None)]
+
+
+def test_xpt_label_pass():
+    assert run("SDTM-XPT-LABEL", ds("AE", [ae_row()], label="Adverse Events")) == []
+
+
+def test_xpt_label_fail():
+    d = ds("AE", [ae_row()], label="A" * 41)
+    d.variables = d.variables + [Variable("AEXTRA", "L" * 41, "Char"), Variable("AEOK", "L" * 40, "Char")]
+    assert where(run("SDTM-XPT-LABEL", d)) == [("ae.xpt", None, None), ("ae.xpt", None, "AEXTRA")]
+
+
+def test_xpt_char_200_pass():
+    assert run("SDTM-XPT-CHAR-200", ds("AE", [ae_row(AETERM="x" * 200)])) == []
+
+
+def test_xpt_char_200_fail():
+    issues = run("SDTM-XPT-CHAR-200", ds("AE", [ae_row(), ae_row(seq=2.0, AETERM="x" * 201),
+                                                 ae_row(seq=3.0, AETERM="\u00e9" * 101)]))
+    assert where(issues) == [("ae.xpt", 2, "AETERM"), ("ae.xpt", 3, "AETERM")]  # 202 UTF-8 bytes
+
+
+def test_xpt_ascii_pass():
+    assert run("SDTM-XPT-ASCII", ds("AE", [ae_row(AETERM="Alzheimer's disease")])) == []
+
+
+def test_xpt_ascii_fail():
+    rows = [ae_row(), ae_row(seq=2.0, AETERM="Alzheimer\u2019s disease"), ae_row(seq=3.0, AETERM="a\tb")]
+    issues = run("SDTM-XPT-ASCII", ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 2, "AETERM"), ("ae.xpt", 3, "AETERM")]
+
+
+# --------------------------------------------------------------------------- SDTM-ROW-SCHEMA
+
+
+def test_row_schema_pass():
+    assert run("SDTM-ROW-SCHEMA", ds("AE", [ae_row()])) == []
+
+
+def test_row_schema_fail_once_per_variable_per_row():
+    rows = [ae_row(), ae_row(seq="2")]  # Num variable holding text
+    issues = run("SDTM-ROW-SCHEMA", ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 2, "AESEQ")]
+
+
+def test_row_schema_unknown_variable_reported_once_per_dataset():
+    rows = [ae_row(AEFOO="a"), ae_row(seq=2.0, AEFOO="b")]
+    assert where(run("SDTM-ROW-SCHEMA", ds("AE", rows))) == [("ae.xpt", None, "AEFOO")]
+
+
+def test_row_schema_leaves_owned_findings_to_their_rules():
+    # empty Req AETERM (REQ-MISSING), bad date (DTC-ISO8601), wrong DOMAIN (DOMAIN-VALUE)
+    rows = [ae_row(AETERM="", AESTDTC="2003---15", DOMAIN="CM")]
+    assert run("SDTM-ROW-SCHEMA", ds("AE", rows)) == []
+
+
+# --------------------------------------------------------------------------- SDTM-STUDYID-MULTIPLE
+
+
+def test_studyid_single_pass():
+    assert run("SDTM-STUDYID-MULTIPLE", dm("S1-001"), ds("AE", [ae_row(), ae_row(seq=2.0)])) == []
+
+
+def test_studyid_multiple_fail():
+    issues = run("SDTM-STUDYID-MULTIPLE", dm("S1-001"),
+                 ds("AE", [ae_row(), ae_row(seq=2.0, STUDYID="S2"), ae_row(seq=3.0, STUDYID="S2")]))
+    assert where(issues) == [("ae.xpt", 2, "STUDYID")] and issues[0].value == "S2"
+
+
+# --------------------------------------------------------------------------- SDTM-DOMAIN-VALUE
+
+
+def test_domain_value_pass():
+    split = ds("QSCG", [{"STUDYID": "S1", "DOMAIN": "QS", "USUBJID": "S1-001"}], spec_name="QS")
+    assert run("SDTM-DOMAIN-VALUE", ds("AE", [ae_row()]), split) == []
+
+
+def test_domain_value_fail():
+    issues = run("SDTM-DOMAIN-VALUE", ds("AE", [ae_row(), ae_row(seq=2.0, DOMAIN="CM")]))
+    assert where(issues) == [("ae.xpt", 2, "DOMAIN")]
+
+
+# --------------------------------------------------------------------------- SDTM-RFSTDTC-AFTER-RFENDTC
+
+
+def test_rfstdtc_before_rfendtc_pass():
+    d = dm("S1-001", "S1-002")
+    d.rows[1].update(RFSTDTC="2024-02", RFENDTC="2024-02-15")  # comparable only to the month
+    assert run("SDTM-RFSTDTC-AFTER-RFENDTC", d) == []
+
+
+def test_rfstdtc_after_rfendtc_fail():
+    d = dm("S1-001", "S1-002")
+    d.rows[1].update(RFSTDTC="2024-02-01T10:00", RFENDTC="2024-01-31")
+    issues = run("SDTM-RFSTDTC-AFTER-RFENDTC", d)
+    assert where(issues) == [("dm.xpt", 2, "RFSTDTC")] and issues[0].usubjid == "S1-002"
+
+
+# --------------------------------------------------------------------------- SDTM-SUPP-PARENT
+
+
+def _supp(name: str, rdomain: str, idvar: str, idvarval: str, usubjid: str = "S1-001") -> dict:
+    return {"STUDYID": "S1", "RDOMAIN": rdomain, "USUBJID": usubjid, "IDVAR": idvar, "IDVARVAL": idvarval,
+            "QNAM": "AETRTEM", "QLABEL": "Treatment Emergent Flag", "QVAL": "Y", "QORIG": "Derived"}
+
+
+def test_supp_parent_pass():
+    suppae = ds("SUPPAE", [_supp("SUPPAE", "AE", "AESEQ", "1"), _supp("SUPPAE", "AE", "AESEQ", "2.0")])
+    suppdm = ds("SUPPDM", [_supp("SUPPDM", "DM", "", "")])
+    assert run("SDTM-SUPP-PARENT", dm("S1-001"), ds("AE", [ae_row(), ae_row(seq=2.0)]), suppae, suppdm) == []
+
+
+def test_supp_parent_fail():
+    suppae = ds("SUPPAE", [_supp("SUPPAE", "AE", "AESEQ", "1"), _supp("SUPPAE", "AE", "AESEQ", "7"),
+                           _supp("SUPPAE", "AE", "AESEQ", "1", usubjid="S1-002"),
+                           _supp("SUPPAE", "AE", "AEXXX", "1")])
+    suppdm = ds("SUPPDM", [_supp("SUPPDM", "DM", "", "", usubjid="S1-404")])
+    issues = run("SDTM-SUPP-PARENT", dm("S1-001"), ds("AE", [ae_row()]), suppae, suppdm)
+    assert where(issues) == [("suppae.xpt", 2, "IDVARVAL"), ("suppae.xpt", 3, "IDVARVAL"),
+                             ("suppae.xpt", 4, "IDVAR"), ("suppdm.xpt", 1, "USUBJID")]
+
+
+def test_supp_parent_dataset_missing():
+    suppae = ds("SUPPAE", [_supp("SUPPAE", "AE", "AESEQ", "1")])
+    assert where(run("SDTM-SUPP-PARENT", dm("S1-001"), suppae)) == [("suppae.xpt", 1, "RDOMAIN")]
+
+
+# --------------------------------------------------------------------------- a clean set passes everything
+
+
+def test_clean_set_has_no_errors():
+    log = IssueLog()
+    ae = ds("AE", [ae_row(AESTDY=3.0)], source="ae.xpt")
+    validate_datasets({"DM": dm("S1-001"), "AE": ae}, log)
+    assert [i for i in log.issues if i.severity == "error"] == []
+
+
+# --------------------------------------------------------------------------- CDISC pilot
+
+
+def _read_xpt(path: Path) -> Dataset:
+    pyreadstat = pytest.importorskip("pyreadstat")
+    kwargs = {"encoding": "cp1252"} if path.name == "ts.xpt" else {}
+    frame, meta = pyreadstat.read_xport(str(path), **kwargs)
+    variables = [
+        Variable(name, meta.column_names_to_labels.get(name) or "",
+                 "Num" if meta.readstat_variable_types[name] == "double" else "Char", order=n)
+        for n, name in enumerate(meta.column_names, start=1)
+    ]
+    rows = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rec.items()}
+            for rec in frame.to_dict("records")]
+    return Dataset(path.stem.upper(), meta.file_label or "", variables, rows, source=path.name)
+
+
+@pytest.mark.skipif(not PILOT.is_dir(), reason=f"CDISC pilot reference data not found at {PILOT}")
+def test_cdisc_pilot_runs_and_finds():
+    datasets = {d.name: d for d in (_read_xpt(p) for p in sorted(PILOT.glob("*.xpt")))}
+    log = IssueLog()
+    validate_datasets(datasets, log)
+    counts = Counter((i.code, i.severity) for i in log.issues)
+    print("\nCDISC pilot findings by rule:")
+    for (code, severity), n in sorted(counts.items()):
+        print(f"  {code:30} {severity:8} {n}")
+    assert log.issues
+    # pilot is SDTMIG 3.1.2: Expected variables of 3.3 are missing
+    assert ("dm.xpt", "ARMNRS") in {(i.file, i.field) for i in log.issues if i.code == "SDTM-EXP-MISSING"}
+    # the ts.xpt right single quote is not ASCII
+    assert any(i.file == "ts.xpt" and i.field == "TSVAL" for i in log.issues if i.code == "SDTM-XPT-ASCII")
+    assert all(i.code in RULES_BY_ID or i.severity == "info" for i in log.issues)
