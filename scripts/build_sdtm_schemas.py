@@ -49,12 +49,13 @@ CP_COMMENT = (
     "EVS SDTM CT 2025-03-25."
 )
 
-DOMAINS = ["DM", "EX", "LB", "AE", "DS", "SV", "SE", "TA", "TE", "TV", "TI", "TS", "SUPPQUAL"]
+DOMAINS = ["DM", "EX", "LB", "VS", "AE", "DS", "SV", "SE", "TA", "TE", "TV", "TI", "TS", "SUPPQUAL"]
 
 KEYS = {
     "DM": ["STUDYID", "USUBJID"],
     "LB": ["STUDYID", "USUBJID", "LBTESTCD", "LBSPEC", "VISITNUM", "LBDTC"],
     "CP": ["STUDYID", "USUBJID", "CPTESTCD", "CPSPEC", "VISITNUM", "CPDTC"],
+    "VS": ["STUDYID", "USUBJID", "VSTESTCD", "VISITNUM", "VSDTC"],
     "AE": ["STUDYID", "USUBJID", "AEDECOD", "AESTDTC"],
     "EX": ["STUDYID", "USUBJID", "EXTRT", "EXSTDTC"],
     "DS": ["STUDYID", "USUBJID", "DSDECOD", "DSSTDTC"],

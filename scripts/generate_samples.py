@@ -910,11 +910,11 @@ def make_dirty(data: dict[str, list[dict]], subs: list[Subj]) -> tuple[dict, lis
                      "not a calendar date; row rejected"))
 
     lb = d["lab_result"]
-    # 2. unknown unit: subject 102 C3 at MONTH 3 reported in mg% (value and range in mg/dL)
+    # 2. unknown unit: subject 102 C3 at MONTH 3 reported as "mq/dL" (typo of mg/dL, keys g and q side by side) (value and range in mg/dL)
     i = next(n for n, r in enumerate(lb) if r["subject_id"] == "102" and r["visit"] == "MONTH 3" and r["test"] == "C3")
     r = lb[i]
     r["result"] = fmt(float(r["result"]) * 100, 0)
-    r["ref_low"], r["ref_high"], r["unit"] = "90", "180", "mg%"
+    r["ref_low"], r["ref_high"], r["unit"] = "90", "180", "mq/dL"
     lab_c3 = r
     # 3. IgE below detection, subject 103 DAY 7
     i = next(n for n, r in enumerate(lb) if r["subject_id"] == "103" and r["visit"] == "DAY 7" and r["test"] == "IgE")
@@ -933,8 +933,8 @@ def make_dirty(data: dict[str, list[dict]], subs: list[Subj]) -> tuple[dict, lis
     def rowno(rows, obj):
         return next(n for n, r in enumerate(rows, 1) if r is obj)
     lab_mist = [
-        (lab_c3, "unit", "mg%", "TERM-UNMAPPED-UNIT", "warning",
-         f"C3 reported as {lab_c3['result']} mg% (range 90-180): unit unknown; LBORRESU kept as given, LBSTRESN empty"),
+        (lab_c3, "unit", "mq/dL", "TERM-UNMAPPED-UNIT", "warning",
+         f"C3 reported as {lab_c3['result']} mq/dL (range 90-180): unit unknown; LBORRESU kept as given, LBSTRESN empty"),
         (lab_ige, "result", "<0.5", "LB-NONNUMERIC-RESULT", "info",
          "IgE below detection limit; LBSTRESC \"<0.5\", LBSTRESN empty"),
         (ferr, "test", "Ferritinn", "TERM-UNMAPPED-LABTEST", "error",

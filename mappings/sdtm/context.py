@@ -75,7 +75,10 @@ class Context:
             if self.study.site(s["site_id"]) is None:
                 self.log.error("DM-UNKNOWN-SITE", f"site {s['site_id']!r} is not in the study configuration's sites",
                                **where(s, "site_id"), value=s["site_id"])
-            mine = sorted(doses.get(sid, []), key=lambda e: e["start"])
+            # a dose dated before consent is an error (EX-BEFORE-CONSENT); it stays in EX but
+            # does not move the reference dates, so one typo does not shift every study day
+            mine = sorted((e for e in doses.get(sid, []) if not _before(e["start"], info.rficdtc)),
+                          key=lambda e: e["start"])
             if mine:
                 info.rfxstdtc = mine[0]["start"]
                 info.rfxendtc = derive.max_dtc(e.get("end") or e["start"] for e in mine)
@@ -108,7 +111,8 @@ class Context:
         scrn = self._element_by_epoch("SCREENING")
         fu = self._element_by_epoch("FOLLOW-UP")
         for sid, info in self.subjects.items():
-            doses = sorted(by_subject.get(sid, []), key=lambda e: e["start"])
+            doses = sorted((e for e in by_subject.get(sid, []) if not _before(e["start"], info.rficdtc)),
+                           key=lambda e: e["start"])
             segments: list[list[str]] = []  # [ETCD, start, end]
             if scrn and info.rficdtc:
                 segments.append([scrn, info.rficdtc, info.rfxstdtc or disp_end.get(sid, "") or info.rficdtc])
@@ -242,6 +246,11 @@ class Context:
         self.supp.append(SuppRow(rdomain, usubjid, idvar, derive.format_number(idvarval)
                                  if isinstance(idvarval, (int, float)) else str(idvarval), qnam, qlabel, str(qval),
                                  qorig, qeval))
+
+
+def _before(dtc: str, reference: str) -> bool:
+    d, ref = derive.date_part(dtc), derive.date_part(reference)
+    return bool(d and ref and d < ref)
 
 
 def unplanned_name(number: float) -> str:

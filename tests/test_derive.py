@@ -1,0 +1,68 @@
+"""Derivations, checked against values worked out by hand."""
+import math
+
+import pytest
+
+from mappings import derive
+
+
+@pytest.mark.parametrize("dtc, ref, expected", [
+    ("2020-06-10", "2020-06-10", 1),          # reference day is day 1
+    ("2020-06-09", "2020-06-10", -1),         # the day before is -1: no day 0
+    ("2020-06-16T09:00", "2020-06-10T09:00", 7),
+    ("2020-09-08", "2020-06-10", 91),         # 20 + 31 + 31 + 8 = 90 days later -> day 91
+    ("2020-07", "2020-06-10", None),          # partial: no study day
+    ("", "2020-06-10", None),
+])
+def test_study_day(dtc, ref, expected):
+    assert derive.study_day(dtc, ref) == expected
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("2020", True), ("2020-07", True), ("2020-07-15", True), ("2020-07-15T08:00", True),
+    ("2020-07-15T08:00:30+08:00", True), ("2020-13-45", False), ("2021-02-29", False),
+    ("2020-02-29", True), ("2020-07-15T25:00", False), ("15/07/2020", False), ("", False),
+])
+def test_is_iso8601_checks_the_calendar(value, ok):
+    assert derive.is_iso8601(value) is ok
+
+
+def test_age_complete_and_partial_birth_dates():
+    assert derive.age_years("2010-06-11", "2020-06-10") == (9, False)   # birthday tomorrow
+    assert derive.age_years("2010-06-10", "2020-06-10") == (10, False)  # birthday today
+    # born some day in June 2010: 10 if born by the 10th, 9 if later -> lower age, flagged
+    assert derive.age_years("2010-06", "2020-06-10") == (9, True)
+    assert derive.age_years("2010-03", "2020-06-10") == (10, False)     # whole month before
+    assert derive.age_years(None, "2020-06-10") == (None, False)
+
+
+def test_bsa_mosteller_by_hand():
+    # sqrt(120 * 25 / 3600) = sqrt(0.8333...) = 0.91287...
+    assert derive.bsa_mosteller(120, 25) == pytest.approx(0.912871, abs=1e-6)
+
+
+@pytest.mark.parametrize("text, number", [("1.30", 1.3), ("-2", -2.0), ("1e3", 1000.0), ("<0.5", None),
+                                          ("NEGATIVE", None), ("", None), (None, None)])
+def test_to_number(text, number):
+    assert derive.to_number(text) == number
+
+
+def test_format_number_and_rounding():
+    assert derive.format_number(500000.0) == "500000"
+    assert derive.format_number(12.5) == "12.5"
+    assert derive.format_number(None) == ""
+    assert derive.format_number(math.nan) == ""
+    assert derive.round_sig(12.499999999999998) == 12.5
+    assert derive.round_sig(0.0001234567890123) == pytest.approx(0.000123456789)
+
+
+def test_assign_seq_is_stable_and_per_subject():
+    rows = [{"USUBJID": "B", "X": 2}, {"USUBJID": "A", "X": 9}, {"USUBJID": "B", "X": 1}]
+    derive.assign_seq(rows, "XXSEQ", lambda r: r["X"])
+    assert [(r["USUBJID"], r["X"], r["XXSEQ"]) for r in rows] == [("A", 9, 1), ("B", 1, 1), ("B", 2, 2)]
+
+
+@pytest.mark.parametrize("value, low, high, ind", [(5, 1, 10, "NORMAL"), (0.5, 1, 10, "LOW"), (11, 1, 10, "HIGH"),
+                                                   (10, 1, 10, "NORMAL"), (5, None, None, ""), (None, 1, 2, "")])
+def test_reference_range_indicator(value, low, high, ind):
+    assert derive.reference_range_indicator(value, low, high) == ind
