@@ -1,5 +1,5 @@
 """trialbridge command line: parse options, call one function of ``converters``, print,
-set the exit code (0 ok, 1 data errors found, 2 usage or I/O failure)."""
+set the exit code (0 ok, 1 data errors found, 2 usage or I/O failure, 3 internal error)."""
 from __future__ import annotations
 
 import sys
@@ -22,6 +22,14 @@ class Group(click.Group):
                 traceback.print_exc()
             click.secho(f"error: {exc}", fg="red", err=True)
             ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug of ours: one line, traceback only on request
+            if ctx.params.get("verbose"):
+                traceback.print_exc()
+            click.secho(f"internal error (please report): {type(exc).__name__}: {exc}; "
+                        "run with --verbose for the traceback", fg="red", err=True)
+            ctx.exit(3)
 
 
 @click.group(cls=Group)

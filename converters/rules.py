@@ -449,6 +449,8 @@ def check_ct(ctx: Context, rule: Rule) -> None:
                 value = row.get(name)
                 if is_null(value):
                     continue
+                if name.endswith("STRESC") and _NUMERIC_RESULT.match(str(value)):
+                    continue  # --STRESC codelists (C102580 …) govern character results only
                 if name in by_value:
                     gov, table = by_value[name]
                     codelist = table.get(row.get(gov)) or codelist
@@ -463,6 +465,9 @@ def check_ct(ctx: Context, rule: Rule) -> None:
                     rule, ds, message, row_no, row, name, value,
                     severity="warning" if codelist.extensible else "error",
                 )
+
+
+_NUMERIC_RESULT = re.compile(r"^(<=|>=|<|>)?\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _codelist(ct_module: Any, short: str) -> Any | None:

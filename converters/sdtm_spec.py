@@ -137,8 +137,8 @@ def _is_missing(value: Any) -> bool:
 def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None = None) -> Dataset:
     """Build a Dataset from mapping output rows.
 
-    Variables = every Req variable + every variable with at least one non-missing value, in spec
-    order.  Each output row holds every chosen variable (Char missing "", Num missing None).
+    Variables = every Req and Exp variable (SDTMIG: Expected variables are present even when
+    all null) + every Perm variable with at least one non-missing value, in spec order.  Each output row holds every chosen variable (Char missing "", Num missing None).
     A row key the spec does not know is a programming error: :class:`ValueError`.
     For a domain without a schema the columns are taken from the rows in first-seen order.
     """
@@ -156,7 +156,7 @@ def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None 
         if unknown:
             raise ValueError(f"{spec.name} row {n}: variables not in the {spec.name} spec: {unknown}")
         present.update(k for k, v in row.items() if not _is_missing(v))
-    variables = [v for v in spec.variables if v.core == "Req" or v.name in present]
+    variables = [v for v in spec.variables if v.core in ("Req", "Exp") or v.name in present]
     out_rows = []
     for row in rows:
         out_rows.append({

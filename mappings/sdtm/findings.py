@@ -81,11 +81,14 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
                 conv = terminology.convert_value(n, factor_from, std["ucum"], test.get("molar_mass_g_per_mol"))
                 out[var] = derive.round_sig(conv) if conv is not None else None
     if comparator:
-        out[f"{p}STRESC"] = f"{comparator}{derive.format_number(value)}"
+        same_unit = unit is not None and std is not None and unit["ucum"] == std["ucum"]
+        out[f"{p}STRESC"] = f"{comparator}{number_text if same_unit else derive.format_number(value)}"
         ctx.log.info(f"{p}-NONNUMERIC-RESULT", f"result has a comparator; {p}STRESC = {out[f'{p}STRESC']!r}, "
                      f"{p}STRESN empty", **log_where, value=result)
         return out
-    out[f"{p}STRESC"] = derive.format_number(value)
+    same_unit = unit is not None and std is not None and unit["ucum"] == std["ucum"]
+    # same unit: the standard text keeps the reported precision ("1.30" stays "1.30")
+    out[f"{p}STRESC"] = number_text if same_unit else derive.format_number(value)
     out[f"{p}STRESN"] = value
     out[f"{p}NRIND"] = derive.reference_range_indicator(value, out[f"{p}STNRLO"], out[f"{p}STNRHI"])
     return out

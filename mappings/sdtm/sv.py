@@ -36,7 +36,6 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         row.update(VISITNUM=num, VISIT=name, SVSTDTC=rec["start"], SVENDTC=rec.get("end") or rec["start"])
         row["SVSTDY"] = derive.study_day(row["SVSTDTC"], info.rfstdtc)
         row["SVENDY"] = derive.study_day(row["SVENDTC"], info.rfstdtc)
-        row["EPOCH"] = ctx.epoch(sid, rec["start"])
         if planned:
             row["VISITDY"] = planned.day
             sd = row["SVSTDY"]

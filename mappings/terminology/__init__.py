@@ -6,7 +6,9 @@ the value :func:`map_term` returns (``value_field``), the fields a lookup matche
 ``aliases`` (``match_fields``), the issue code used for values it cannot map (``issue_code``)
 and, when it is backed by CDISC controlled terminology, the codelist (``codelist``): a value not
 found among the entries is then looked up among the codelist's own submission values, synonyms
-and preferred terms (via :mod:`converters.ct`).
+and preferred terms (via :mod:`converters.ct`).  With ``ct_fallback: terms`` (the default) any
+term of the codelist maps; with ``ct_fallback: synonyms`` (lab_tests, cell_phenotypes, whose
+entries carry more than the code) CT synonyms only lead to entries the table lists.
 
 Unmapped values are never dropped silently (design rule 2): ``error`` gives ``None`` and an error
 issue, ``passthrough`` keeps the value and adds a warning, ``fixed`` substitutes ``fixed_value``
@@ -33,6 +35,7 @@ from converters import ct
 
 __all__ = [
     "TermTable", "table_names", "load_table", "map_term", "unmapped_counts", "reset_unmapped_counts",
+    "count_unmapped", "apply_unmapped",
     "lab_test", "lab_test_by_code", "lab_test_by_loinc", "cp_test", "cp_test_by_code", "cp_test_by_loinc",
     "unit", "ucum_to_cdisc", "cdisc_to_ucum", "convert_value",
 ]
@@ -65,6 +68,7 @@ class TermTable:
     match_fields: list[str] = field(default_factory=list)
     fixed_value: str | None = None
     codelist: str | None = None
+    ct_fallback: str = "terms"  # "terms": any codelist term maps; "synonyms": only to listed entries
     description: str = ""
     _index: dict[str, dict] = field(default_factory=dict, repr=False)
 
@@ -105,7 +109,10 @@ class TermTable:
             submission = ct.codelist(self.codelist).lookup(" ".join(str(value).split()))
         if submission is None:
             return None
-        return self._index.get(_fold(submission)) or {self.value_field: submission}
+        entry = self._index.get(_fold(submission))
+        if entry is None and self.ct_fallback == "terms":
+            entry = {self.value_field: submission}
+        return entry
 
     def values(self) -> list[str]:
         """Every value this table can map to (its entries' value field)."""
@@ -156,6 +163,7 @@ def load_table(name: str) -> TermTable:
         unmapped=data["unmapped"], fixed_value=data.get("fixed_value"), entries=data["entries"],
         value_field=data["value_field"], match_fields=list(data.get("match_fields") or []),
         issue_code=data["issue_code"], codelist=data.get("codelist"),
+        ct_fallback=data.get("ct_fallback", "terms"),
     )
 
 
@@ -177,11 +185,17 @@ def reset_unmapped_counts() -> None:
         _unmapped.clear()
 
 
+def count_unmapped(table_name: str, value: Any) -> None:
+    """Count a value that a lookup (lab_test, cp_test, unit ...) could not map; the caller
+    reports the issue itself.  map_term counts on its own."""
+    with _unmapped_lock:
+        _unmapped.setdefault(table_name, Counter())[str(value)] += 1
+
+
 def apply_unmapped(table: TermTable, value: Any, *, log=None, where: dict | None = None) -> str | None:
     """What ``table`` gives for a value it cannot map, reporting it to ``log`` and the counter."""
     text = str(value)
-    with _unmapped_lock:
-        _unmapped.setdefault(table.name, Counter())[text] += 1
+    count_unmapped(table.name, text)
     if table.unmapped == "error":
         result, severity = None, "error"
         message = f"{text!r} is not in terminology table {table.name}"
@@ -408,3 +422,9 @@ def convert_value(value: float, from_unit: str, to_unit: str, molar_mass: float 
         return None
     scale, offset = factor
     return float(value) * scale + offset
+
+
+def count_unmapped(table_name: str, value: Any) -> None:
+    """Count an unmapped value whose issue the caller reports itself (e.g. a rejected row)."""
+    with _unmapped_lock:
+        _unmapped.setdefault(table_name, Counter())[str(value)] += 1

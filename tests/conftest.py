@@ -1,0 +1,53 @@
+"""Shared fixtures: the bundled samples converted once per test session."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from converters import records_io, sdtm_io
+from converters.issues import IssueLog
+from converters.rules import validate_datasets
+from converters.sdtm_convert import records_to_sdtm
+from mappings.study import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samples" / "nct04387942"
+DIRTY = ROOT / "samples" / "nct04387942-dirty"
+REFERENCE = ROOT.parent / "shared" / "reference"
+
+
+def reference(*parts: str) -> Path:
+    path = REFERENCE.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"reference material {path} is not on this machine (../shared/reference)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def study():
+    return load_study("NCT04387942")
+
+
+@pytest.fixture(scope="session")
+def sample_records():
+    log = IssueLog()
+    records = records_io.read_records(SAMPLE, log)
+    return records, log
+
+
+@pytest.fixture(scope="session")
+def sample_sdtm(sample_records, study):
+    records, read_log = sample_records
+    log = IssueLog()
+    datasets = records_to_sdtm(records, study, log)
+    validate_datasets(datasets, log)
+    return datasets, log
+
+
+@pytest.fixture(scope="session")
+def sample_xpt_folder(sample_sdtm, tmp_path_factory):
+    datasets, _ = sample_sdtm
+    folder = tmp_path_factory.mktemp("sdtm-xpt")
+    sdtm_io.write_datasets(datasets, folder, ["xpt", "dataset-json", "csv"], IssueLog(), "NCT04387942")
+    return folder
