@@ -85,7 +85,12 @@ def test_make_dataset_selects_req_and_populated_variables():
          "AEDECOD": "Pyrexia", "AESTDTC": "2020-06-03"},
     ]
     ds = make_dataset("AE", rows)
-    assert ds.names == ["STUDYID", "DOMAIN", "USUBJID", "AESEQ", "AETERM", "AEDECOD", "AESEV", "AESTDTC"]
+    spec = load_spec("AE")
+    expected = [v.name for v in spec.variables
+                if v.core in ("Req", "Exp") or v.name in {"AESEV", "AESTDTC"}]  # Perm only when populated
+    assert ds.names == expected
+    assert "AEOUT" not in ds.names  # Perm and empty in every row
+    assert "AELLT" in ds.names and all(r["AELLT"] == "" for r in ds.rows)  # Exp: present even when null
     assert ds.rows[1]["AESEV"] == ""
     assert ds.keys == ["STUDYID", "USUBJID", "AEDECOD", "AESTDTC"]
     assert ds.label == "Adverse Events"

@@ -81,3 +81,13 @@ def subject_id_of(dm_index: dict[str, dict], usubjid: str) -> str:
 def clean(rec: dict[str, Any]) -> dict[str, Any]:
     """Drop empty values so records compare equal to what a reader produces."""
     return {k: v for k, v in rec.items() if v not in ("", None)}
+
+
+def visit_label(visit: str | None, study) -> str:
+    """The site's visit label for an SDTM VISIT: planned visits by name, any unplanned
+    visit ("UNSCHEDULED 3.01") as UNSCHEDULED — the number is derived, not captured."""
+    if not visit:
+        return ""
+    if study is not None and any(v.name == visit for v in study.visits):
+        return visit
+    return "UNSCHEDULED" if visit.startswith("UNSCHEDULED") else visit

@@ -14,7 +14,7 @@ from typing import Any
 
 from converters.model import where
 from mappings import terminology
-from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
+from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index, visit_label
 from mappings.sdtm.context import Context
 from mappings.sdtm.findings import flag_last_before_exposure, result_variables, timing_variables
 
@@ -58,7 +58,7 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
         test = terminology.cp_test_by_code(row.get("CPTESTCD", ""))
         rec = {
             "subject_id": subject_id_of(dm, row["USUBJID"]),
-            "visit": row.get("VISIT", ""),
+            "visit": visit_label(row.get("VISIT"), study),
             "collected": row.get("CPDTC", ""),
             "population": test["population"] if test else row.get("CPTEST", ""),
             "measure": test["measure"] if test else "",

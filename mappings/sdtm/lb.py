@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from mappings import terminology
-from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
+from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index, visit_label
 from mappings.sdtm.context import Context
 from mappings.sdtm.findings import flag_last_before_exposure, result_variables, timing_variables
 from converters.model import where
@@ -57,7 +57,7 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
         test = terminology.lab_test_by_code(row.get("LBTESTCD", ""))
         rec = {
             "subject_id": subject_id_of(dm, row["USUBJID"]),
-            "visit": row.get("VISIT", ""),
+            "visit": visit_label(row.get("VISIT"), study),
             "collected": row.get("LBDTC", ""),
             "test": test["name"] if test else row.get("LBTESTCD", ""),
             "result": row.get("LBORRES", ""),

@@ -17,7 +17,9 @@ ORDER = 70
 def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     for info in ctx.subjects.values():
-        arm = ctx.study.arm(info.row.get("actual_arm") or info.row.get("planned_arm") or "")
+        # a screen failure has no arm (DM.ARMNRS), so no position in one (TAETORD null)
+        arm = None if info.row.get("screen_failure") == "Y" else \
+            ctx.study.arm(info.row.get("actual_arm") or info.row.get("planned_arm") or "")
         order = {e["element"]: n for n, e in enumerate(arm["elements"], start=1)} if arm else {}
         for el in info.elements:
             element = ctx.study.element(el["ETCD"]) or {}

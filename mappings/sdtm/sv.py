@@ -66,6 +66,7 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
             "visit": "UNSCHEDULED" if unplanned else row.get("VISIT", ""),
             "start": row.get("SVSTDTC", ""),
             "end": row.get("SVENDTC", "") if row.get("SVENDTC") != row.get("SVSTDTC") else "",
+            "status": "DONE",
             "reason": row.get("SVUPDES", ""),
         }
         out.append(clean(rec))
