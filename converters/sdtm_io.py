@@ -158,7 +158,25 @@ def write_xpt(ds: Dataset, path: str | Path, log: IssueLog) -> bool:
     with atomic_path(path) as tmp:
         pyreadstat.write_xport(df, str(tmp), file_label=file_label, column_labels=labels,
                                table_name=ds.name, file_format_version=5)
+        _fix_xpt_timestamps(tmp)
     return True
+
+
+_XPT_STAMP = re.compile(rb"\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d")
+_XPT_OBS_HEADER = b"HEADER RECORD*******OBS     HEADER RECORD"
+XPT_FIXED_STAMP = b"01JAN70:00:00:00"
+
+
+def _fix_xpt_timestamps(path: Path) -> None:
+    """Same datasets, same bytes: ReadStat stamps the library and member headers with the
+    wall clock and has no option to set it, so the created/modified stamps (16 bytes each,
+    only in the header records before the observation header) are set to a fixed value."""
+    data = path.read_bytes()
+    end = data.find(_XPT_OBS_HEADER)
+    if end < 0:
+        return
+    head = _XPT_STAMP.sub(XPT_FIXED_STAMP, data[:end])
+    path.write_bytes(head + data[end:])
 
 
 def _read_xpt(path: Path, log: IssueLog) -> Dataset:

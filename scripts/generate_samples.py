@@ -983,14 +983,25 @@ Notes for the converter/tests:
 - `2020-13-45` matches the regular-expression `pattern` in `visit.schema.json` (it only
   checks digit shape), so plain JSON-schema validation accepts it; REC-SCHEMA has to come
   from a calendar check of date fields (e.g. a `format` check or an explicit parse).
-- The exposure typo is the subject's earliest administration by date, so if reference start
-  dates (RFSTDTC/RFXSTDTC) are derived from every exposure row, subject 103's study days
-  and visit windows shift by about a month (possible knock-on visit-window findings).
-  Deriving reference dates only from exposures not flagged EX-BEFORE-CONSENT avoids that.
+- The exposure typo is the subject's earliest administration by date. trialbridge keeps the
+  row in EX but derives reference dates only from doses on or after consent, so subject
+  103's study days do not shift by a month.
 - REC-DUPLICATE: the duplicated row is an exact copy of the row before it; the
   first copy must be kept.
 - The AE with subject_id 999 was subject 105's last AE (typo in the subject number), so
   subject 105 has no gap in ae_number.
+
+## Findings that follow from the mistakes above
+
+Two mistakes have a second, consequential finding, and the run adds one count line per
+unmapped value. These are the only other findings a conversion of this folder gives:
+
+| follows from | file | row | field | value | finding code | severity | why |
+|---|---|---|---|---|---|---|---|
+| 2 | lb.xpt | 85 | LBORRESU | `mq/dL` | SDTM-CT-INVALID | warning | the unit kept as given is not in CDISC UNIT (validation of the written LB; row 85 of LB after sorting) |
+| 4 | visits.csv | 12 | start | `2020-07-01` | SV-OUT-OF-WINDOW | warning | DAY 0 was the day of the mistyped dose; without it the first valid dose is a day later, so DAY 0 falls on study day -1 |
+| 2 | (run summary) | | units | `mq/dL` | TERM-UNMAPPED-COUNT | info | one unmapped unit value, counted |
+| 5 | (run summary) | | lab_tests | `Ferritinn` | TERM-UNMAPPED-COUNT | info | one unmapped lab test, counted |
 
 ## Files
 
