@@ -656,6 +656,8 @@ def check_supp_parent(ctx: Context, rule: Rule) -> None:
                 continue  # SDTM-REQ-MISSING reports it
             usubjid, idvar, idvarval = row.get("USUBJID"), row.get("IDVAR"), row.get("IDVARVAL")
             parent = ctx.datasets.get(rdomain)
+            if parent is None and len(name) == 8 and name.upper()[4:6] == str(rdomain).upper():
+                parent = ctx.datasets.get(name.upper()[4:])  # split dataset: SUPPLBUR -> LBUR
             if parent is None:
                 ctx.report(rule, ds, f"Parent dataset {rdomain} is not among the datasets", row_no, row,
                            "RDOMAIN", rdomain)

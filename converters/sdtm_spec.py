@@ -125,9 +125,24 @@ def load_spec(domain: str) -> DomainSpec:
         schema = copy.deepcopy(schema)
         schema["title"] = f"Supplemental Qualifiers for {parent}"
         schema["x-domain"] = name
-        schema["properties"]["RDOMAIN"]["enum"] = [parent]
+        # a split dataset's SUPP (SUPPLBUR for LBUR) names the domain (LB) in RDOMAIN
+        schema["properties"]["RDOMAIN"]["enum"] = [parent] + ([parent[:2]] if split_parent(parent) else [])
         return _spec_from_schema(name, schema)
+    parent = split_parent(name)
+    if parent:
+        # split dataset (SDTMIG 3.4 section 4.1.7): LBUR has the variables of LB, DOMAIN = "LB"
+        spec = load_spec(parent)
+        return DomainSpec(name=name, label=spec.label, class_=spec.class_, structure=spec.structure,
+                          keys=spec.keys, variables=spec.variables, schema=spec.schema, known=True)
     return spec_from_columns(name, [])
+
+
+def split_parent(name: str) -> str | None:
+    """The domain a split dataset belongs to (LBUR -> LB), or None."""
+    name = name.upper()
+    if len(name) == 4 and not name.startswith("SUPP") and _schema_text(name[:2]) is not None:
+        return name[:2]
+    return None
 
 
 def _is_missing(value: Any) -> bool:
