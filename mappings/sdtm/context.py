@@ -184,15 +184,24 @@ class Context:
         if not label:
             return None
         key = label.strip().upper()
-        aliases = {k.upper(): v for k, v in (self.study.config.get("visit_aliases") or {}).items()}
-        name = aliases.get(key.replace(" ", ""), aliases.get(key, key))
-        return next((v for v in self.study.visits if v.name.upper() == name), None)
+        if not hasattr(self, "_aliases"):
+            self._aliases = {k.upper(): v for k, v in (self.study.config.get("visit_aliases") or {}).items()}
+            self._planned = {v.name.upper(): v for v in self.study.visits}
+        name = self._aliases.get(key.replace(" ", ""), self._aliases.get(key, key))
+        return self._planned.get(name.upper())
 
     def _build_unplanned_visits(self) -> None:
+        # planned visit of each subject's visit date, for observations that name no visit
+        self.visit_on: dict[tuple[str, str], object] = {}
+        unplanned: dict[str, set[str]] = {}
+        for v in self.records["visit"]:
+            planned = self.planned_visit(v["visit"])
+            if planned is None:
+                unplanned.setdefault(v["subject_id"], set()).add(v["start"][:10])
+            else:
+                self.visit_on.setdefault((v["subject_id"], v["start"][:10]), planned)
         for sid, info in self.subjects.items():
-            dates = sorted({v["start"][:10] for v in self.records["visit"]
-                            if v["subject_id"] == sid and self.planned_visit(v["visit"]) is None})
-            for d in dates:
+            for d in sorted(unplanned.get(sid, ())):
                 info.unplanned[d] = self._unplanned_number(info, d)
 
     def _unplanned_number(self, info: SubjectInfo, day: str) -> float:
@@ -218,11 +227,9 @@ class Context:
         if info is None or not dtc:
             return None, ""
         day = dtc[:10]
-        for v in self.records["visit"]:
-            if v["subject_id"] == subject_id and v["start"][:10] == day:
-                p = self.planned_visit(v["visit"])
-                if p:
-                    return p.number, p.name
+        p = self.visit_on.get((subject_id, day))
+        if p is not None:
+            return p.number, p.name
         if day in info.unplanned:
             n = info.unplanned[day]
             return n, unplanned_name(n)

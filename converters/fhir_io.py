@@ -1,0 +1,287 @@
+"""FHIR R4 reader and writer of the canonical records (hub and spoke: never FHIR -> SDTM directly).
+
+* :func:`records_to_fhir` — records -> resources (mapping modules in ``mappings/fhir``), in a
+  fixed order: ResearchStudy, then per record type sorted by its key.  Same input, same bytes.
+* :func:`write_ndjson` — one ``<ResourceType>.ndjson`` per type (atomic).
+* :func:`write_bundle` — one Bundle, ``collection`` or ``transaction`` (entries with
+  ``request: PUT <Type>/<id>``, so loading twice is idempotent).
+* :func:`read_fhir` — resources from a Bundle ``.json``, a ``.ndjson`` file or a folder of them;
+  numbers are parsed as ``decimal.Decimal`` so ``1.30`` stays ``1.30`` (design rule 5a).
+* :func:`fhir_to_records` — resources -> records; subject references are resolved within the
+  input; resource types and codes we do not map are reported with counts, never dropped
+  silently.
+
+Numbers inside resources are ``Decimal``; :func:`dumps` serialises them with their exact text.
+Visit and disposition records have no FHIR mapping yet (no Encounter / disposition
+resources): they are counted and reported (FHIR-NOT-MAPPED), not written.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from converters.files import atomic_open
+from converters.issues import IssueLog, TrialbridgeError
+from converters.model import Records, public, record_types, where
+from mappings.fhir import FhirContext, adverse_event, medication_administration, observation, patient
+from mappings.fhir import research_study, research_subject
+
+RESOURCE_ORDER = ("ResearchStudy", "Patient", "ResearchSubject", "MedicationAdministration", "Observation",
+                  "AdverseEvent")
+NOT_MAPPED = ("visit", "disposition")
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+def _encode(obj: Any, out: list[str]) -> None:
+    if isinstance(obj, dict):
+        out.append("{")
+        first = True
+        for k, v in obj.items():
+            if not first:
+                out.append(",")
+            first = False
+            out.append(json.dumps(k, ensure_ascii=False))
+            out.append(":")
+            _encode(v, out)
+        out.append("}")
+    elif isinstance(obj, (list, tuple)):
+        out.append("[")
+        for n, v in enumerate(obj):
+            if n:
+                out.append(",")
+            _encode(v, out)
+        out.append("]")
+    elif isinstance(obj, Decimal):
+        if not obj.is_finite():
+            raise ValueError(f"not a JSON number: {obj}")
+        out.append(str(obj))
+    elif isinstance(obj, float):
+        raise TypeError("floats are not written: FHIR numbers are Decimal to keep their exact text")
+    else:
+        out.append(json.dumps(obj, ensure_ascii=False))
+
+
+def dumps(resource: Any) -> str:
+    """Compact JSON with Decimal numbers written exactly as their text."""
+    out: list[str] = []
+    _encode(resource, out)
+    return "".join(out)
+
+
+def loads(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
+
+
+# --------------------------------------------------------------------------- records -> FHIR
+
+
+def _sorted(name: str, rows: list[dict]) -> list[dict]:
+    key = record_types()[name].key
+    return sorted(rows, key=lambda r: tuple(r.get(k, "") for k in key))
+
+
+def records_to_fhir(records: Records, study, log: IssueLog, include_identifiers: bool = False) -> Iterator[dict]:
+    """Resources for all records, in a fixed order (deterministic ids and order)."""
+    ctx = FhirContext(study, log, include_identifiers)
+    yield research_study.to_fhir(study.config, ctx)
+    subjects = _sorted("subject", records["subject"])
+    for module in (patient, research_subject):
+        for row in subjects:
+            ctx.where = _where(row)
+            yield module.to_fhir(public(row), ctx)
+    for name, module in (("exposure", medication_administration), ("lab_result", observation),
+                         ("cell_phenotype", observation), ("adverse_event", adverse_event)):
+        for row in _sorted(name, records[name]):
+            ctx.where = _where(row)
+            if module is observation:
+                yield observation.to_fhir(public(row), ctx, kind=name)
+            else:
+                yield module.to_fhir(public(row), ctx)
+    ctx.where = {}
+    for name in NOT_MAPPED:
+        if records[name]:
+            log.info("FHIR-NOT-MAPPED", f"{len(records[name])} {name} record(s) have no FHIR mapping; not written",
+                     value=len(records[name]))
+
+
+def _where(row: dict) -> dict:
+    loc = where(row)
+    return {k: loc[k] for k in ("file", "record") if k in loc}
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def write_ndjson(resources: Iterable[dict], folder: Path) -> list[Path]:
+    """One ``<ResourceType>.ndjson`` per resource type in ``folder``; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handles: dict[str, Any] = {}
+    managers: dict[str, Any] = {}
+    try:
+        for res in resources:
+            rtype = res["resourceType"]
+            if rtype not in handles:
+                managers[rtype] = atomic_open(folder / f"{rtype}.ndjson")
+                handles[rtype] = managers[rtype].__enter__()
+            handles[rtype].write(dumps(res) + "\n")
+    except BaseException as exc:
+        for m in managers.values():
+            m.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    for m in managers.values():
+        m.__exit__(None, None, None)
+    return [folder / f"{t}.ndjson" for t in sorted(handles)]
+
+
+def write_bundle(resources: Iterable[dict], path: Path, bundle_type: str = "collection") -> Path:
+    """One Bundle (``collection`` or ``transaction``) written to ``path``."""
+    if bundle_type not in ("collection", "transaction"):
+        raise TrialbridgeError(f"bundle type must be collection or transaction, not {bundle_type!r}")
+    path = Path(path)
+    with atomic_open(path) as fh:
+        fh.write('{"resourceType":"Bundle","type":' + json.dumps(bundle_type) + ',"entry":[')
+        for n, res in enumerate(resources):
+            entry: dict = {"fullUrl": f"urn:uuid:{res['id']}" if _is_uuid(res["id"]) else
+                           f"{res['resourceType']}/{res['id']}", "resource": res}
+            if bundle_type == "transaction":
+                entry["request"] = {"method": "PUT", "url": f"{res['resourceType']}/{res['id']}"}
+            fh.write(("," if n else "") + "\n" + dumps(entry))
+        fh.write("\n]}\n")
+    return path
+
+
+def _is_uuid(text: str) -> bool:
+    import uuid
+
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def read_fhir(path: Path, log: IssueLog) -> Iterator[dict]:
+    """Resources from a Bundle (.json), an .ndjson file or a folder of .ndjson/.json files."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".ndjson", ".json") and not p.name.startswith("."))
+        if not files:
+            raise TrialbridgeError(f"{path}: no .ndjson or .json files")
+        for p in files:
+            yield from read_fhir(p, log)
+        return
+    try:
+        if path.suffix == ".ndjson":
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    log.count_row(str(path), "read")
+                    try:
+                        obj = loads(line)
+                    except ValueError as exc:
+                        log.error("FHIR-JSON", f"line is not JSON: {exc}", file=str(path), record=n)
+                        log.count_row(str(path), "rejected")
+                        continue
+                    yield obj
+            return
+        data = loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        for n, entry in enumerate(data.get("entry") or [], start=1):
+            log.count_row(str(path), "read")
+            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
+                yield entry["resource"]
+            else:
+                log.error("FHIR-JSON", "Bundle entry has no resource", file=str(path), record=n)
+                log.count_row(str(path), "rejected")
+    elif isinstance(data, dict) and data.get("resourceType"):
+        log.count_row(str(path), "read")
+        yield data
+    else:
+        raise TrialbridgeError(f"{path}: neither a FHIR Bundle nor a resource")
+
+
+# --------------------------------------------------------------------------- FHIR -> records
+
+
+def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_identifiers: bool = False) -> Records:
+    """Canonical records from FHIR resources (references resolved within the input).
+
+    Patients and ResearchSubjects are read first (they resolve the subject references of the
+    rest); the input is held once as dicts, which suits bundles of one study.
+    """
+    ctx = FhirContext(study, log, include_identifiers)
+    by_type: dict[str, list[dict]] = {}
+    for res in resources:
+        by_type.setdefault(str(res.get("resourceType")), []).append(res)
+    records = Records(study_id=study.study_id)
+    unmapped_types = Counter({t: len(v) for t, v in by_type.items() if t not in RESOURCE_ORDER})
+    for rtype, count in sorted(unmapped_types.items()):
+        log.warning("FHIR-UNMAPPED-RESOURCE", f"{count} {rtype} resource(s) have no mapping to records; not converted",
+                    record=rtype, value=count)
+    for res in by_type.get("ResearchStudy", []):
+        found = research_study.from_fhir(res, _ctx_for(ctx, res)).get("study_id")
+        if found and found != study.study_id:
+            log.warning("FHIR-STUDY-MISMATCH", f"ResearchStudy {found!r} is not the study converted with "
+                        f"({study.study_id!r})", record=_rid(res), value=found)
+    # Patients: the person; ResearchSubject: the participation.  Joined by the Patient reference.
+    persons: dict[str, dict] = {}
+    for res in by_type.get("Patient", []):
+        rec = patient.from_fhir(res, _ctx_for(ctx, res))
+        ref = f"Patient/{res.get('id')}"
+        persons[ref] = rec
+        if rec.get("subject_id"):
+            ctx.subjects[ref] = rec["subject_id"]
+        else:
+            log.error("FHIR-NO-SUBJECT-ID", "Patient has no subject-id identifier; its resources are not converted",
+                      record=_rid(res))
+    joined: set[str] = set()
+    for res in by_type.get("ResearchSubject", []):
+        c = _ctx_for(ctx, res)
+        ref = (res.get("individual") or {}).get("reference")
+        if ref not in persons:
+            log.error("FHIR-REF-UNRESOLVED", f"ResearchSubject.individual {ref!r} names no Patient in the input; "
+                      "not converted", record=_rid(res), field="individual", value=ref)
+            continue
+        rec = {**persons[ref], **research_subject.from_fhir(res, c)}
+        joined.add(ref)
+        records["subject"].append(rec)
+    for ref, rec in persons.items():
+        if ref not in joined and rec.get("subject_id"):
+            log.warning("FHIR-NO-RESEARCHSUBJECT", "Patient has no ResearchSubject in the input; subject record has "
+                        "no study facts (site, arm, consent date)", record=ref, value=rec["subject_id"])
+            records["subject"].append({"study_id": study.study_id, **rec})
+    for res in by_type.get("MedicationAdministration", []):
+        rec = medication_administration.from_fhir(res, _ctx_for(ctx, res))
+        if rec is not None:
+            records["exposure"].append(rec)
+    for res in by_type.get("Observation", []):
+        got = observation.from_fhir(res, _ctx_for(ctx, res))
+        if got is not None:
+            records[got[0]].append(got[1])
+    for res in by_type.get("AdverseEvent", []):
+        rec = adverse_event.from_fhir(res, _ctx_for(ctx, res))
+        if rec is not None:
+            records["adverse_event"].append(rec)
+    for name, rows in records.items():
+        rows.sort(key=lambda r: tuple(r.get(k, "") for k in record_types()[name].key))
+    return records
+
+
+def _rid(res: dict) -> str:
+    return f"{res.get('resourceType')}/{res.get('id')}"
+
+
+def _ctx_for(ctx: FhirContext, res: dict) -> FhirContext:
+    ctx.where = {"record": _rid(res)}
+    return ctx

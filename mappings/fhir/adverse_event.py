@@ -1,0 +1,98 @@
+"""Adverse event record <-> FHIR R4 AdverseEvent.
+
+Mapped: ae_number -> identifier (system urn:trialbridge:fhir:ae-number); term -> event.text;
+decoded_term -> event.coding (system MedDRA ``http://terminology.hl7.org/CodeSystem/mdr``,
+display only: the records carry the preferred-term name, not its MedDRA code);
+category -> category.text; start -> date (partial dates YYYY / YYYY-MM are valid R4
+dateTimes and are written as given); serious -> seriousness (serious / non-serious, text as
+given); severity -> severity (severity table); outcome -> outcome (outcome table);
+relatedness -> suspectEntity.causality.assessment (relatedness table), with
+suspectEntity.instance a display-only reference to the study treatment.  end (R4 has no
+resolution date), body_system, grade, serious_criteria, action_taken -> local extensions.
+actuality is ``actual``.
+
+Coded values keep the record's value in CodeableConcept.text and are read back from it, so
+they round-trip exactly.  Read from a FHIR source without text, the code maps through the
+table: NOT RELATED goes out as Unassessable-Unclassifiable and such a code comes back as
+NOT RELATED; WHO-UMC Certain comes back as RELATED.
+"""
+from __future__ import annotations
+
+from mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, clean, coded, decode, extensions, get_datetime,
+                           identifier_value, read_extensions, set_datetime, subject_of)
+from mappings.fhir.ids import resource_id
+from mappings.fhir.patient import patient_id
+
+EXTRA = ("end", "body_system", "grade", "serious_criteria", "action_taken")
+MEDDRA = "http://terminology.hl7.org/CodeSystem/mdr"
+SERIOUSNESS_SYSTEM = "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness"
+# AESER (NY codelist) <-> R4 adverse-event-seriousness
+SERIOUSNESS = {"Y": ("serious", "Serious"), "N": ("non-serious", "Non-serious")}
+SERIOUS_BY_CODE = {code: yn for yn, (code, _) in SERIOUSNESS.items()}
+
+
+def to_fhir(record: dict, ctx: FhirContext) -> dict:
+    sid = record["subject_id"]
+    res: dict = {"resourceType": "AdverseEvent",
+                 "id": resource_id("AdverseEvent", ctx.study_id, sid, record["ae_number"])}
+    ext = extensions(record, EXTRA)
+    if ext:
+        res["extension"] = ext
+    res["identifier"] = {"system": AE_NUMBER_SYSTEM, "value": record["ae_number"]}
+    res["actuality"] = "actual"
+    if record.get("category"):
+        res["category"] = [{"text": record["category"]}]
+    event: dict = {}
+    if record.get("decoded_term"):
+        event["coding"] = [{"system": MEDDRA, "display": record["decoded_term"]}]
+    event["text"] = record["term"]
+    res["event"] = event
+    res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
+    set_datetime(res, "date", record["start"])
+    serious = record.get("serious")
+    if serious:
+        found = SERIOUSNESS.get(serious.strip().upper())
+        if found is None:
+            ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"serious {serious!r} is not Y or N; written as text only",
+                      field="serious", value=serious)
+        res["seriousness"] = {**({"coding": [{"system": SERIOUSNESS_SYSTEM, "code": found[0], "display": found[1]}]}
+                                 if found else {}), "text": serious}
+    for key, table in (("severity", "severity"), ("outcome", "outcome")):
+        cc = coded(table, record.get(key), ctx, key)
+        if cc:
+            res[key] = cc
+    causality = coded("relatedness", record.get("relatedness"), ctx, "relatedness")
+    if causality:
+        treatment = (ctx.study.config.get("treatment") or {}).get("name") or "study treatment"
+        res["suspectEntity"] = [{"instance": {"display": treatment}, "causality": [{"assessment": causality}]}]
+    return res
+
+
+def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
+    subject_id = subject_of(resource, ctx)
+    if subject_id is None:
+        return None
+    ident = resource.get("identifier") or {}
+    event = resource.get("event") or {}
+    seriousness = resource.get("seriousness") or {}
+    serious = seriousness.get("text") or next(
+        (SERIOUS_BY_CODE.get(c.get("code")) for c in seriousness.get("coding", []) if c.get("system") == SERIOUSNESS_SYSTEM),
+        None)
+    assessment = None
+    for entity in resource.get("suspectEntity", []) or []:
+        for causality in entity.get("causality", []) or []:
+            if causality.get("assessment") and assessment is None:
+                assessment = causality["assessment"]
+    return clean({
+        "subject_id": subject_id,
+        "ae_number": ident.get("value") if ident.get("system") == AE_NUMBER_SYSTEM else None,
+        "term": event.get("text") or next((c.get("display") for c in event.get("coding", [])), None),
+        "decoded_term": next((c.get("display") for c in event.get("coding", []) or [] if c.get("system") == MEDDRA), None),
+        "category": next((c.get("text") for c in resource.get("category", []) or [] if c.get("text")), None),
+        "start": get_datetime(resource, "date"),
+        "serious": serious,
+        "severity": decode("severity", resource.get("severity"), ctx, "severity"),
+        "outcome": decode("outcome", resource.get("outcome"), ctx, "outcome"),
+        "relatedness": decode("relatedness", assessment, ctx, "relatedness"),
+        **read_extensions(resource, EXTRA),
+    })

@@ -1,0 +1,69 @@
+"""Subject record <-> FHIR R4 Patient (the person; study facts are on ResearchSubject).
+
+Mapped: subject_id (identifier, system urn:trialbridge:fhir:subject-id, scoped by the Patient
+id which is uuid5 of study and subject), sex -> gender (sex table), birth_date -> birthDate,
+death_date -> deceasedDateTime.  race, ethnicity, country, height_cm, weight_kg go to local
+extensions (no core R4 element outside US Core / vital-signs Observations).
+
+Identifying fields (family_name, given_name, medical_record_number, phone, address) are
+written only with ``ctx.include_identifiers`` (name, identifier type MR, telecom, address.text)
+and read back only with that flag.  Not round-tripped by default: those five fields.
+"""
+from __future__ import annotations
+
+from mappings.fhir import (FhirContext, SUBJECT_ID_SYSTEM, clean, coded, decode, extensions, get_datetime,
+                           identifier_value, read_extensions, set_datetime)
+from mappings.fhir.ids import resource_id
+
+EXTRA = ("race", "ethnicity", "country", "height_cm", "weight_kg")
+MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
+                       "display": "Medical record number"}]}
+MRN_SYSTEM = "urn:trialbridge:fhir:medical-record-number"
+
+
+def patient_id(study_id: str, subject_id: str) -> str:
+    return resource_id("Patient", study_id, subject_id)
+
+
+def to_fhir(record: dict, ctx: FhirContext) -> dict:
+    res: dict = {"resourceType": "Patient", "id": patient_id(ctx.study_id, record["subject_id"])}
+    ext = extensions(record, EXTRA)
+    if ext:
+        res["extension"] = ext
+    res["identifier"] = [{"system": SUBJECT_ID_SYSTEM, "value": record["subject_id"]}]
+    if ctx.include_identifiers:
+        if record.get("medical_record_number"):
+            res["identifier"].append({"type": MR_TYPE, "system": MRN_SYSTEM, "value": record["medical_record_number"]})
+        name = {k: v for k, v in (("family", record.get("family_name")),
+                                  ("given", [record["given_name"]] if record.get("given_name") else None)) if v}
+        if name:
+            res["name"] = [name]
+        if record.get("phone"):
+            res["telecom"] = [{"system": "phone", "value": record["phone"]}]
+        if record.get("address"):
+            res["address"] = [{"text": record["address"]}]
+    gender = coded("sex", record.get("sex"), ctx, "sex")
+    if gender and gender.get("coding"):
+        res["gender"] = gender["coding"][0]["code"]
+    if record.get("birth_date"):
+        res["birthDate"] = record["birth_date"]
+    set_datetime(res, "deceasedDateTime", record.get("death_date"))
+    return res
+
+
+def from_fhir(resource: dict, ctx: FhirContext) -> dict:
+    out = {
+        "subject_id": identifier_value(resource, SUBJECT_ID_SYSTEM),
+        "sex": decode("sex", {"coding": [{"code": resource["gender"]}]}, ctx, "sex") if resource.get("gender") else None,
+        "birth_date": resource.get("birthDate"),
+        "death_date": get_datetime(resource, "deceasedDateTime"),
+        **read_extensions(resource, EXTRA),
+    }
+    if ctx.include_identifiers:
+        name = (resource.get("name") or [{}])[0]
+        out["family_name"] = name.get("family")
+        out["given_name"] = " ".join(name.get("given") or []) or None
+        out["medical_record_number"] = identifier_value(resource, MRN_SYSTEM)
+        out["phone"] = next((t.get("value") for t in resource.get("telecom") or [] if t.get("system") == "phone"), None)
+        out["address"] = next((a.get("text") for a in resource.get("address") or [] if a.get("text")), None)
+    return clean(out)
