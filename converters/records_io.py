@@ -139,7 +139,8 @@ def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[st
                 if text:
                     row[k] = text
             errors = list(rtype.validator.iter_errors(row))
-            errors += _calendar_errors(rtype, row)
+            bad = {e.path[0] for e in errors if e.path}
+            errors += [e for e in _calendar_errors(rtype, row) if e.path[0] not in bad]
             if errors:
                 for err in errors:
                     field = err.path[0] if err.path else _field_from_required(err)
