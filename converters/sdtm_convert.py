@@ -108,6 +108,9 @@ def sdtm_to_records(datasets: dict[str, Dataset], study: Study | None, log: Issu
     extra = vs.subject_fields(datasets)
     targets = {"DM": "subject", "EX": "exposure", "LB": "lab_result", "CP": "cell_phenotype",
                "AE": "adverse_event", "SV": "visit", "DS": "disposition"}
+    tracked = {name: Dataset(ds.name, ds.label, ds.variables, [_Tracked(r) for r in ds.rows], ds.keys, ds.source)
+               for name, ds in datasets.items()}
+    datasets = tracked
     for mod in domain_modules():
         if not hasattr(mod, "from_sdtm") or mod.DOMAIN not in targets:
             continue
@@ -116,9 +119,59 @@ def sdtm_to_records(datasets: dict[str, Dataset], study: Study | None, log: Issu
             for r in rows:
                 r.update(extra.get(r.get("subject_id", ""), {}))
         records.rows[targets[mod.DOMAIN]] = rows
-    known = set(targets) | {"SE", "TA", "TE", "TV", "TI", "TS", "VS"} | {f"SUPP{d}" for d in ("DM", "EX", "AE")}
+    known = set(targets) | {"VS"} | {f"SUPP{d}" for d in ("DM", "EX", "AE")}
+    design = {"SE", "TA", "TE", "TV", "TI", "TS"}  # rebuilt from the study configuration
     for name, ds in sorted(datasets.items()):
+        if name in design:
+            continue
         if name not in known:
             log.warning("SDTM-NOT-MAPPED", f"dataset {name} has no mapping to records; its {len(ds.rows)} row(s) "
                         "were not converted", file=ds.source or name)
+            continue
+        _report_unread(ds, log)
     return records
+
+
+class _Tracked(dict):
+    """A row that remembers which variables a mapping read, so nothing is dropped unseen."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.read: set[str] = set()
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
+def _report_unread(ds: Dataset, log: IssueLog) -> None:
+    """Every variable (or SUPP QNAM) with values that no mapping read is reported with its count."""
+    if ds.name.startswith("SUPP"):
+        unread: dict[str, int] = {}
+        consumed = _SUPP_CONSUMED.get(ds.name, set())
+        for r in ds.rows:
+            if r.get("QNAM") not in consumed and r.get("QVAL") not in (None, ""):
+                unread[r["QNAM"]] = unread.get(r["QNAM"], 0) + 1
+        for qnam, n in sorted(unread.items()):
+            log.info("SDTM-VAR-NOT-MAPPED", f"{ds.name} QNAM {qnam}: {n} value(s) have no record field and were "
+                     "not carried to records", file=ds.source or ds.name, field=qnam, value=n)
+        return
+    read: set[str] = set()
+    counts: dict[str, int] = {}
+    for r in ds.rows:
+        read |= r.read
+        for k, v in r.items():
+            if v not in (None, ""):
+                counts[k] = counts.get(k, 0) + 1
+    for var in ds.names:
+        if var not in read and counts.get(var) and var not in ("STUDYID", "DOMAIN"):
+            log.info("SDTM-VAR-NOT-MAPPED", f"{ds.name}.{var}: {counts[var]} value(s) not carried to records "
+                     "(derived again on conversion to SDTM, or no record field)", file=ds.source or ds.name,
+                     field=var, value=counts[var])
+
+
+_SUPP_CONSUMED = {"SUPPDM": {"RELAPSDT"}, "SUPPEX": {"BSA", "DOSEBSA"}, "SUPPAE": {"AETRTEM"}}
