@@ -14,9 +14,9 @@ from typing import Any
 
 from converters.model import where
 from mappings import terminology
-from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index, visit_label
+from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
 from mappings.sdtm.context import Context
-from mappings.sdtm.findings import flag_last_before_exposure, result_variables, timing_variables
+from mappings.sdtm.findings import flag_last_before_exposure, result_record, result_variables, timing_variables
 
 DOMAIN = "CP"
 ORDER = 35
@@ -56,18 +56,8 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
     out = []
     for row in cp.rows:
         test = terminology.cp_test_by_code(row.get("CPTESTCD", ""))
-        rec = {
-            "subject_id": subject_id_of(dm, row["USUBJID"]),
-            "visit": visit_label(row.get("VISIT"), study),
-            "collected": row.get("CPDTC", ""),
-            "population": test["population"] if test else row.get("CPTEST", ""),
-            "measure": test["measure"] if test else "",
-            "result": row.get("CPORRES", ""),
-            "unit": terminology.cdisc_to_ucum(row.get("CPORRESU", "")) or row.get("CPORRESU", ""),
-            "ref_low": row.get("CPORNRLO", ""),
-            "ref_high": row.get("CPORNRHI", ""),
-            "specimen": row.get("CPSPEC", ""),
-            "not_done_reason": row.get("CPREASND", ""),
-        }
+        rec = result_record(row, "CP", subject_id_of(dm, row["USUBJID"]), study)
+        rec["population"] = test["population"] if test else row.get("CPTEST", "")
+        rec["measure"] = test["measure"] if test else ""
         out.append(clean(rec))
     return out

@@ -123,3 +123,21 @@ def flag_last_before_exposure(ctx: Context, rows: list[dict[str, Any]], p: str, 
     for r in best.values():
         for flag in flags:
             r[flag] = "Y"
+
+
+def result_record(row: dict[str, Any], p: str, subject_id: str, study) -> dict[str, Any]:
+    """The record fields LB and CP share, from one SDTM row (the reverse of
+    :func:`result_variables` and :func:`timing_variables`)."""
+    from mappings.sdtm.common import visit_label
+
+    return {
+        "subject_id": subject_id,
+        "visit": visit_label(row.get("VISIT"), study),
+        "collected": row.get(f"{p}DTC", ""),
+        "result": row.get(f"{p}ORRES", ""),
+        "unit": terminology.cdisc_to_ucum(row.get(f"{p}ORRESU", "")) or row.get(f"{p}ORRESU", ""),
+        "ref_low": row.get(f"{p}ORNRLO", ""),
+        "ref_high": row.get(f"{p}ORNRHI", ""),
+        "specimen": row.get(f"{p}SPEC", ""),
+        "not_done_reason": row.get(f"{p}REASND", ""),
+    }

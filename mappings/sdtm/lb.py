@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from mappings import terminology
-from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index, visit_label
+from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
 from mappings.sdtm.context import Context
-from mappings.sdtm.findings import flag_last_before_exposure, result_variables, timing_variables
+from mappings.sdtm.findings import flag_last_before_exposure, result_record, result_variables, timing_variables
 from converters.model import where
 
 DOMAIN = "LB"
@@ -55,18 +55,8 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
     out = []
     for row in lb.rows:
         test = terminology.lab_test_by_code(row.get("LBTESTCD", ""))
-        rec = {
-            "subject_id": subject_id_of(dm, row["USUBJID"]),
-            "visit": visit_label(row.get("VISIT"), study),
-            "collected": row.get("LBDTC", ""),
-            "test": test["name"] if test else row.get("LBTESTCD", ""),
-            "result": row.get("LBORRES", ""),
-            "unit": terminology.cdisc_to_ucum(row.get("LBORRESU", "")) or row.get("LBORRESU", ""),
-            "ref_low": row.get("LBORNRLO", ""),
-            "ref_high": row.get("LBORNRHI", ""),
-            "specimen": row.get("LBSPEC", ""),
-            "not_done_reason": row.get("LBREASND", ""),
-            "accession": row.get("LBREFID", ""),
-        }
+        rec = result_record(row, "LB", subject_id_of(dm, row["USUBJID"]), study)
+        rec["test"] = test["name"] if test else row.get("LBTESTCD", "")
+        rec["accession"] = row.get("LBREFID", "")
         out.append(clean(rec))
     return out
