@@ -46,6 +46,8 @@ class IssueLog:
     issues: list[Issue] = field(default_factory=list)
     # every input row is accounted for: file -> Counter(status)
     accounting: dict[str, Counter] = field(default_factory=dict)
+    # what produced the findings (tool and standard versions, study); no wall-clock time
+    run: dict[str, Any] = field(default_factory=dict)
 
     def add(self, severity: str, code: str, message: str, **where: Any) -> Issue:
         if severity not in SEVERITIES:
@@ -89,6 +91,7 @@ class IssueLog:
     def to_json_obj(self) -> dict[str, Any]:
         counts = self.counts()
         return {
+            "run": dict(self.run),
             "summary": {s: counts.get(s, 0) for s in SEVERITIES},
             "rows": {f: dict(sorted(c.items())) for f, c in sorted(self.accounting.items())},
             "issues": [i.as_dict() for i in self.sorted()],

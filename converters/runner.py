@@ -109,6 +109,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str = "xpt", st
             result.written = sdtm_io.write_datasets(datasets, output, parse_formats(formats), log,
                                                     result.study_id or "UNKNOWN")
     _report_unmapped(log)
+    log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
     result.written.append(write_issues(log, output / "issues.json"))
     return result
 
@@ -123,6 +124,7 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
         raise TrialbridgeError(f"{path}: no SDTM datasets found")
     validate_datasets(datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
+    log.run = run_metadata(command="validate", input=str(path), study=result.study_id)
     if report is not None:
         result.written.append(write_issues(log, report))
     return result
@@ -146,6 +148,19 @@ def _report_unmapped(log: IssueLog) -> None:
         for value, n in sorted(counts.items()):
             log.info("TERM-UNMAPPED-COUNT", f"{n} value(s) {value!r} not mapped by table {table}", field=table,
                      value=value)
+
+
+def run_metadata(**extra) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from converters.ct import CT_VERSION
+
+    try:
+        tool = version("trialbridge")
+    except PackageNotFoundError:
+        tool = "source"
+    return {"trialbridge": tool, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"NCI EVS SDTM CT {CT_VERSION}",
+            **extra}
 
 
 def write_issues(log: IssueLog, path: Path) -> Path:

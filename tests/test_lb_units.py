@@ -1,0 +1,69 @@
+"""LB original vs standard results on hand-made records, with the expected standard
+values computed by hand:
+  IgG 1250 mg/dL = 12.5 g/L (1 mg/dL = 0.01 g/L), range 700-1600 mg/dL = 7-16 g/L;
+  creatinine 0.5 mg/dL = 0.5 * 10 mg/L / 113.12 g/mol = 44.2009 umol/L;
+  CD4 count 0.85 10*9/L = 850 /uL."""
+from __future__ import annotations
+
+import pytest
+
+from converters.issues import IssueLog
+from converters.model import Records
+from converters.sdtm_convert import records_to_sdtm
+
+
+def _records(labs, cells=()):
+    r = Records(study_id="NCT04387942")
+    r.rows["subject"] = [{"study_id": "NCT04387942", "site_id": "01", "subject_id": "900", "sex": "F",
+                          "consent_date": "2020-06-01", "birth_date": "2012-01-01", "planned_arm": "HSP"}]
+    r.rows["exposure"] = [{"subject_id": "900", "treatment": "rhIL-2", "start": "2020-06-02T09:00", "dose": "400000",
+                           "dose_unit": "[iU]", "course": "INITIAL"}]
+    r.rows["lab_result"] = [{"subject_id": "900", "collected": "2020-06-02T08:00", "_where": {"file": "t", "record": n},
+                             **lab} for n, lab in enumerate(labs, start=1)]
+    r.rows["cell_phenotype"] = [dict(subject_id="900", collected="2020-06-02T08:00", **c) for c in cells]
+    return r
+
+
+def _lb(labs, study, cells=()):
+    log = IssueLog()
+    datasets = records_to_sdtm(_records(labs, cells), study, log)
+    return datasets, log
+
+
+def test_mass_concentration_converted_to_standard_unit(study):
+    datasets, log = _lb([{"test": "IgG", "result": "1250", "unit": "mg/dL", "ref_low": "700", "ref_high": "1600"}],
+                        study)
+    (row,) = datasets["LB"].rows
+    assert (row["LBORRES"], row["LBORRESU"]) == ("1250", "mg/dL")
+    assert row["LBSTRESN"] == 12.5 and row["LBSTRESC"] == "12.5" and row["LBSTRESU"] == "g/L"
+    assert (row["LBSTNRLO"], row["LBSTNRHI"], row["LBNRIND"]) == (7.0, 16.0, "NORMAL")
+    assert row["LBLOBXFL"] == "Y"  # 08:00 is before the 09:00 first dose
+
+
+def test_mass_to_substance_uses_molar_mass(study):
+    datasets, _ = _lb([{"test": "Creatinine", "result": "0.5", "unit": "mg/dL"}], study)
+    (row,) = datasets["LB"].rows
+    assert row["LBSTRESU"] == "umol/L"
+    assert row["LBSTRESN"] == pytest.approx(44.2009, abs=1e-3)
+
+
+def test_cell_count_converted(study):
+    datasets, _ = _lb([], study, cells=[{"population": "CD3+CD4+ T cells", "measure": "COUNT", "result": "0.85",
+                                         "unit": "10*9/L"}])
+    (row,) = datasets["CP"].rows
+    assert row["CPSTRESN"] == 850.0 and row["CPORRESU"] == "10^9/L"
+
+
+def test_unknown_unit_and_not_convertible_unit_are_reported(study):
+    datasets, log = _lb([{"test": "IgG", "result": "12", "unit": "mq/dL"},
+                         {"test": "IgG", "result": "12", "unit": "mmol/L", "collected": "2020-06-03T08:00"}], study)
+    codes = sorted(i.code for i in log.issues if i.severity != "info")
+    assert "TERM-UNMAPPED-UNIT" in codes and "LB-UNIT-NOT-CONVERTIBLE" in codes
+    for row in datasets["LB"].rows:
+        assert row["LBSTRESN"] is None and row["LBORRES"] == "12"
+
+
+def test_not_done_result(study):
+    datasets, _ = _lb([{"test": "IgE", "not_done_reason": "Sample haemolysed"}], study)
+    (row,) = datasets["LB"].rows
+    assert (row["LBSTAT"], row["LBREASND"], row["LBORRES"]) == ("NOT DONE", "Sample haemolysed", "")
