@@ -53,16 +53,23 @@ def _summary(result, limit: int = 20) -> None:
 
 @main.command()
 @click.argument("input_path", type=click.Path(path_type=Path))
-@click.option("--to", "to", required=True, type=click.Choice(["sdtm", "records"]), help="What to produce.")
+@click.option("--to", "to", required=True, type=click.Choice(["sdtm", "records", "fhir"]), help="What to produce.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
-@click.option("--format", "formats", default="xpt", show_default=True,
-              help="SDTM file format(s), comma separated: xpt, dataset-json, csv.")
+@click.option("--format", "formats", default=None,
+              help="SDTM: xpt (default), dataset-json, csv, comma separated. FHIR: ndjson (default, "
+                   "<ResourceType>.ndjson) or bundle (bundle.json).")
+@click.option("--bundle-type", default="collection", type=click.Choice(["collection", "transaction"]),
+              show_default=True, help="Bundle type with --format bundle.")
+@click.option("--fhir-version", default="R4", type=click.Choice(["R4", "R5"]), show_default=True,
+              help="FHIR version written.")
 @click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
-def convert(input_path: Path, to: str, output: Path, formats: str, study: str | None) -> None:
-    """Convert INPUT_PATH (records folder or SDTM folder) to --to."""
+def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
+            study: str | None) -> None:
+    """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from converters.runner import convert as run
 
-    result = run(input_path, to, output, formats=formats, study_ref=study)
+    result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
+                 fhir_version=fhir_version)
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")
     _summary(result)
@@ -74,7 +81,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str, study: str | 
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this JSON file.")
 def validate(path: Path, report: Path | None) -> None:
-    """Check an SDTM folder against the domain schemas and conformance rules."""
+    """Check an SDTM folder (schemas, conformance rules) or FHIR output (R4 schema, models, references)."""
     from converters.runner import validate as run
 
     result = run(path, report)

@@ -172,7 +172,8 @@ def read_fhir(path: Path, log: IssueLog) -> Iterator[dict]:
     """Resources from a Bundle (.json), an .ndjson file or a folder of .ndjson/.json files."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".ndjson", ".json") and not p.name.startswith("."))
+        files = sorted(p for p in path.iterdir() if p.suffix in (".ndjson", ".json") and not p.name.startswith(".")
+                       and p.name != "issues.json")  # our own findings file beside the output
         if not files:
             raise TrialbridgeError(f"{path}: no .ndjson or .json files")
         for p in files:
@@ -221,6 +222,7 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
     rest); the input is held once as dicts, which suits bundles of one study.
     """
     ctx = FhirContext(study, log, include_identifiers)
+    first_issue = len(log.issues)
     by_type: dict[str, list[dict]] = {}
     for res in resources:
         by_type.setdefault(str(res.get("resourceType")), []).append(res)
@@ -275,6 +277,11 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
             records["adverse_event"].append(rec)
     for name, rows in records.items():
         rows.sort(key=lambda r: tuple(r.get(k, "") for k in record_types()[name].key))
+    # one summary line per distinct code that did not map, with its count
+    unmapped = Counter((i.field, str(i.value)) for i in log.issues[first_issue:] if i.code == "FHIR-UNMAPPED-CODE")
+    for (field_name, value), count in sorted(unmapped.items()):
+        log.info("FHIR-UNMAPPED-COUNT", f"{count} resource(s) with {field_name} {value!r} not mapped",
+                 field=field_name, value=value)
     return records
 
 

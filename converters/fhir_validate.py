@@ -11,6 +11,7 @@
 * FHIR-REF-UNRESOLVED (error): a ``reference`` that names no resource of the input
   (``Type/id``), or a ``#id`` that names no contained resource.  Display-only references
   (``{"display": ...}``) are not references to resolve.
+* FHIR-DUPLICATE-ID (error): two resources of one type share an id.
 * FHIR-UNKNOWN-TYPE (error): no ``resourceType`` or one R4 does not define.
 """
 from __future__ import annotations
@@ -99,36 +100,45 @@ def references(node: Any) -> Iterator[str]:
 
 
 def validate_resources(resources: Iterable[dict], log: IssueLog, model_check: bool = True) -> dict[str, int]:
-    """Check every resource; report to ``log``; returns counts {"resources", "invalid"}.
-
-    Reference resolution needs every id of the input, so resources are held once here."""
-    items = list(resources)
-    known = {f"{r.get('resourceType')}/{r.get('id')}" for r in items}
-    invalid = 0
-    for res in items:
+    """Check every resource as it streams by; report to ``log``; returns counts
+    {"resources", "invalid"}.  Only ids and not-yet-resolved references are kept, and the
+    references are resolved against every id of the input at the end."""
+    known: set[str] = set()
+    pending: list[tuple[str, str]] = []  # (resource, reference) not resolved when seen
+    invalid: set[str] = set()
+    count = 0
+    for res in resources:
+        count += 1
         rid = f"{res.get('resourceType')}/{res.get('id')}"
-        bad = False
+        if rid in known:
+            invalid.add(rid)
+            log.error("FHIR-DUPLICATE-ID", "a resource with this type and id came earlier in the input",
+                      record=rid, field="id", value=res.get("id"))
+        known.add(rid)
         if schema_validator(str(res.get("resourceType"))) is None:
             log.error("FHIR-UNKNOWN-TYPE", f"resourceType {res.get('resourceType')!r} is not an R4 resource",
                       record=rid, field="resourceType", value=res.get("resourceType"))
-            invalid += 1
+            invalid.add(rid)
             continue
         for msg in schema_errors(res):
-            bad = True
+            invalid.add(rid)
             log.error("FHIR-SCHEMA", msg, record=rid)
         if model_check:
             for msg in model_errors(res):
-                bad = True
+                invalid.add(rid)
                 log.error("FHIR-MODEL", msg, record=rid)
         contained = {f"#{c.get('id')}" for c in res.get("contained", []) or []}
         for ref in references(res):
             if ref.startswith("#"):
-                ok = ref in contained
-            else:
-                ok = ref in known
-            if not ok:
-                bad = True
-                log.error("FHIR-REF-UNRESOLVED", f"reference {ref!r} names no resource in the input",
-                          record=rid, field="reference", value=ref)
-        invalid += bad
-    return {"resources": len(items), "invalid": invalid}
+                if ref not in contained:
+                    invalid.add(rid)
+                    log.error("FHIR-REF-UNRESOLVED", f"reference {ref!r} names no contained resource",
+                              record=rid, field="reference", value=ref)
+            elif ref not in known:
+                pending.append((rid, ref))
+    for rid, ref in pending:
+        if ref not in known:
+            invalid.add(rid)
+            log.error("FHIR-REF-UNRESOLVED", f"reference {ref!r} names no resource in the input",
+                      record=rid, field="reference", value=ref)
+    return {"resources": count, "invalid": len(invalid)}

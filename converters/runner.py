@@ -9,7 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from converters import records_io, sdtm_io
+from converters import fhir_io, records_io, sdtm_io
+from converters.fhir_validate import validate_resources
 from converters.datasets import Dataset
 from converters.files import atomic_open
 from converters.issues import IssueLog, TrialbridgeError
@@ -19,8 +20,10 @@ from converters.sdtm_convert import records_to_sdtm, sdtm_to_records
 from mappings import terminology
 from mappings.study import Study, load_study
 
-TARGETS = ("sdtm", "records")
+TARGETS = ("sdtm", "records", "fhir")
 SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
+FHIR_FORMATS = ("ndjson", "bundle")
+FHIR_VERSIONS = ("R4",)
 
 
 @dataclass
@@ -36,14 +39,34 @@ class RunResult:
 
 
 def detect_input(path: Path) -> str:
+    """records (subjects.csv …), sdtm (dm.xpt …), fhir (a Bundle / resource .json, .ndjson
+    files or a folder of them)."""
     if not path.exists():
         raise TrialbridgeError(f"{path}: no such file or folder")
-    if path.is_dir():
-        if records_io.is_records_folder(path):
-            return "records"
-        if any(p.suffix.lower() in (".xpt", ".json", ".csv") for p in path.iterdir() if p.is_file()):
+    if path.is_file():
+        if path.suffix.lower() == ".ndjson" or (path.suffix.lower() == ".json" and _is_fhir_json(path)):
+            return "fhir"
+    elif records_io.is_records_folder(path):
+        return "records"
+    else:
+        files = [p for p in path.iterdir() if p.is_file() and p.name != "issues.json"]
+        if any(p.suffix.lower() == ".ndjson" for p in files) or any(
+                p.suffix.lower() == ".json" and _is_fhir_json(p) for p in files):
+            return "fhir"
+        if any(p.suffix.lower() in (".xpt", ".json", ".csv") for p in files):
             return "sdtm"
-    raise TrialbridgeError(f"{path}: not a records folder (subjects.csv …) nor an SDTM folder (dm.xpt …)")
+    raise TrialbridgeError(f"{path}: not a records folder (subjects.csv …), an SDTM folder (dm.xpt …) "
+                           "nor FHIR (Bundle .json, .ndjson)")
+
+
+def _is_fhir_json(path: Path) -> bool:
+    """A .json file whose top-level object has a resourceType (read only its first bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b'"resourceType"' in head and not b'"datasetJSONVersion"' in head
 
 
 def parse_formats(text: str) -> list[str]:
@@ -76,7 +99,10 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
     return None
 
 
-def convert(input_path: Path, to: str, output: Path, *, formats: str = "xpt", study_ref: str | None = None) -> RunResult:
+def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
+            bundle_type: str = "collection", fhir_version: str = "R4") -> RunResult:
+    """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
+    what is written, write it and ``issues.json`` into ``output``."""
     if to not in TARGETS:
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
@@ -84,41 +110,77 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str = "xpt", st
     kind = detect_input(input_path)
     if output.exists() and not output.is_dir():
         raise TrialbridgeError(f"{output}: exists and is not a folder")
+    sdtm_formats = parse_formats(formats or "xpt") if to == "sdtm" else []
+    if to == "fhir":
+        if (formats or "ndjson") not in FHIR_FORMATS:
+            raise TrialbridgeError(f"FHIR output format must be one of {', '.join(FHIR_FORMATS)}, not {formats!r}")
+        if fhir_version not in FHIR_VERSIONS:
+            raise TrialbridgeError(f"--fhir-version {fhir_version} is not supported yet; supported: "
+                                   f"{', '.join(FHIR_VERSIONS)}")
     result = RunResult(log=log, kind=kind)
+    records: Records | None = None
+    datasets: dict[str, Dataset] | None = None
+    study: Study | None = None
     if kind == "records":
         records = records_io.read_records(input_path, log)
         study = _study(study_ref, records.study_id, log, required=True)
-        result.study_id = study.study_id
-        if to == "records":
-            result.written = records_io.write_records(records, output, log)
-        else:
-            datasets = records_to_sdtm(records, study, log)
-            validate_datasets(datasets, log)
-            result.written = sdtm_io.write_datasets(datasets, output, parse_formats(formats), log, study.study_id)
-        _account_converted(log)
+    elif kind == "fhir":
+        resources = list(fhir_io.read_fhir(input_path, log))
+        study = _study(study_ref, _fhir_study_id(resources), log, required=True)
+        records = fhir_io.fhir_to_records(resources, study, log)
+        del resources
     else:
         datasets = sdtm_io.read_sdtm_folder(input_path, log)
         named = _studyid(datasets)
-        study = _study(study_ref, named, log, required=False)
-        result.study_id = study.study_id if study else (named or "")
-        if to == "records":
+        study = _study(study_ref, named, log, required=to == "fhir")
+        if to != "sdtm":
             records = sdtm_to_records(datasets, study, log)
-            result.written = records_io.write_records(records, output, log)
+    result.study_id = study.study_id if study else (_studyid(datasets or {}) or "")
+    if to == "records":
+        result.written = records_io.write_records(records, output, log)
+    elif to == "sdtm":
+        if datasets is None:
+            datasets = records_to_sdtm(records, study, log)
+        validate_datasets(datasets, log)
+        result.written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, result.study_id or "UNKNOWN")
+    else:
+        resources = list(fhir_io.records_to_fhir(records, study, log))
+        validate_resources(resources, log)
+        if (formats or "ndjson") == "bundle":
+            result.written = [fhir_io.write_bundle(resources, output / "bundle.json", bundle_type)]
         else:
-            validate_datasets(datasets, log)
-            result.written = sdtm_io.write_datasets(datasets, output, parse_formats(formats), log,
-                                                    result.study_id or "UNKNOWN")
+            result.written = fhir_io.write_ndjson(resources, output)
+    if kind in ("records", "fhir"):
+        _account_converted(log)
     _report_unmapped(log)
     log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
     result.written.append(write_issues(log, output / "issues.json"))
     return result
 
 
+def _fhir_study_id(resources: list[dict]) -> str | None:
+    from mappings.fhir import research_study
+
+    for res in resources:
+        if res.get("resourceType") == "ResearchStudy":
+            found = research_study.from_fhir(res, None).get("study_id")
+            if found:
+                return found
+    return None
+
+
 def validate(path: Path, report: Path | None = None) -> RunResult:
     log = IssueLog()
     kind = detect_input(path)
+    if kind == "fhir":
+        counts = validate_resources(fhir_io.read_fhir(path, log), log)
+        result = RunResult(log=log, kind=kind)
+        log.run = run_metadata(command="validate", input=str(path), input_kind=kind, resources=counts)
+        if report is not None:
+            result.written.append(write_issues(log, report))
+        return result
     if kind != "sdtm":
-        raise TrialbridgeError(f"{path}: validate takes an SDTM folder (dm.xpt …); convert records first")
+        raise TrialbridgeError(f"{path}: validate takes an SDTM folder (dm.xpt …) or FHIR; convert records first")
     datasets = sdtm_io.read_sdtm_folder(path, log)
     if not datasets:
         raise TrialbridgeError(f"{path}: no SDTM datasets found")

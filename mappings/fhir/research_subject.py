@@ -4,7 +4,8 @@ Mapped: subject_id and USUBJID (identifiers), consent_date -> period.start,
 planned_arm -> assignedArm, actual_arm -> actualArm, study -> ResearchStudy reference,
 individual -> Patient reference, screen_failure -> status (Y: ineligible, N: on-study,
 empty: candidate).  site_id, cohort and relapse_date go to local extensions.
-study_id is taken from the referenced ResearchStudy (or the context's study).
+study_id is the study being converted (``ctx.study``); a ResearchStudy of another study in the
+input is reported by the reader (FHIR-STUDY-MISMATCH).
 
 Not round-tripped: a status other than ineligible/on-study/candidate written by another
 system gives no screen_failure value.

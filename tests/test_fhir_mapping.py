@@ -1,0 +1,212 @@
+"""FHIR mapping modules: hand-checked values from the sample, and one case per rule."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from converters import fhir_io, fhir_validate
+from converters.issues import IssueLog
+from converters.model import public
+from mappings.fhir import (EXT_LOCAL_DATETIME, LBTESTCD_SYSTEM, LOINC, UCUM, FhirContext, adverse_event,
+                           medication_administration, observation, patient)
+from mappings.fhir.ids import resource_id
+
+
+@pytest.fixture(scope="module")
+def ctx(study):
+    return FhirContext(study, IssueLog())
+
+
+def _first(rows, **match):
+    found = [public(r) for r in rows if all(r.get(k) == v for k, v in match.items())]
+    assert len(found) == 1, match
+    return found[0]
+
+
+def _valid(resource):
+    assert fhir_validate.schema_errors(resource) == []
+    assert fhir_validate.model_errors(resource) == []
+
+
+def test_ids_are_uuid5_of_natural_keys():
+    # golden value: changing the namespace or the key layout changes every id
+    assert resource_id("Patient", "NCT04387942", "001") == "59eaf24e-cb0c-5244-9276-c0573a5f924d"
+    assert resource_id("Patient", "NCT04387942", "001") != resource_id("Patient", "NCT04387942", "002")
+
+
+def test_first_dose_of_subject_001(sample_records, ctx):
+    records, _ = sample_records
+    rows = [r for r in records["exposure"] if r["subject_id"] == "001"]
+    first = public(min(rows, key=lambda r: r["start"]))
+    res = medication_administration.to_fhir(first, ctx)
+    dose = res["dosage"]["dose"]
+    assert dose == {"value": Decimal("315000"), "unit": "[iU]", "system": UCUM, "code": "[iU]"}
+    assert '"value":315000,' in fhir_io.dumps(res)
+    # a local time without offset is not a valid R4 dateTime: date precision + exact text kept
+    period = res["effectivePeriod"]
+    assert period["start"] == "2020-06-05"
+    assert period["_start"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-06-05T08:30"}]
+    assert res["dosage"]["route"]["coding"][0] == {"system": "http://snomed.info/sct", "code": "47625008",
+                                                   "display": "Intravenous route"}
+    assert res["status"] == "completed"
+    _valid(res)
+    back = medication_administration.from_fhir(
+        fhir_io.loads(fhir_io.dumps(res)), FhirContext(ctx.study, IssueLog(), subjects={res["subject"]["reference"]: "001"}))
+    assert back["start"] == "2020-06-05T08:30" and back["end"] == "2020-06-05T09:30" and back["dose"] == "315000"
+
+
+def test_igg_day_7_of_subject_001(sample_records, ctx):
+    records, _ = sample_records
+    rec = _first(records["lab_result"], subject_id="001", visit="DAY 7", test="IgG")
+    res = observation.to_fhir(rec, ctx, kind="lab_result")
+    codings = res["code"]["coding"]
+    assert {"system": LOINC, "code": "2465-3", "display": "IgG [Mass/volume] in Serum or Plasma"} in codings
+    assert {"system": LBTESTCD_SYSTEM, "code": "IGG", "display": "Immunoglobulin G"} in codings
+    assert res["valueQuantity"] == {"value": Decimal("10.5"), "unit": "g/L", "system": UCUM, "code": "g/L"}
+    assert res["referenceRange"][0]["low"]["value"] == Decimal("5.0")
+    assert res["category"][0]["coding"][0]["code"] == "laboratory"
+    assert res["subject"] == {"reference": f"Patient/{resource_id('Patient', 'NCT04387942', '001')}"}
+    assert res["contained"][0]["type"]["coding"][0]["code"] == "SERUM"
+    assert res["encounter"] == {"display": "DAY 7"}
+    assert '"low":{"value":5.0,' in fhir_io.dumps(res)  # 5.0 stays 5.0
+    _valid(res)
+
+
+def _lab(**over):
+    rec = {"subject_id": "001", "visit": "DAY 7", "collected": "2020-06-12T08:00", "test": "IL-6", "result": "1.30",
+           "unit": "pg/mL", "ref_low": "0.0", "ref_high": "5.4", "specimen": "SERUM", "accession": "A1"}
+    rec.update(over)
+    return {k: v for k, v in rec.items() if v is not None}
+
+
+def _roundtrip_obs(rec, ctx, kind="lab_result"):
+    res = observation.to_fhir(rec, ctx, kind=kind)
+    _valid(res)
+    sub = FhirContext(ctx.study, IssueLog(), subjects={res["subject"]["reference"]: rec["subject_id"]})
+    got_kind, back = observation.from_fhir(fhir_io.loads(fhir_io.dumps(res)), sub)
+    assert got_kind == kind
+    return res, back
+
+
+def test_decimal_text_is_kept(ctx):
+    res, back = _roundtrip_obs(_lab(), ctx)
+    assert '"value":1.30,' in fhir_io.dumps(res)
+    assert back == _lab()
+
+
+def test_comparator_result(ctx):
+    res, back = _roundtrip_obs(_lab(result="<2.0"), ctx)
+    assert res["valueQuantity"]["comparator"] == "<" and res["valueQuantity"]["value"] == Decimal("2.0")
+    assert back["result"] == "<2.0"
+
+
+def test_non_numeric_result_is_value_string(ctx):
+    res, back = _roundtrip_obs(_lab(result="hemolysed", unit=None, ref_low=None, ref_high=None), ctx)
+    assert res["valueString"] == "hemolysed" and "valueQuantity" not in res
+    assert back["result"] == "hemolysed"
+
+
+def test_not_done(ctx):
+    res, back = _roundtrip_obs(_lab(result=None, not_done_reason="sample lost"), ctx)
+    assert res["status"] == "cancelled"
+    assert res["dataAbsentReason"]["coding"][0]["code"] == "not-performed"
+    assert back["not_done_reason"] == "sample lost" and "result" not in back
+
+
+def test_cell_phenotype_percent(ctx):
+    rec = {"subject_id": "001", "visit": "DAY 0", "collected": "2020-06-05T08:00", "population": "CD3+ T cells",
+           "measure": "PERCENT", "result": "71.5", "unit": "%", "ref_low": "56.0", "ref_high": "75.0",
+           "specimen": "BLOOD"}
+    res, back = _roundtrip_obs(rec, ctx, kind="cell_phenotype")
+    assert {"system": LOINC, "code": "8124-0", "display": "CD3 cells/100 cells in Blood"} in res["code"]["coding"]
+    assert back == rec
+
+
+def test_offset_datetime_written_unchanged(ctx):
+    res = observation.to_fhir(_lab(collected="2020-06-12T08:00:00+08:00"), ctx)
+    assert res["effectiveDateTime"] == "2020-06-12T08:00:00+08:00" and "_effectiveDateTime" not in res
+
+
+def test_adverse_event_partial_date_and_codes(ctx):
+    rec = {"subject_id": "002", "ae_number": "9", "term": "rash", "decoded_term": "Rash", "start": "2020-06",
+           "severity": "MODERATE", "serious": "Y", "relatedness": "NOT RELATED", "outcome": "RECOVERING/RESOLVING",
+           "end": "2020-07", "grade": "2"}
+    res = adverse_event.to_fhir(rec, ctx)
+    _valid(res)
+    assert res["date"] == "2020-06" and "_date" not in res
+    assert res["seriousness"]["coding"][0]["code"] == "serious"
+    assert res["severity"]["coding"][0]["code"] == "moderate"
+    assert res["suspectEntity"][0]["causality"][0]["assessment"]["coding"][0]["code"] == "Unassessable-Unclassifiable"
+    sub = FhirContext(ctx.study, IssueLog(), subjects={res["subject"]["reference"]: "002"})
+    assert adverse_event.from_fhir(res, sub) == rec
+    # from a source without text, codes map back through the tables
+    for key in ("seriousness", "severity", "outcome"):
+        res[key].pop("text")
+    res["suspectEntity"][0]["causality"][0]["assessment"].pop("text")
+    back = adverse_event.from_fhir(res, sub)
+    assert (back["serious"], back["severity"], back["outcome"], back["relatedness"]) == \
+        ("Y", "MODERATE", "RECOVERING/RESOLVING", "NOT RELATED")
+
+
+def test_identifiers_omitted_by_default(sample_records, study):
+    records, _ = sample_records
+    rec = public(records.subjects_by_id()["001"])
+    plain = patient.to_fhir(rec, FhirContext(study, IssueLog()))
+    text = fhir_io.dumps(plain)
+    for secret in (rec["family_name"], rec["medical_record_number"], rec["phone"], rec["address"]):
+        assert secret not in text
+    assert not {"name", "telecom", "address"} & set(plain)
+    full = patient.to_fhir(rec, FhirContext(study, IssueLog(), include_identifiers=True))
+    _valid(full)
+    assert full["name"] == [{"family": "Subject001", "given": ["Test"]}]
+    # reading a Patient that carries names never copies them unless asked
+    assert "family_name" not in patient.from_fhir(full, FhirContext(study, IssueLog()))
+    assert patient.from_fhir(full, FhirContext(study, IssueLog(), include_identifiers=True))["family_name"] == "Subject001"
+
+
+def test_unmapped_resources_and_codes_are_reported(study):
+    log = IssueLog()
+    pat = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:trialbridge:fhir:subject-id",
+                                                                   "value": "900"}], "gender": "female"}
+    unknown_obs = {"resourceType": "Observation", "id": "o1", "status": "final",
+                   "code": {"coding": [{"system": LOINC, "code": "0000-0"}]}, "subject": {"reference": "Patient/p1"}}
+    orphan = {"resourceType": "AdverseEvent", "id": "a1", "actuality": "actual",
+              "subject": {"reference": "Patient/missing"}, "event": {"text": "x"}}
+    others = [{"resourceType": "Condition", "id": f"c{n}"} for n in range(2)]
+    records = fhir_io.fhir_to_records([pat, unknown_obs, orphan, *others], study, log)
+    codes = {i.code: i for i in log.issues}
+    assert codes["FHIR-UNMAPPED-RESOURCE"].value == 2 and "Condition" in codes["FHIR-UNMAPPED-RESOURCE"].message
+    assert codes["FHIR-UNMAPPED-CODE"].value == f"{LOINC}#0000-0"
+    assert codes["FHIR-UNMAPPED-COUNT"].value == f"{LOINC}#0000-0"
+    assert codes["FHIR-UNMAPPED-COUNT"].message.startswith("1 resource(s)")
+    assert codes["FHIR-REF-UNRESOLVED"].value == "Patient/missing"
+    assert "FHIR-NO-RESEARCHSUBJECT" in codes
+    assert [r["subject_id"] for r in records["subject"]] == ["900"]
+    assert records["subject"][0]["sex"] == "F"
+    assert records["lab_result"] == [] and records["adverse_event"] == []
+
+
+def test_validator_reports_schema_model_and_reference_errors():
+    log = IssueLog()
+    bad_code = {"resourceType": "Patient", "id": "p", "gender": "robot"}
+    no_status = {"resourceType": "Observation", "id": "o", "code": {"text": "x"}, "subject": {"reference": "Patient/p"}}
+    dangling = {"resourceType": "Observation", "id": "o2", "status": "final", "code": {"text": "x"},
+                "subject": {"reference": "Patient/zzz"}, "specimen": {"reference": "#nothing"}}
+    counts = fhir_validate.validate_resources([bad_code, no_status, dangling, dict(bad_code)], log)
+    assert counts == {"resources": 4, "invalid": 3}
+    assert [i.record for i in log.issues if i.code == "FHIR-DUPLICATE-ID"] == ["Patient/p"]
+    found = [(i.code, i.record) for i in log.issues]
+    assert ("FHIR-SCHEMA", "Patient/p") in found
+    assert ("FHIR-MODEL", "Observation/o") in found
+    assert sorted(i.value for i in log.issues if i.code == "FHIR-REF-UNRESOLVED") == ["#nothing", "Patient/zzz"]
+
+
+def test_read_fhir_ndjson_file_keeps_decimals_and_reports_bad_lines(tmp_path):
+    path = tmp_path / "Observation.ndjson"
+    path.write_text('{"resourceType":"Observation","id":"a","valueQuantity":{"value":1.30}}\n\nnot json\n', "utf-8")
+    log = IssueLog()
+    got = list(fhir_io.read_fhir(path, log))
+    assert len(got) == 1 and str(got[0]["valueQuantity"]["value"]) == "1.30"
+    assert [(i.code, i.record) for i in log.issues] == [("FHIR-JSON", 3)]
+    assert log.accounting[str(path)] == {"read": 2, "rejected": 1}
