@@ -18,7 +18,7 @@ from converters.model import Records
 from converters.rules import validate_datasets
 from converters.sdtm_convert import records_to_sdtm, sdtm_to_records
 from mappings import terminology
-from mappings.study import Study, load_study
+from mappings.study import Study, load_study, study_from_sdtm
 
 TARGETS = ("sdtm", "records", "fhir")
 SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
@@ -132,7 +132,11 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     else:
         datasets = sdtm_io.read_sdtm_folder(input_path, log)
         named = _studyid(datasets)
-        study = _study(study_ref, named, log, required=to == "fhir")
+        study = _study(study_ref, named, log, required=False)
+        if study is None and to == "fhir":
+            study = study_from_sdtm(datasets)
+            log.warning("STUDY-FROM-SDTM", f"no configuration for study {named!r}: study facts for FHIR "
+                        "(ResearchStudy, arms, sites) taken from the folder's own TS/TA/TE/TV/DM")
         if to != "sdtm":
             records = sdtm_to_records(datasets, study, log)
     result.study_id = study.study_id if study else (_studyid(datasets or {}) or "")

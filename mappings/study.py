@@ -95,3 +95,66 @@ def load_study(ref: str | Path) -> Study:
         raise TrialbridgeError(f"{path}: study configuration invalid at {where}: {first.message}"
                                + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     return Study(config, path)
+
+
+def study_from_sdtm(datasets: dict) -> Study:
+    """A study configuration read from an SDTM folder's own trial design (TS, TA, TE, TV)
+    and DM, for folders whose study has no configuration file (the CDISC pilot …).
+
+    What SDTM does not say is left generic and visible as such: the treatment is the first
+    EXTRT with dose per BSA 0 (unknown), element start rules come from TE.  The result is
+    checked against the same schema as a hand-written configuration."""
+    def rows(name):
+        ds = datasets.get(name)
+        return ds.rows if ds is not None else []
+
+    dm = rows("DM")
+    if not dm:
+        raise TrialbridgeError("the SDTM folder has no DM rows and no study configuration; give --study")
+    study_id = str(dm[0].get("STUDYID") or "UNKNOWN")
+    ts = {}
+    for r in rows("TS"):
+        ts.setdefault(r.get("TSPARMCD"), str(r.get("TSVAL") or ""))
+    sites = sorted({str(r.get("SITEID") or "") for r in dm if r.get("SITEID")})
+    country = next((str(r["COUNTRY"]) for r in dm if r.get("COUNTRY")), "UNK")
+    prefixes = {str(r["USUBJID"])[: -len(f"{r.get('SITEID')}-{r.get('SUBJID')}")] for r in dm
+                if str(r.get("USUBJID", "")).endswith(f"{r.get('SITEID')}-{r.get('SUBJID')}")}
+    if len(prefixes) == 1 and len([r for r in dm if r.get("SUBJID")]) == len(dm):
+        rule = prefixes.pop().replace("{", "{{").replace("}", "}}") + "{site_id}-{subject_id}"
+    else:
+        rule = "{subject_id}"
+    elements = [{"code": str(r["ETCD"])[:8], "name": str(r.get("ELEMENT") or r["ETCD"])[:40],
+                 "start_rule": str(r.get("TESTRL") or "not given")} for r in rows("TE") if r.get("ETCD")]
+    arms: dict[str, dict] = {}
+    for r in sorted(rows("TA"), key=lambda r: (str(r.get("ARMCD")), r.get("TAETORD") or 0)):
+        arm = arms.setdefault(str(r["ARMCD"]), {"code": str(r["ARMCD"])[:20], "name": str(r.get("ARM") or r["ARMCD"]),
+                                                "elements": []})
+        arm["elements"].append({"element": str(r.get("ETCD")), "epoch": str(r.get("EPOCH") or "")})
+    visits = {}
+    for r in rows("TV"):
+        if r.get("VISITNUM") is not None and r.get("VISITNUM") not in visits:
+            day = int(r["VISITDY"]) if isinstance(r.get("VISITDY"), (int, float)) and r["VISITDY"] == r["VISITDY"] else 0
+            visits[r["VISITNUM"]] = {"number": r["VISITNUM"], "name": str(r.get("VISIT") or r["VISITNUM"]), "day": day,
+                                     "window": [day, day]}
+    extrt = next((str(r["EXTRT"]) for r in rows("EX") if r.get("EXTRT")), "study treatment")
+    config = {
+        "study_id": study_id,
+        "title": ts.get("TITLE") or study_id,
+        "sponsor": ts.get("SPONSOR") or "not given",
+        "usubjid_rule": rule,
+        "sites": [{"site_id": s, "name": f"Site {s}", "country": country if len(country) == 3 else "UNK"}
+                  for s in sites] or [{"site_id": "UNKNOWN", "name": "not given", "country": "UNK"}],
+        "treatment": {"name": extrt, "dose_per_bsa": 0, "dose_unit": ""},
+        "elements": elements or [{"code": "UNKNOWN", "name": "not given", "start_rule": "not given"}],
+        "arms": list(arms.values()) or [{"code": "UNKNOWN", "name": "not given",
+                                          "elements": [{"element": "UNKNOWN", "epoch": ""}]}],
+        "visits": sorted(visits.values(), key=lambda v: v["number"]) or
+        [{"number": 1, "name": "UNKNOWN", "day": 0, "window": [0, 0]}],
+        "trial_summary": [{"parmcd": str(k)[:8], "value": v[:200]} for k, v in sorted(ts.items()) if k and v],
+    }
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        raise TrialbridgeError(f"cannot build a study configuration from the SDTM trial design: "
+                               f"{'/'.join(str(p) for p in first.path)}: {first.message}; give --study")
+    return Study(config, Path(f"<from SDTM {study_id}>"))

@@ -6,7 +6,9 @@ event is not serious.  AETRTEM (treatment-emergent, SUPPAE, QORIG DERIVED) is Y 
 the event starts on or after the first dose.  Protocol category of adverse reaction
 goes to AECAT.  AEBODSYS = AESOC = the primary system organ class given.
 
-Not round-tripped: a criterion given with a synonym comes back as its canonical word.
+Not round-tripped: a criterion given with a synonym comes back as its canonical word; an
+AESPID that does not identify one event of the subject (foreign data) is replaced by AESEQ
+as the record's ae_number.
 """
 from __future__ import annotations
 
@@ -115,11 +117,16 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
     if ae is None:
         return []
     dm = subject_index(datasets)
+    spid_count: dict[tuple[str, str], int] = {}
+    for row in ae.rows:
+        key = (row["USUBJID"], str(row.get("AESPID") or ""))
+        spid_count[key] = spid_count.get(key, 0) + 1
     out = []
     for row in ae.rows:
         rec: dict[str, Any] = {"subject_id": subject_id_of(dm, row["USUBJID"])}
         backward(row, FIELDS, rec)
-        if not rec.get("ae_number"):
+        # ae_number identifies the event within the subject: AESPID when it does, else AESEQ
+        if not rec.get("ae_number") or spid_count[(row["USUBJID"], rec["ae_number"])] > 1:
             rec["ae_number"] = derive.format_number(row.get("AESEQ"))
         rec["serious"] = row.get("AESER", "")
         rec["serious_criteria"] = ";".join(w for w, v in CRITERIA.items() if row.get(v) == "Y")
