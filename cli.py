@@ -79,7 +79,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this JSON file.")
+@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this file: .html (browsable report) or .json.")
 def validate(path: Path, report: Path | None) -> None:
     """Check an SDTM folder (schemas, conformance rules) or FHIR output (R4 schema, models, references)."""
     from converters.runner import validate as run

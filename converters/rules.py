@@ -683,6 +683,253 @@ def check_supp_parent(ctx: Context, rule: Rule) -> None:
                            row_no, row, "IDVARVAL", idvarval)
 
 
+def _cmp_dtc(a: list[int], b: list[int]) -> int | None:
+    """Compare two date/time component lists at their common precision: -1, 0, 1, or None
+    when they agree as far as both go but one is more precise (cannot be ordered)."""
+    n = min(len(a), len(b))
+    if a[:n] != b[:n]:
+        return -1 if a[:n] < b[:n] else 1
+    return 0 if len(a) == len(b) else None
+
+
+def _components(value: Any) -> list[int] | None:
+    return _dtc_components(value.strip()) if isinstance(value, str) and value.strip() else None
+
+
+def check_label_mismatch(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        spec = ctx.spec(ds)
+        if spec is None:
+            continue  # custom domain: its labels are the sponsor's (SDTM-SPEC-UNKNOWN says so)
+        for v in ds.variables:
+            expected = spec.var(v.name)
+            if expected is None or not expected.label:
+                continue  # a variable the spec lacks is SDTM-ROW-SCHEMA's finding
+            if (v.label or "").strip() != expected.label.strip():
+                ctx.report(rule, ds, f"Label of {v.name} is {v.label!r}; SDTMIG label is {expected.label!r}",
+                           field=v.name, value=v.label)
+
+
+def check_duplicate_record(ctx: Context, rule: Rule) -> None:
+    for ds in ctx.datasets.values():
+        seq = seq_name(ds)
+        names = [n for n in ds.names if n != seq]
+        if not names:
+            continue
+        first: dict[tuple, int] = {}
+        for row_no, row in _rows(ds):
+            key = tuple("" if is_null(row.get(n)) else _num_text(row.get(n)) for n in names)
+            if key in first:
+                ctx.report(rule, ds, f"Record is identical to record {first[key]}"
+                           + (f" except {seq}" if seq else ""), row_no, row, seq)
+            else:
+                first[key] = row_no
+
+
+# DM dates that count as contact with the subject when RFPENDTC is empty.
+_DM_CONTACT_DATES = ("RFICDTC", "RFSTDTC", "RFENDTC", "RFXSTDTC", "RFXENDTC", "DTHDTC")
+
+
+def _last_contact(ctx: Context, subjects: set[str]) -> dict[str, tuple[list[int], str]]:
+    """Latest date of each subject (components, 'DATASET.VARIABLE') over DM's reference
+    dates and every --DTC/--STDTC/--ENDTC of the subject-level datasets except AE."""
+    out: dict[str, tuple[list[int], str]] = {}
+
+    def offer(usubjid: Any, value: Any, where: str) -> None:
+        if usubjid not in subjects:
+            return
+        comps = _components(value)
+        if comps is not None and (usubjid not in out or comps > out[usubjid][0]):
+            out[usubjid] = (comps, where)
+
+    for name, ds in ctx.datasets.items():
+        if name in TRIAL_DESIGN or prefix(ds) == "AE" or name.startswith("SUPP") or name == "RELREC" \
+                or "USUBJID" not in ds.names:
+            continue
+        p = prefix(ds)
+        cols = list(_DM_CONTACT_DATES) if name == "DM" else [
+            f"{p}{s}" for s in ("DTC", "STDTC", "ENDTC")]
+        cols = [c for c in cols if c in ds.names]
+        for row in ds.rows:
+            for col in cols:
+                offer(row.get("USUBJID"), row.get(col), f"{name}.{col}")
+    return out
+
+
+def check_ae_after_last_contact(ctx: Context, rule: Rule) -> None:
+    dm = ctx.datasets.get("DM")
+    if dm is None:
+        return
+    reference: dict[str, tuple[list[int], str]] = {}
+    lacking: set[str] = set()
+    for row in dm.rows:
+        u = row.get("USUBJID")
+        if is_null(u):
+            continue
+        comps = _components(row.get("RFPENDTC"))
+        if comps is not None:
+            reference[u] = (comps, "DM.RFPENDTC")
+        else:
+            lacking.add(u)
+    if lacking:
+        reference.update(_last_contact(ctx, lacking))
+    for name, ds in ctx.datasets.items():
+        if prefix(ds) != "AE" or "AESTDTC" not in ds.names or name.startswith("SUPP"):
+            continue
+        for row_no, row in _rows(ds):
+            start = _components(row.get("AESTDTC"))
+            ref = reference.get(row.get("USUBJID"))
+            if start is None or ref is None:
+                continue
+            if _cmp_dtc(start, ref[0]) == 1:
+                label = "end of participation" if ref[1] == "DM.RFPENDTC" else "last contact"
+                ctx.report(rule, ds, f"AESTDTC {row['AESTDTC']} is after the subject's {label} "
+                           f"({ref[1]} {'-'.join(f'{c:02d}' for c in ref[0][:3])})", row_no, row,
+                           "AESTDTC", row["AESTDTC"])
+
+
+def check_aedecod_inconsistent(ctx: Context, rule: Rule) -> None:
+    for name, ds in ctx.datasets.items():
+        if prefix(ds) != "AE" or name.startswith("SUPP") or not {"AETERM", "AEDECOD"} <= set(ds.names):
+            continue
+        coded: dict[str, dict[str, list[int]]] = {}
+        for row_no, row in _rows(ds):
+            term, decod = row.get("AETERM"), row.get("AEDECOD")
+            if is_null(term) or is_null(decod):
+                continue
+            coded.setdefault(" ".join(str(term).split()).casefold(), {}).setdefault(decod, []).append(row_no)
+        for term, by_decod in coded.items():
+            if len(by_decod) < 2:
+                continue
+            # the most frequent coding (first seen on ties) is taken as intended; the others are reported
+            usual = max(by_decod, key=lambda d: (len(by_decod[d]), -by_decod[d][0]))
+            for decod, row_nos in by_decod.items():
+                if decod == usual:
+                    continue
+                for row_no in row_nos:
+                    row = ds.rows[row_no - 1]
+                    ctx.report(rule, ds, f"AETERM {row['AETERM']!r} is coded to AEDECOD {decod!r} here but to "
+                               f"{usual!r} in {len(by_decod[usual])} other record(s)", row_no, row, "AEDECOD",
+                               decod)
+
+
+def _subject_elements(se: Dataset) -> dict[str, list[tuple[list[int], list[int] | None, str]]]:
+    """USUBJID -> [(start, end or None, EPOCH)] ordered by start; an empty SEENDTC ends at
+    the next element's start, or is open for the last element."""
+    raw: dict[str, list[tuple[list[int], list[int] | None, str]]] = {}
+    for row in se.rows:
+        start = _components(row.get("SESTDTC"))
+        epoch = row.get("EPOCH")
+        if start is None or is_null(epoch) or is_null(row.get("USUBJID")):
+            continue
+        raw.setdefault(row["USUBJID"], []).append((start, _components(row.get("SEENDTC")), epoch))
+    out = {}
+    for u, elements in raw.items():
+        elements.sort(key=lambda e: e[0])
+        out[u] = [(s, e if e is not None else (elements[n + 1][0] if n + 1 < len(elements) else None), ep)
+                  for n, (s, e, ep) in enumerate(elements)]
+    return out
+
+
+def _cmp_instant(a: list[int], b: list[int]) -> int | None:
+    """Like :func:`_cmp_dtc`, but the same day without a time is undecided: an element
+    that ends on 2014-07-02 and the next that starts that day share the date."""
+    result = _cmp_dtc(a, b)
+    return None if result == 0 and len(a) <= 3 else result
+
+
+def check_epoch_se(ctx: Context, rule: Rule) -> None:
+    se = ctx.datasets.get("SE")
+    if se is None or not {"USUBJID", "SESTDTC", "EPOCH"} <= set(se.names):
+        return
+    elements = _subject_elements(se)
+    for name, ds in ctx.datasets.items():
+        if name in ("SE", "DM") or name in TRIAL_DESIGN or "EPOCH" not in ds.names or "USUBJID" not in ds.names:
+            continue
+        p = prefix(ds)
+        date_vars = [v for v in (f"{p}STDTC", f"{p}DTC") if v in ds.names]
+        if not date_vars:
+            continue
+        for row_no, row in _rows(ds):
+            epoch, subject = row.get("EPOCH"), elements.get(row.get("USUBJID"))
+            if is_null(epoch) or not subject:
+                continue
+            var_name = next((v for v in date_vars if not is_null(row.get(v))), None)
+            on = _components(row.get(var_name)) if var_name else None
+            if on is None or len(on) < 3:
+                continue  # partial date: the element cannot be told
+            candidates, certain = set(), []
+            for n, (start, end, element_epoch) in enumerate(subject):
+                last = n == len(subject) - 1
+                after_start = _cmp_instant(on, start)
+                before_end = 1 if end is None else _cmp_instant(end, on)
+                if after_start == -1 or before_end == -1 or (before_end == 0 and not last):
+                    continue  # an element runs from its start up to, not including, its end
+                candidates.add(element_epoch)
+                if after_start in (0, 1) and (before_end == 1 or (before_end == 0 and last)):
+                    certain.append(element_epoch)
+            if certain and epoch not in candidates:
+                ctx.report(rule, ds, f"EPOCH {epoch!r} but {var_name} {row[var_name]} falls in the SE element "
+                           f"of EPOCH {certain[0]!r}", row_no, row, "EPOCH", epoch)
+
+
+# ARMCD / ACTARMCD values that need no TA arm (SDTMIG 3.x; FDA validator SD0066, SD2002).
+ARM_CODES_WITHOUT_TA = {"ARMCD": frozenset({"SCRNFAIL", "NOTASSGN"}),
+                        "ACTARMCD": frozenset({"SCRNFAIL", "NOTASSGN", "NOTTRT", "UNPLAN"})}
+
+
+def check_armcd_in_ta(ctx: Context, rule: Rule) -> None:
+    dm, ta = ctx.datasets.get("DM"), ctx.datasets.get("TA")
+    if dm is None or ta is None or "ARMCD" not in ta.names:
+        return
+    arms = {r.get("ARMCD") for r in ta.rows if not is_null(r.get("ARMCD"))}
+    for variable, exempt in ARM_CODES_WITHOUT_TA.items():
+        if variable not in dm.names:
+            continue
+        for row_no, row in _rows(dm):
+            value = row.get(variable)
+            if is_null(value) or value in exempt or value in arms:
+                continue
+            hint = f" (the exempt code is {value.upper()!r}, upper case)" if str(value).upper() in exempt else ""
+            ctx.report(rule, dm, f"{variable} {value!r} is not an ARMCD of TA{hint}", row_no, row, variable, value)
+
+
+def check_ts_sstdtc(ctx: Context, rule: Rule) -> None:
+    if not ctx.datasets:
+        return
+    ts = ctx.datasets.get("TS")
+    if ts is None:
+        ctx.report(rule, Dataset("TS", "", []), "TS dataset is absent: the study start date (TSPARMCD SSTDTC) "
+                   "cannot be found")
+        return
+    rows = [(n, r) for n, r in _rows(ts) if r.get("TSPARMCD") == "SSTDTC"]
+    if not rows:
+        ctx.report(rule, ts, "TS has no record with TSPARMCD = 'SSTDTC' (study start date)", field="TSPARMCD",
+                   value="SSTDTC")
+        return
+    for row_no, row in rows:
+        value = row.get("TSVAL")
+        if is_null(value) or day_of(value) is None or len(str(value).strip()) != 10:
+            ctx.report(rule, ts, "TSVAL of SSTDTC is not a complete ISO 8601 date (YYYY-MM-DD)", row_no, row,
+                       "TSVAL", value)
+
+
+def check_dm_one_per_subject(ctx: Context, rule: Rule) -> None:
+    dm = ctx.datasets.get("DM")
+    if dm is None or "USUBJID" not in dm.names:
+        return
+    first: dict[str, int] = {}
+    for row_no, row in _rows(dm):
+        u = row.get("USUBJID")
+        if is_null(u):
+            continue
+        if u in first:
+            ctx.report(rule, dm, f"USUBJID {u} already in DM at record {first[u]}", row_no, row, "USUBJID", u)
+        else:
+            first[u] = row_no
+
+
+
 RULES: list[Rule] = [
     Rule("SDTM-REQ-MISSING", "error", "Required variable absent from the dataset, or null in a record",
          "P21 SD0056 (absent) / SD0002 (null); CDISC CG0463", check_req_missing),
@@ -720,6 +967,27 @@ RULES: list[Rule] = [
          "P21 SD1002 (FDA FDAB034)", check_rfstdtc_after_rfendtc),
     Rule("SDTM-SUPP-PARENT", "error", "SUPP-- record whose RDOMAIN/USUBJID/IDVAR/IDVARVAL has no parent record",
          "P21 SD0077; CDISC CG0371", check_supp_parent),
+    Rule("SDTM-LABEL-MISMATCH", "warning", "Variable label differs from the SDTMIG label of the domain spec",
+         "P21 SD0063; CDISC CG0303", check_label_mismatch),
+    Rule("SDTM-DUPLICATE-RECORD", "warning", "Record identical to an earlier one in every variable except --SEQ",
+         "unconfirmed (related: P21 SD1117 / SD1201, FDA FDAB021)", check_duplicate_record),
+    Rule("SDTM-AE-AFTER-LAST-CONTACT", "warning",
+         "AESTDTC after the subject's end of participation (DM.RFPENDTC; last contact date when RFPENDTC is empty)",
+         "P21 SD1202 (FDA FDAB034) for AE; related SD0080", check_ae_after_last_contact),
+    Rule("SDTM-AEDECOD-INCONSISTENT", "warning", "The same AETERM (case-insensitive) coded to different AEDECOD values",
+         "unconfirmed (related: FDA FDAB009 paired variables; P21 SD1287 --DECOD within --PTCD)",
+         check_aedecod_inconsistent),
+    Rule("SDTM-EPOCH-SE", "error", "EPOCH differs from the EPOCH of the subject's SE element holding --STDTC/--DTC",
+         "unconfirmed (CDISC CG0009 defines EPOCH by the element; P21 SD1015 checks EPOCH against TA only)",
+         check_epoch_se),
+    Rule("SDTM-ARMCD-NOT-IN-TA", "error",
+         "DM.ARMCD / ACTARMCD not in TA.ARMCD (SCRNFAIL, NOTASSGN; for ACTARMCD also NOTTRT, UNPLAN excepted)",
+         "P21 SD0066 (ARMCD; CDISC CG0126) / SD2002 (ACTARMCD; CDISC CG0125)", check_armcd_in_ta),
+    Rule("SDTM-TS-SSTDTC", "error", "TS absent, without a TSPARMCD SSTDTC record, or its TSVAL not a YYYY-MM-DD date",
+         "FDA Technical Rejection Criteria 1734; P21 SD1115 (TS absent) / SD2232 (SSTDTC; CDISC CG0287)",
+         check_ts_sstdtc),
+    Rule("SDTM-DM-ONE-PER-SUBJECT", "error", "USUBJID occurs in more than one DM record",
+         "P21 SD0083; CDISC CG0151", check_dm_one_per_subject),
 ]
 
 RULES_BY_ID: dict[str, Rule] = {r.id: r for r in RULES}

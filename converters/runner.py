@@ -181,7 +181,7 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
         result = RunResult(log=log, kind=kind)
         log.run = run_metadata(command="validate", input=str(path), input_kind=kind, resources=counts)
         if report is not None:
-            result.written.append(write_issues(log, report))
+            result.written.append(_write_report(log, report, title=f"{path.name} — FHIR validation"))
         return result
     if kind != "sdtm":
         raise TrialbridgeError(f"{path}: validate takes an SDTM folder (dm.xpt …) or FHIR; convert records first")
@@ -192,8 +192,20 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
     log.run = run_metadata(command="validate", input=str(path), study=result.study_id)
     if report is not None:
-        result.written.append(write_issues(log, report))
+        result.written.append(_write_report(log, report, title=f"{result.study_id or path.name} — SDTM validation",
+                                            rows={name: len(ds.rows) for name, ds in datasets.items()}))
     return result
+
+
+def _write_report(log: IssueLog, report: Path, *, title: str, rows: dict | None = None,
+                  define_status: str | None = None) -> Path:
+    """--report: a browsable HTML page for .html/.htm, else JSON (issues.json plus rule texts)."""
+    from converters.report import write_html_report, write_json_report
+
+    log_json = log.to_json_obj()
+    if report.suffix.lower() in (".html", ".htm"):
+        return write_html_report(log_json, report, title=title, datasets_summary=rows, define_status=define_status)
+    return write_json_report(log_json, report, datasets_summary=rows, define_status=define_status)
 
 
 def _studyid(datasets: dict[str, Dataset]) -> str | None:

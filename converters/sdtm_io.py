@@ -450,8 +450,8 @@ def read_sdtm_folder(path: str | Path, log: IssueLog) -> dict[str, Dataset]:
         raise TrialbridgeError(f"{folder} is not a folder")
     by_domain: dict[str, list[Path]] = {}
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.suffix.lower() not in READ_PREFERENCE:
-            continue
+        if not p.is_file() or p.suffix.lower() not in READ_PREFERENCE or p.name == "issues.json":
+            continue  # issues.json is trialbridge's own findings file written beside the datasets
         if p.suffix.lower() == ".json" and not _is_dataset_json(p):
             log.info("SDTM-NOT-DATASET", f"{p.name} is not Dataset-JSON; skipped", file=p.name)
             continue

@@ -385,13 +385,178 @@ def test_supp_parent_dataset_missing():
     assert where(run("SDTM-SUPP-PARENT", dm("S1-001"), suppae)) == [("suppae.xpt", 1, "RDOMAIN")]
 
 
+# --------------------------------------------------------------------------- SDTM-LABEL-MISMATCH
+
+
+def test_label_mismatch_pass():
+    assert run("SDTM-LABEL-MISMATCH", ds("AE", [ae_row()])) == []  # labels taken from the spec
+
+
+def test_label_mismatch_fail():
+    d = ds("AE", [ae_row()])
+    d.variables = [Variable(v.name, "Reported Term" if v.name == "AETERM" else v.label, v.type)
+                   for v in d.variables] + [Variable("AEFOO", "Sponsor label", "Char")]
+    issues = run("SDTM-LABEL-MISMATCH", d)  # AEFOO is not in the spec: not this rule's finding
+    assert where(issues) == [("ae.xpt", None, "AETERM")] and issues[0].severity == "warning"
+    assert "'Reported Term for the Adverse Event'" in issues[0].message and issues[0].value == "Reported Term"
+
+
+# --------------------------------------------------------------------------- SDTM-DUPLICATE-RECORD
+
+
+def test_duplicate_record_pass():
+    rows = [ae_row(), ae_row(seq=2.0, AEENDTC="2024-01-13"), ae_row("S1-002")]
+    assert run("SDTM-DUPLICATE-RECORD", ds("AE", rows)) == []
+
+
+def test_duplicate_record_fail():
+    rows = [ae_row(AEENDTC="2024-01-13"), ae_row(seq=2.0, AEENDTC="2024-01-14"), ae_row(seq=3.0, AEENDTC="2024-01-13")]
+    issues = run("SDTM-DUPLICATE-RECORD", ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 3, "AESEQ")] and issues[0].seq == 3
+    assert "identical to record 1 except AESEQ" in issues[0].message and issues[0].severity == "warning"
+
+
+# --------------------------------------------------------------------------- SDTM-AE-AFTER-LAST-CONTACT
+
+
+def test_ae_after_last_contact_pass():
+    d = dm("S1-001", "S1-002", RFPENDTC="2024-03-15")
+    d.rows[1]["RFPENDTC"] = ""  # last contact: the latest date in DM and the other subject-level datasets
+    vs = ds("VS", [{"STUDYID": "S1", "DOMAIN": "VS", "USUBJID": "S1-002", "VSSEQ": 1.0, "VSTESTCD": "SYSBP",
+                    "VSTEST": "Systolic Blood Pressure", "VSDTC": "2024-04-02"}])
+    rows = [ae_row(AESTDTC="2024-03-15T10:00"), ae_row("S1-002", AESTDTC="2024-04-02"),
+            ae_row("S1-002", 2.0, AESTDTC="2024-04")]
+    assert run("SDTM-AE-AFTER-LAST-CONTACT", d, vs, ds("AE", rows)) == []
+
+
+def test_ae_after_last_contact_fail():
+    d = dm("S1-001", "S1-002", RFPENDTC="2024-03-15")
+    d.rows[1]["RFPENDTC"] = ""
+    vs = ds("VS", [{"STUDYID": "S1", "DOMAIN": "VS", "USUBJID": "S1-002", "VSSEQ": 1.0, "VSTESTCD": "SYSBP",
+                    "VSTEST": "Systolic Blood Pressure", "VSDTC": "2024-04-02"}])
+    rows = [ae_row(AESTDTC="2024-03-16"), ae_row("S1-002", AESTDTC="2024-04-03"), ae_row("S1-002", 2.0)]
+    issues = run("SDTM-AE-AFTER-LAST-CONTACT", d, vs, ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 1, "AESTDTC"), ("ae.xpt", 2, "AESTDTC")]
+    assert "DM.RFPENDTC 2024-03-15" in issues[0].message and "last contact (VS.VSDTC 2024-04-02)" in issues[1].message
+    assert issues[1].usubjid == "S1-002" and issues[0].severity == "warning"
+
+
+# --------------------------------------------------------------------------- SDTM-AEDECOD-INCONSISTENT
+
+
+def test_aedecod_consistent_pass():
+    rows = [ae_row(), ae_row(seq=2.0, AETERM="HEADACHE "), ae_row(seq=3.0, AETERM="Nausea", AEDECOD="NAUSEA")]
+    assert run("SDTM-AEDECOD-INCONSISTENT", ds("AE", rows)) == []
+
+
+def test_aedecod_inconsistent_fail():
+    rows = [ae_row(), ae_row(seq=2.0, AETERM="headache", AEDECOD="MIGRAINE"), ae_row("S1-002", AETERM="HEADACHE")]
+    issues = run("SDTM-AEDECOD-INCONSISTENT", ds("AE", rows))
+    assert where(issues) == [("ae.xpt", 2, "AEDECOD")] and issues[0].value == "MIGRAINE"
+    assert "'HEADACHE' in 2 other record(s)" in issues[0].message
+
+
+# --------------------------------------------------------------------------- SDTM-EPOCH-SE
+
+
+def _se(usubjid: str = "S1-001") -> Dataset:
+    elements = [("SCRN", "SCREENING", "2024-01-03", "2024-01-10T08:00"),
+                ("TRT", "TREATMENT", "2024-01-10T08:00", "2024-02-01"),
+                ("FU", "FOLLOW-UP", "2024-02-01", "2024-03-01")]
+    return ds("SE", [{"STUDYID": "S1", "DOMAIN": "SE", "USUBJID": usubjid, "SESEQ": float(n), "ETCD": etcd,
+                      "ELEMENT": etcd, "EPOCH": epoch, "SESTDTC": start, "SEENDTC": end}
+                     for n, (etcd, epoch, start, end) in enumerate(elements, start=1)])
+
+
+def test_epoch_se_pass():
+    rows = [ae_row(AESTDTC="2024-01-10T07:59", EPOCH="SCREENING"), ae_row(seq=2.0, AESTDTC="2024-01-10T08:00",
+            EPOCH="TREATMENT"), ae_row(seq=3.0, AESTDTC="2024-01-10", EPOCH="SCREENING"),  # day of the change
+            ae_row(seq=4.0, AESTDTC="2024-02-01", EPOCH="TREATMENT"),  # date-only boundary: undecided
+            ae_row(seq=5.0, AESTDTC="2024-01", EPOCH="FOLLOW-UP"),  # partial date: not checked
+            ae_row(seq=6.0, AESTDTC="2024-03-01", EPOCH="FOLLOW-UP")]  # end day of the last element
+    assert run("SDTM-EPOCH-SE", _se(), ds("AE", rows)) == []
+
+
+def test_epoch_se_fail():
+    rows = [ae_row(AESTDTC="2024-01-15", EPOCH="TREATMENT"), ae_row(seq=2.0, AESTDTC="2024-01-20", EPOCH="SCREENING"),
+            ae_row(seq=3.0, AESTDTC="2024-01-10T09:00", EPOCH="SCREENING")]
+    lb = ds("LB", [{"STUDYID": "S1", "DOMAIN": "LB", "USUBJID": "S1-001", "LBSEQ": 1.0, "LBTESTCD": "ALT",
+                    "LBTEST": "Alanine Aminotransferase", "LBDTC": "2024-02-10T09:00", "EPOCH": "TREATMENT"}])
+    issues = run("SDTM-EPOCH-SE", _se(), ds("AE", rows), lb)
+    assert where(issues) == [("ae.xpt", 2, "EPOCH"), ("ae.xpt", 3, "EPOCH"), ("lb.xpt", 1, "EPOCH")]
+    assert "falls in the SE element of EPOCH 'FOLLOW-UP'" in issues[2].message and issues[0].severity == "error"
+
+
+# --------------------------------------------------------------------------- SDTM-ARMCD-NOT-IN-TA
+
+
+def _ta(*arms: str) -> Dataset:
+    return ds("TA", [{"STUDYID": "S1", "DOMAIN": "TA", "ARMCD": a, "ARM": a, "TAETORD": 1.0, "ETCD": "TRT",
+                      "ELEMENT": "Treatment", "EPOCH": "TREATMENT"} for a in arms])
+
+
+def test_armcd_in_ta_pass():
+    d = dm("S1-001", "S1-002", "S1-003", "S1-004", ARMCD="A", ACTARMCD="A")
+    d.rows[1].update(ARMCD="SCRNFAIL", ACTARMCD="SCRNFAIL")
+    d.rows[2].update(ARMCD="B", ACTARMCD="NOTTRT")
+    d.rows[3].update(ARMCD="", ACTARMCD="")
+    assert run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B")) == []
+
+
+def test_armcd_not_in_ta_fail():
+    d = dm("S1-001", "S1-002", ARMCD="A", ACTARMCD="A")
+    d.rows[1].update(ARMCD="C", ACTARMCD="NOTTRT")
+    d.rows[0].update(ARMCD="NOTTRT")  # NOTTRT is an ACTARMCD value only
+    issues = run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B"))
+    assert where(issues) == [("dm.xpt", 1, "ARMCD"), ("dm.xpt", 2, "ARMCD")]
+    assert issues[1].value == "C" and issues[1].usubjid == "S1-002"
+    d.rows[1].update(ARMCD="A", ACTARMCD="Scrnfail")  # SDTMIG 3.1.2 spelling: not exempt
+    d.rows[0].update(ARMCD="A")
+    issues = run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B"))
+    assert where(issues) == [("dm.xpt", 2, "ACTARMCD")] and "'SCRNFAIL', upper case" in issues[0].message
+
+
+# --------------------------------------------------------------------------- SDTM-TS-SSTDTC
+
+
+def _ts(value: str = "2024-01-02", parmcd: str = "SSTDTC") -> Dataset:
+    return ds("TS", [{"STUDYID": "S1", "DOMAIN": "TS", "TSSEQ": 1.0, "TSPARMCD": "TITLE", "TSPARM": "Trial Title",
+                      "TSVAL": "A study"},
+                     {"STUDYID": "S1", "DOMAIN": "TS", "TSSEQ": 1.0, "TSPARMCD": parmcd, "TSPARM": "Study Start Date",
+                      "TSVAL": value}])
+
+
+def test_ts_sstdtc_pass():
+    assert run("SDTM-TS-SSTDTC", dm("S1-001"), _ts()) == []
+
+
+def test_ts_sstdtc_fail():
+    issues = run("SDTM-TS-SSTDTC", dm("S1-001"))
+    assert where(issues) == [("ts.xpt", None, None)] and "TS dataset is absent" in issues[0].message
+    assert where(run("SDTM-TS-SSTDTC", _ts(parmcd="SENDTC"))) == [("ts.xpt", None, "TSPARMCD")]
+    assert where(run("SDTM-TS-SSTDTC", _ts("2024-01"))) == [("ts.xpt", 2, "TSVAL")]
+    assert issues[0].severity == "error"
+
+
+# --------------------------------------------------------------------------- SDTM-DM-ONE-PER-SUBJECT
+
+
+def test_dm_one_per_subject_pass():
+    assert run("SDTM-DM-ONE-PER-SUBJECT", dm("S1-001", "S1-002")) == []
+
+
+def test_dm_one_per_subject_fail():
+    issues = run("SDTM-DM-ONE-PER-SUBJECT", dm("S1-001", "S1-002", "S1-001"))
+    assert where(issues) == [("dm.xpt", 3, "USUBJID")] and "record 1" in issues[0].message
+
+
 # --------------------------------------------------------------------------- a clean set passes everything
 
 
 def test_clean_set_has_no_errors():
     log = IssueLog()
     ae = ds("AE", [ae_row(AESTDY=3.0)], source="ae.xpt")
-    validate_datasets({"DM": dm("S1-001"), "AE": ae}, log)
+    validate_datasets({"DM": dm("S1-001"), "AE": ae, "TS": _ts()}, log)
     assert [i for i in log.issues if i.severity == "error"] == []
 
 
