@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from converters import fhir_io, records_io, sdtm_io
+from converters import fhir_io, odm_io, records_io, sdtm_io
 from converters.fhir_validate import validate_resources
 from converters.datasets import Dataset
 from converters.files import atomic_open
@@ -39,11 +39,13 @@ class RunResult:
 
 
 def detect_input(path: Path) -> str:
-    """records (subjects.csv …), sdtm (dm.xpt …), fhir (a Bundle / resource .json, .ndjson
-    files or a folder of them)."""
+    """records (subjects.csv …), sdtm (dm.xpt …), odm (an EDC's ODM 1.3.2 .xml export),
+    fhir (a Bundle / resource .json, .ndjson files or a folder of them)."""
     if not path.exists():
         raise TrialbridgeError(f"{path}: no such file or folder")
     if path.is_file():
+        if odm_io.is_odm(path):
+            return "odm"
         if path.suffix.lower() == ".ndjson" or (path.suffix.lower() == ".json" and _is_fhir_json(path)):
             return "fhir"
     elif records_io.is_records_folder(path):
@@ -56,7 +58,7 @@ def detect_input(path: Path) -> str:
         if any(p.suffix.lower() in (".xpt", ".json", ".csv") for p in files):
             return "sdtm"
     raise TrialbridgeError(f"{path}: not a records folder (subjects.csv …), an SDTM folder (dm.xpt …) "
-                           "nor FHIR (Bundle .json, .ndjson)")
+                           "an ODM export (.xml) nor FHIR (Bundle .json, .ndjson)")
 
 
 def _is_fhir_json(path: Path) -> bool:
@@ -124,6 +126,13 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     if kind == "records":
         records = records_io.read_records(input_path, log)
         study = _study(study_ref, records.study_id, log, required=True)
+    elif kind == "odm":
+        records = odm_io.read_odm(input_path, log)
+        if not records.rows["subject"] and log.has_errors:
+            write_issues(log, output / "issues.json")
+            first = next(i for i in log.sorted() if i.severity == "error")
+            raise TrialbridgeError(f"{input_path}: {first.code}: {first.message}", exit_code=1)
+        study = _study(study_ref, records.study_id, log, required=True)
     elif kind == "fhir":
         resources = list(fhir_io.read_fhir(input_path, log))
         study = _study(study_ref, _fhir_study_id(resources), log, required=True)
@@ -154,7 +163,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             result.written = [fhir_io.write_bundle(resources, output / "bundle.json", bundle_type)]
         else:
             result.written = fhir_io.write_ndjson(resources, output)
-    if kind in ("records", "fhir"):
+    if kind in ("records", "fhir", "odm"):
         _account_converted(log)
     _report_unmapped(log)
     log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)

@@ -43,8 +43,8 @@ def records_to_sdtm(records: Records, study: Study, log: IssueLog) -> dict[str, 
         spec = load_spec(mod.DOMAIN)
         if hasattr(mod, "seq_key") and seq_var in spec.names:
             derive.assign_seq(rows, seq_var, mod.seq_key)
-        else:
-            rows.sort(key=lambda r: r["USUBJID"])
+        else:  # no --SEQ (SV, SE keys): sort by the natural keys so input order never shows
+            rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in spec.keys))
         if hasattr(mod, "supplemental"):
             mod.supplemental(ctx, rows)
         if rows or mod.DOMAIN == "DM":

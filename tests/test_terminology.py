@@ -147,7 +147,7 @@ def test_ct_backed_values_are_in_their_codelist(name):
 def test_routes_carry_snomed_codes():
     got = {e["cdisc"]: e["snomed"]["code"] for e in term.load_table("routes").entries}
     assert got == {"INTRAVENOUS": "47625008", "SUBCUTANEOUS": "34206005", "ORAL": "26643006",
-                   "INTRAMUSCULAR": "78421000"}
+                   "INTRAMUSCULAR": "78421000", "TRANSDERMAL": "45890007"}
 
 
 # --- LOINC --------------------------------------------------------------------------------
