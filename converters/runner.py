@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from converters import fhir_io, odm_io, records_io, sdtm_io
+from converters import define_xml, fhir_io, odm_io, records_io, sdtm_io
 from converters.fhir_validate import validate_resources
 from converters.datasets import Dataset
 from converters.files import atomic_open
@@ -18,12 +18,13 @@ from converters.model import Records
 from converters.rules import validate_datasets
 from converters.sdtm_convert import records_to_sdtm, sdtm_to_records
 from mappings import terminology
+from mappings.fhir import r5
 from mappings.study import Study, load_study, study_from_sdtm
 
 TARGETS = ("sdtm", "records", "fhir")
 SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
 FHIR_FORMATS = ("ndjson", "bundle")
-FHIR_VERSIONS = ("R4",)
+FHIR_VERSIONS = ("R4", "R5")
 
 
 @dataclass
@@ -134,7 +135,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             raise TrialbridgeError(f"{input_path}: {first.code}: {first.message}", exit_code=1)
         study = _study(study_ref, records.study_id, log, required=True)
     elif kind == "fhir":
-        resources = list(fhir_io.read_fhir(input_path, log))
+        # R5 input is detected from the resources' shape and read through its R4 form
+        resources = r5.normalise_to_r4(fhir_io.read_fhir(input_path, log), log)
         study = _study(study_ref, _fhir_study_id(resources), log, required=True)
         records = fhir_io.fhir_to_records(resources, study, log)
         del resources
@@ -156,9 +158,19 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             datasets = records_to_sdtm(records, study, log)
         validate_datasets(datasets, log)
         result.written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, result.study_id or "UNKNOWN")
+        # define.xml describing exactly what was written, validated against the XSD and
+        # read back to check it agrees with the datasets (lengths, labels, variables)
+        dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats)
+        result.written.append(dpath)
+        meta = define_xml.read_define(dpath, log)
+        if meta is not None:
+            define_xml.check_define_against_datasets(meta, datasets, log, exact_lengths=True)
     else:
         resources = list(fhir_io.records_to_fhir(records, study, log))
-        validate_resources(resources, log)
+        validate_resources(resources, log)  # R4 schema + models on what the mappings made
+        if fhir_version == "R5":
+            resources = [r5.to_r5(r) for r in resources]
+            r5.validate_r5(resources, log)
         if (formats or "ndjson") == "bundle":
             result.written = [fhir_io.write_bundle(resources, output / "bundle.json", bundle_type)]
         else:
@@ -186,7 +198,11 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
     log = IssueLog()
     kind = detect_input(path)
     if kind == "fhir":
-        counts = validate_resources(fhir_io.read_fhir(path, log), log)
+        resources = list(fhir_io.read_fhir(path, log))
+        if r5.detect_versions(resources, log) == "R5":
+            counts = r5.validate_r5(resources, log)
+        else:
+            counts = validate_resources(resources, log)
         result = RunResult(log=log, kind=kind)
         log.run = run_metadata(command="validate", input=str(path), input_kind=kind, resources=counts)
         if report is not None:
@@ -198,12 +214,30 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
     if not datasets:
         raise TrialbridgeError(f"{path}: no SDTM datasets found")
     validate_datasets(datasets, log)
+    define_status = _check_define(path / "define.xml", datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
     log.run = run_metadata(command="validate", input=str(path), study=result.study_id)
     if report is not None:
         result.written.append(_write_report(log, report, title=f"{result.study_id or path.name} — SDTM validation",
-                                            rows={name: len(ds.rows) for name, ds in datasets.items()}))
+                                            rows={name: len(ds.rows) for name, ds in datasets.items()},
+                                            define_status=define_status))
     return result
+
+
+def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> str:
+    """XSD-validate and read the folder's define.xml and check the datasets against it."""
+    if not path.exists():
+        log.warning("DEFINE-ABSENT", "the folder has no define.xml; datasets not checked against metadata",
+                    file=str(path))
+        return "no define.xml in the folder"
+    before = len(log.issues)
+    valid = define_xml.validate_define_xsd(path, log)
+    meta = define_xml.read_define(path, log)
+    if meta is not None:
+        define_xml.check_define_against_datasets(meta, datasets, log)
+    found = len(log.issues) - before
+    schema = "valid against its XSD" if valid else "NOT valid against its XSD (or not Define-XML 2.0/2.1)"
+    return f"define.xml {schema}; {found} finding(s) from the define.xml checks"
 
 
 def _write_report(log: IssueLog, report: Path, *, title: str, rows: dict | None = None,

@@ -32,7 +32,7 @@ def test_convert_writes_one_file_per_dataset_in_lower_case(sdtm_out):
     for domain in ("dm", "ex", "lb", "cp", "ae", "ds", "sv", "se", "ta", "te", "tv", "ti", "ts", "vs",
                    "suppdm", "suppae", "suppex"):
         assert {f"{domain}.xpt", f"{domain}.json", f"{domain}.csv"} <= names, domain
-    assert "issues.json" in names
+    assert "issues.json" in names and "define.xml" in names
     report = json.loads((sdtm_out / "issues.json").read_text())
     assert report["summary"]["error"] == 0 and report["summary"]["warning"] == 0
 
@@ -71,9 +71,11 @@ def test_sdtm_back_to_records_and_validate(sdtm_out, tmp_path):
     subjects = (tmp_path / "records" / "subjects.csv").read_text().splitlines()
     assert len(subjects) == 60  # header + 59
     assert "MRN" not in (tmp_path / "records" / "subjects.csv").read_text()
-    result = run("validate", sdtm_out)
+    result = run("validate", sdtm_out, "--report", tmp_path / "report.json")
     assert result.exit_code == 0, result.output
     assert "0 error(s), 0 warning(s)" in result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["define"] == "define.xml valid against its XSD; 0 finding(s) from the define.xml checks"
 
 
 def test_validate_reports_errors_with_exit_1(sdtm_out, tmp_path):

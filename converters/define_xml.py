@@ -1,0 +1,942 @@
+"""Define-XML 2.1 for the SDTM datasets we write, and reading/checking of Define-XML 2.0/2.1.
+
+* :func:`build_define` / :func:`write_define` — one Define-XML 2.1.0 document (ODM 1.3.2 base,
+  ``FileType="Snapshot"``) built as one lxml tree and serialised once.  Every OID is derived from
+  dataset/variable/codelist names, elements are emitted in a fixed (sorted) order and
+  ``CreationDateTime`` is the ``created`` argument, so the same datasets give the same bytes.
+  OIDs match :mod:`converters.sdtm_io`'s Dataset-JSON (``IG.<DS>``, ``IT.<DS>.<VAR>``,
+  ``MDV.TRIALBRIDGE``) so a Dataset-JSON file and the define describe the same items.
+* :func:`validate_define_xsd` — XSD validation with lxml against the schemas shipped in
+  ``schemas/define-xml`` (see its README): Define-XML 2.1 against the CDISC library-xml set
+  (``strict=True``: the odmlib 2.1.9 set, whose enumerations follow the Define-XML CT package 59
+  and reject e.g. a Standard Name that is not in CT), Define-XML 2.0 against the 2.0.0 set.
+* :func:`read_define` — Define-XML 2.0 or 2.1 into :class:`DefineMetadata`, parsed without
+  entity expansion, DTD loading or network access.
+* :func:`check_define_against_datasets` — dataset ⇄ define agreement (the Pinnacle 21 rule each
+  check mirrors is named in ``docs/define-xml.md`` and in :data:`RULES`).
+
+Sources: CDISC Define-XML v2.1 specification (element order and attribute rules as enforced by
+the official XSD, cdisc-org/library-xml @ f0ca31eae065) and the CDISC MSG v2 Define-XML 2.1
+example (``shared/reference/dataset-json/examples/sdtm/define.xml``) for conventions
+(OID prefixes, Origin Type/Source pairs, external MedDRA codelist, WhereClause form).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from lxml import etree
+
+from converters import ct, sdtm_io
+from converters.datasets import Dataset, Variable
+from converters.files import atomic_path
+from converters.issues import IssueLog
+from converters.sdtm_spec import load_spec, split_parent
+
+ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
+DEF21_NS = "http://www.cdisc.org/ns/def/v2.1"
+DEF20_NS = "http://www.cdisc.org/ns/def/v2.0"
+DEF10_NS = "http://www.cdisc.org/ns/def/v1.0"
+XLINK_NS = "http://www.w3.org/1999/xlink"
+XML_NS = "http://www.w3.org/XML/1998/namespace"
+NSMAP = {None: ODM_NS, "def": DEF21_NS, "xlink": XLINK_NS}
+
+DEFINE_VERSION = "2.1.0"
+SDTMIG_VERSION = "3.3"
+MDV_OID = "MDV.TRIALBRIDGE"  # = sdtm_io.write_dataset_json's metaDataVersionOID default
+STD_IG = "STD.SDTMIG.3-3"
+STD_CT = "STD.CT.SDTM." + ct.CT_VERSION
+DEFAULT_CREATED = sdtm_io.DEFAULT_CREATED
+MAX_XSD_ISSUES = 500
+
+# Stable rule codes -> (severity, Pinnacle 21 rule mirrored or "unconfirmed").  The P21 ids are
+# confirmed from the rule list in the Pinnacle 21 report shipped with the PHUSE TDF
+# (shared/reference/sdtm/phuse-tdf-sdtm-v1.0/pinnacle21-report-TDF_SDTM.xlsx).
+RULES: dict[str, tuple[str, str]] = {
+    "DEFINE-XSD": ("error", "Define-XML schema validation (P21 DD-series schema check; id unconfirmed)"),
+    "DEFINE-XML-SYNTAX": ("error", "not well-formed XML"),
+    "DEFINE-XML-ENTITY": ("error", "DOCTYPE declares entities; document refused (XXE / entity expansion)"),
+    "DEFINE-VERSION-UNSUPPORTED": ("info", "Define-XML 1.0 or unknown version"),
+    "DEFINE-DATASET-MISSING": ("error", "SD1063 Dataset is not present in define.xml"),
+    "DEFINE-DATASET-EXTRA": ("error", "SD0061 Domain referenced in define.xml but dataset is missing"),
+    "DEFINE-VARIABLE-MISSING": ("error", "SD0060 Variable in dataset is not present in define.xml"),
+    "DEFINE-VARIABLE-EXTRA": ("error", "SD0054 Variable in define.xml is not present in the dataset"),
+    "DEFINE-LABEL-MISMATCH": ("warning", "unconfirmed (cf. SD0063 SDTM/dataset variable label mismatch)"),
+    "DEFINE-LENGTH-SHORT": ("error", "unconfirmed (values would be truncated at the define Length)"),
+    "DEFINE-LENGTH-MISMATCH": ("warning", "SD1082 Variable length is too long for actual data"),
+    "DEFINE-TYPE-MISMATCH": ("error", "SD0059 Define.xml/dataset variable type mismatch"),
+    "DEFINE-CODELIST-VALUE": ("warning", "SD0037 Value for variable not found in user-defined codelist"),
+    "DEFINE-CT-NONEXTENSIBLE": ("warning", "CT2001 Variable value not found in non-extensible codelist"),
+    "DEFINE-NO-CLASS": ("info", "dataset has no SDTM class; def:Class omitted"),
+}
+
+# SDTM class names as the def:Class/@Name enumeration (Define-XML 2.1 ItemGroupClass) spells them.
+_CLASS_ORDER = ("TRIAL DESIGN", "SPECIAL PURPOSE", "INTERVENTIONS", "EVENTS", "FINDINGS",
+                "FINDINGS ABOUT", "RELATIONSHIP", "STUDY REFERENCE")
+_ROLES = {"Iden": "Identifier", "Topi": "Topic", "Timi": "Timing", "Grou": "Grouping Qualifier",
+          "Resu": "Result Qualifier", "Syno": "Synonym Qualifier", "Reco": "Record Qualifier",
+          "Vari": "Variable Qualifier", "Rule": "Rule"}
+_TEXT_TYPES = {"text", "date", "time", "datetime", "partialDate", "partialTime", "partialDatetime",
+               "incompleteDatetime", "durationDatetime", "intervalDatetime", "string", "URI"}
+_NUM_TYPES = {"integer", "float", "double", "decimal"}
+_LENGTH_TYPES = {"text", "integer", "float", "string"}
+VLM_DOMAINS = ("LB", "CP", "VS")  # Findings datasets that get value-level metadata by --TESTCD
+VLM_SUFFIXES = ("ORRES", "STRESC", "STRESN")
+MEDDRA_VARIABLES = ("AELLT", "AEDECOD", "AEHLT", "AEHLGT", "AEBODSYS", "AESOC")
+
+# ------------------------------------------------------------------------------ methods (data)
+# MethodDef OID -> (name, description).  Each names the trialbridge function that implements it.
+METHODS: dict[str, tuple[str, str]] = {
+    "MT.USUBJID": ("Algorithm to derive USUBJID",
+                   "USUBJID is built from the study configuration's usubjid_rule "
+                   "({study_id}-{site_id}-{subject_id}); mappings/study.py Study.usubjid."),
+    "MT.SEQ": ("Algorithm to derive --SEQ",
+               "Sequence number 1..n within USUBJID after sorting the subject's records by the "
+               "dataset keys; stable for the same data (mappings/derive.py assign_seq)."),
+    "MT.STUDYDAY": ("Algorithm to derive study day (--DY, --STDY, --ENDY)",
+                    "Study day of the date part relative to DM.RFSTDTC: date - RFSTDTC + 1 when on or "
+                    "after RFSTDTC, date - RFSTDTC when before; there is no day 0. Missing when either "
+                    "date is incomplete (mappings/derive.py study_day)."),
+    "MT.AGE": ("Algorithm to derive AGE",
+               "Age in completed years at informed consent (RFICDTC) from BRTHDTC; with a partial "
+               "birth date the lower possible age is used (mappings/derive.py age_years)."),
+    "MT.EPOCH": ("Algorithm to derive EPOCH",
+                 "EPOCH of the SE element whose SESTDTC <= the record's date < SEENDTC for the subject "
+                 "(the last element when the date is on or after its start)."),
+    "MT.RFDTC": ("Algorithm to derive DM reference dates",
+                 "RFSTDTC/RFXSTDTC = first EX.EXSTDTC, RFENDTC/RFXENDTC = last EX.EXENDTC (or EXSTDTC) "
+                 "of the subject; RFPENDTC = last date of participation."),
+    "MT.STRES": ("Algorithm to derive standardised results",
+                 "--STRESC/--STRESN/--STRESU and --STNRLO/--STNRHI: the original result and range "
+                 "converted to the standard unit of the test by UCUM unit conversion (factor from the "
+                 "trialbridge unit map); non-numeric results are copied to --STRESC."),
+    "MT.NRIND": ("Algorithm to derive --NRIND",
+                 "LOW when --STRESN < --STNRLO, HIGH when > --STNRHI, else NORMAL "
+                 "(mappings/derive.py reference_range_indicator)."),
+    "MT.BASELINE": ("Algorithm to derive baseline flags (--LOBXFL, --BLFL)",
+                    "Y on the last non-missing result of each test per subject on or before the first "
+                    "exposure (DM.RFXSTDTC); otherwise null."),
+    "MT.SEDTC": ("Algorithm to derive SE element dates",
+                 "SESTDTC/SEENDTC from the subject's visit and exposure dates per planned element of "
+                 "the study configuration."),
+}
+
+_PROTOCOL_DATASETS = {"TA", "TE", "TV", "TI", "TS"}
+
+
+def _origin(ds_name: str, var: str) -> tuple[str, str | None, str | None]:
+    """(def:Origin Type, Source, MethodOID) for a variable — conventions of the MSG v2 example."""
+    domain = (split_parent(ds_name) or ds_name).upper()
+    suffix = var[2:] if len(var) > 2 and var[:2] == domain[:2] else var
+    if var in ("STUDYID",):
+        return "Protocol", "Sponsor", None
+    if var in ("DOMAIN", "RDOMAIN"):
+        return "Assigned", "Sponsor", None
+    if domain in _PROTOCOL_DATASETS:
+        return "Protocol", "Sponsor", None
+    if var == "VISITDY":  # planned study day of the visit (TV)
+        return "Protocol", "Sponsor", None
+    if var == "USUBJID":
+        return "Derived", "Sponsor", "MT.USUBJID"
+    if suffix == "SEQ" and var != "TSSEQ":
+        return "Derived", "Sponsor", "MT.SEQ"
+    if suffix in ("DY", "STDY", "ENDY"):
+        return "Derived", "Sponsor", "MT.STUDYDAY"
+    if var == "AGE":
+        return "Derived", "Sponsor", "MT.AGE"
+    if var == "EPOCH":
+        return "Derived", "Sponsor", "MT.EPOCH"
+    if domain == "DM" and var in ("RFSTDTC", "RFENDTC", "RFXSTDTC", "RFXENDTC", "RFPENDTC"):
+        return "Derived", "Sponsor", "MT.RFDTC"
+    if suffix in ("STRESC", "STRESN", "STRESU", "STNRLO", "STNRHI"):
+        return "Derived", "Sponsor", "MT.STRES"
+    if suffix == "NRIND":
+        return "Derived", "Sponsor", "MT.NRIND"
+    if suffix in ("LOBXFL", "BLFL"):
+        return "Derived", "Sponsor", "MT.BASELINE"
+    if domain == "SE" and var in ("SESTDTC", "SEENDTC"):
+        return "Derived", "Sponsor", "MT.SEDTC"
+    if domain == "SE" and var in ("ETCD", "ELEMENT", "TAETORD"):
+        return "Assigned", "Sponsor", None
+    if var in MEDDRA_VARIABLES or var.endswith("CD") and domain == "AE" and var != "AESPID":
+        return "Assigned", "Sponsor", None
+    if suffix in ("TEST", "TESTCD", "CAT", "SCAT", "LOINC") or var in (
+            "ARMCD", "ARM", "ACTARMCD", "ACTARM", "ARMNRS", "ACTARMUD", "VISITNUM", "VISIT",
+            "SITEID", "COUNTRY", "QNAM", "QLABEL", "QORIG", "QEVAL", "IDVAR", "IDVARVAL", "AGEU"):
+        return "Assigned", "Sponsor", None
+    if domain in ("LB", "CP"):
+        return "Collected", "Vendor", None
+    return "Collected", "Investigator", None
+
+
+# ------------------------------------------------------------------------------ tree helpers
+def _q(ns: str, tag: str) -> str:
+    return f"{{{ns}}}{tag}"
+
+
+def _o(tag: str) -> str:
+    return _q(ODM_NS, tag)
+
+
+def _d(tag: str) -> str:
+    return _q(DEF21_NS, tag)
+
+
+def _sub(parent: etree._Element, tag: str, attrs: Mapping[str, Any] | None = None,
+         text: str | None = None) -> etree._Element:
+    el = etree.SubElement(parent, tag)
+    for k, v in (attrs or {}).items():
+        if v is not None:
+            el.set(k, str(v))
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _description(parent: etree._Element, text: str, tag: str = "Description") -> etree._Element:
+    desc = _sub(parent, _o(tag))
+    tt = _sub(desc, _o("TranslatedText"), text=text)
+    tt.set(_q(XML_NS, "lang"), "en")
+    return desc
+
+
+def _oid_part(value: str) -> str:
+    """A value made safe for an OID suffix (deterministic; keeps letters, digits, '.-_')."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", value) or "_"
+
+
+# ------------------------------------------------------------------------------ data typing
+def _char(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _byte_len(value: Any) -> int:
+    return len(_char(value).encode("utf-8"))
+
+
+def _missing_num(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and value != value)
+
+
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)?$")
+
+
+def _char_data_type(name: str, values: list[str]) -> str:
+    """Define-XML DataType of a Char variable: ISO 8601 kinds for --DTC/--DUR, else text."""
+    if name.endswith("DUR"):
+        return "durationDatetime"
+    if not name.endswith("DTC"):
+        return "text"
+    present = [v for v in values if v]
+    if present and all(_DATE.match(v) for v in present):
+        return "date"
+    if present and all(_DATETIME.match(v) for v in present):
+        return "datetime"
+    return "partialDatetime"
+
+
+def _num_shape(values: Iterable[Any]) -> tuple[int, int]:
+    """(Length, SignificantDigits) for float values: total digits and digits after the point."""
+    length, frac_max = 1, 0
+    for v in values:
+        if _missing_num(v):
+            continue
+        try:
+            d = Decimal(sdtm_io.format_number(v))
+        except InvalidOperation:
+            continue
+        t = d.as_tuple()
+        if not isinstance(t.exponent, int):
+            continue
+        frac = max(0, -t.exponent)
+        whole = max(1, len(t.digits) + t.exponent)
+        length = max(length, whole + frac)
+        frac_max = max(frac_max, frac)
+    return length, frac_max
+
+
+@dataclass(frozen=True)
+class _ItemShape:
+    data_type: str
+    length: int | None
+    significant_digits: int | None = None
+
+
+def _item_shape(ds: Dataset, var: Variable, rows: list[dict[str, Any]] | None = None) -> _ItemShape:
+    rows = ds.rows if rows is None else rows
+    if var.type == "Num":
+        sub = Dataset(ds.name, ds.label, [var], rows)
+        if sdtm_io._num_data_type(var, sub) == "integer":
+            vals = [int(float(r.get(var.name))) for r in rows if not _missing_num(r.get(var.name))]
+            return _ItemShape("integer", max([1] + [len(str(abs(v))) for v in vals]))
+        length, sig = _num_shape(r.get(var.name) for r in rows)
+        return _ItemShape("float", length, sig)
+    values = [_char(r.get(var.name)) for r in rows]
+    dtype = _char_data_type(var.name, values)
+    if dtype not in _LENGTH_TYPES:
+        return _ItemShape(dtype, None)
+    return _ItemShape(dtype, max([1] + [_byte_len(v) for v in values]))
+
+
+# ------------------------------------------------------------------------------ build
+def _class_name(spec_class: str) -> str | None:
+    name = spec_class.strip().upper().replace("-", " ")
+    return name if name in _CLASS_ORDER else None
+
+
+def _dataset_order(ds: Dataset) -> tuple:
+    cls = _class_name(load_spec(ds.name).class_) or ""
+    rank = _CLASS_ORDER.index(cls) if cls in _CLASS_ORDER else len(_CLASS_ORDER)
+    return rank, ds.name
+
+
+def _leaf_href(ds: Dataset, formats: Iterable[str]) -> str:
+    formats = list(formats)
+    fmt = "xpt" if "xpt" in formats or not formats else formats[0]
+    return ds.name.lower() + sdtm_io.SUFFIX.get(fmt, ".xpt")
+
+
+def _study_facts(study: Any, datasets: Mapping[str, Dataset]) -> dict[str, str]:
+    config = dict(getattr(study, "config", None) or {})
+    study_id = getattr(study, "study_id", None) or config.get("study_id")
+    if not study_id:
+        study_id = next((_char(r.get("STUDYID")) for ds in datasets.values() for r in ds.rows[:1]
+                         if r.get("STUDYID")), "UNKNOWN")
+    title = " ".join(str(config.get("title") or study_id).split())
+    return {
+        "study_id": study_id,
+        "title": title,
+        "protocol": str(config.get("registry_id") or study_id),
+        "sponsor": str(config.get("sponsor") or ""),
+        "meddra_version": str(config.get("meddra_version") or "unspecified"),
+    }
+
+
+class _Builder:
+    def __init__(self, datasets: Mapping[str, Dataset], study: Any, formats, created: str,
+                 log: IssueLog | None, meddra_version: str | None):
+        self.datasets = sorted(datasets.values(), key=_dataset_order)
+        self.facts = _study_facts(study, datasets)
+        if meddra_version:
+            self.facts["meddra_version"] = meddra_version
+        self.formats = tuple(formats)
+        self.created = created
+        self.log = log if log is not None else IssueLog()
+        self.methods: set[str] = set()
+        self.comments: dict[str, str] = {}
+        self.codelist_values: dict[str, set[str]] = {}  # CT short name -> values used
+        self.external: set[str] = set()
+        self.nonstandard: set[str] = set()
+
+    # -- top level
+    def build(self) -> etree._Element:
+        f = self.facts
+        root = etree.Element(_o("ODM"), nsmap=NSMAP)
+        for k, v in (("ODMVersion", "1.3.2"), ("FileOID", f"{f['study_id']}.Define-XML_{DEFINE_VERSION}"),
+                     ("FileType", "Snapshot"), ("CreationDateTime", self.created),
+                     ("Originator", "trialbridge"), ("SourceSystem", "trialbridge"),
+                     ("SourceSystemVersion", sdtm_io._version())):
+            root.set(k, v)
+        root.set(_d("Context"), "Submission")
+        study_el = _sub(root, _o("Study"), {"OID": f["study_id"]})
+        gv = _sub(study_el, _o("GlobalVariables"))
+        _sub(gv, _o("StudyName"), text=f["study_id"])
+        _sub(gv, _o("StudyDescription"), text=f["title"])
+        _sub(gv, _o("ProtocolName"), text=f["protocol"])
+        mdv = _sub(study_el, _o("MetaDataVersion"), {
+            "OID": MDV_OID, "Name": f"Study {f['study_id']}, Data Definitions",
+            "Description": f"SDTM tabulation datasets of {f['study_id']} written by trialbridge",
+        })
+        mdv.set(_d("DefineVersion"), DEFINE_VERSION)
+        mdv.set(_d("CommentOID"), "COM.MDV")
+        self.comments["COM.MDV"] = (
+            f"Generated by trialbridge {sdtm_io._version()} from the converted datasets. Dataset and "
+            f"variable metadata follow SDTMIG v{SDTMIG_VERSION}; controlled terminology is CDISC/NCI "
+            f"SDTM CT {ct.CT_VERSION}. CP (Cell Phenotype Findings) follows SDTMIG v3.4, which "
+            f"introduced it, and is marked def:IsNonStandard.")
+        self._standards(mdv)
+
+        item_groups = [self._item_group(ds) for ds in self.datasets]
+        vlm = [self._value_lists(ds) for ds in self.datasets if ds.name in VLM_DOMAINS]
+        # MetaDataVersion content order (Define-XML 2.1 XSD): Standards, ValueListDef*,
+        # WhereClauseDef*, ItemGroupDef*, ItemDef*, CodeList*, MethodDef*, CommentDef*, leaf*
+        for value_lists, _, _ in vlm:
+            for el in value_lists:
+                mdv.append(el)
+        for _, where_clauses, _ in vlm:
+            for el in where_clauses:
+                mdv.append(el)
+        for ig, _ in item_groups:
+            mdv.append(ig)
+        vlm_items = {}
+        for _, _, items in vlm:
+            vlm_items.update(items)
+        for ds, (_, item_defs) in zip(self.datasets, item_groups):
+            for var_name, item_def in item_defs:
+                mdv.append(item_def)
+                for extra in vlm_items.get((ds.name, var_name), []):
+                    mdv.append(extra)
+        self._codelists(mdv)
+        for oid in sorted(self.methods):
+            name, text = METHODS[oid]
+            m = _sub(mdv, _o("MethodDef"), {"OID": oid, "Name": name, "Type": "Computation"})
+            _description(m, text)
+        for oid in sorted(self.comments):
+            c = _sub(mdv, _d("CommentDef"), {"OID": oid})
+            _description(c, self.comments[oid])
+        return root
+
+    def _standards(self, mdv: etree._Element) -> None:
+        stds = _sub(mdv, _d("Standards"))
+        _sub(stds, _d("Standard"), {"OID": STD_IG, "Name": "SDTMIG", "Type": "IG",
+                                    "Version": SDTMIG_VERSION, "Status": "Final"})
+        _sub(stds, _d("Standard"), {"OID": STD_CT, "Name": "CDISC/NCI", "Type": "CT",
+                                    "PublishingSet": "SDTM", "Version": ct.CT_VERSION, "Status": "Final"})
+
+    # -- datasets
+    def _item_group(self, ds: Dataset) -> tuple[etree._Element, list[tuple[str, etree._Element]]]:
+        spec = load_spec(ds.name)
+        domain = split_parent(ds.name) or (ds.name[4:] if ds.name.startswith("SUPP") else ds.name)
+        cls = _class_name(spec.class_)
+        leaf_id = f"LF.{ds.name}"
+        ig = etree.Element(_o("ItemGroupDef"))
+        attrs = {"OID": f"IG.{ds.name}", "Name": ds.name, "Repeating": "No" if ds.name == "DM" else "Yes",
+                 "IsReferenceData": "Yes" if cls == "TRIAL DESIGN" else "No",
+                 "SASDatasetName": ds.name, "Purpose": "Tabulation"}
+        if not ds.name.startswith("SUPP"):
+            attrs["Domain"] = domain
+        for k in ("OID", "Name", "Domain", "Repeating", "IsReferenceData", "SASDatasetName", "Purpose"):
+            if k in attrs:
+                ig.set(k, attrs[k])
+        ig.set(_d("Structure"), spec.structure or "Not specified")
+        sdtmig = str(spec.schema.get("x-sdtmig", SDTMIG_VERSION)) if spec.known else ""
+        if spec.known and sdtmig == SDTMIG_VERSION:
+            ig.set(_d("StandardOID"), STD_IG)
+        else:
+            ig.set(_d("IsNonStandard"), "Yes")
+            oid = f"COM.IG.{ds.name}"
+            ig.set(_d("CommentOID"), oid)
+            self.comments[oid] = (
+                f"{ds.name} is not part of SDTMIG v{SDTMIG_VERSION}; it follows SDTMIG v{sdtmig}."
+                if sdtmig else f"{ds.name} is a custom dataset without a trialbridge specification.")
+        ig.set(_d("ArchiveLocationID"), leaf_id)
+        _description(ig, ds.label or spec.label or ds.name)
+        key_seq = {k: n for n, k in enumerate(ds.keys, start=1)}
+        item_defs = []
+        for order, var in enumerate(ds.variables, start=1):
+            origin, _, method = _origin(ds.name, var.name)
+            _sub(ig, _o("ItemRef"), {
+                "ItemOID": f"IT.{ds.name}.{var.name}", "OrderNumber": order,
+                "Mandatory": "Yes" if var.core == "Req" else "No",
+                "KeySequence": key_seq.get(var.name),
+                "MethodOID": method if origin == "Derived" else None,
+                "Role": _ROLES.get(var.role[:4]) if var.role and not ds.name.startswith("SUPP") else None,
+            })
+            if method and origin == "Derived":
+                self.methods.add(method)
+            item_defs.append((var.name, self._item_def(ds, var)))
+        if cls:
+            _sub(ig, _d("Class"), {"Name": cls})
+        else:
+            self.log.info("DEFINE-NO-CLASS", f"{ds.name}: no SDTM class known; def:Class omitted",
+                          file="define.xml", value=ds.name)
+        href = _leaf_href(ds, self.formats)
+        leaf = _sub(ig, _d("leaf"), {"ID": leaf_id, _q(XLINK_NS, "href"): href})
+        _sub(leaf, _d("title"), text=href)
+        return ig, item_defs
+
+    def _codelist_oid(self, ds: Dataset, var: Variable) -> str | None:
+        if var.name in MEDDRA_VARIABLES and ds.name == "AE" and var.type == "Char":
+            self.external.add("MEDDRA")
+            return "CL.MEDDRA"
+        if var.name == "COUNTRY":
+            self.external.add("ISO3166")
+            return "CL.ISO3166"
+        if not var.codelist or var.type != "Char" or not ct.has_codelist(var.codelist):
+            return None
+        short = ct.codelist(var.codelist).short_name
+        used = self.codelist_values.setdefault(short, set())
+        used.update(v for v in (_char(r.get(var.name)) for r in ds.rows) if v)
+        return f"CL.{_oid_part(short)}"
+
+    def _item_def(self, ds: Dataset, var: Variable, *, rows=None, oid: str | None = None,
+                  description: str | None = None) -> etree._Element:
+        shape = _item_shape(ds, var, rows)
+        el = etree.Element(_o("ItemDef"))
+        for k, v in (("OID", oid or f"IT.{ds.name}.{var.name}"), ("Name", var.name),
+                     ("DataType", shape.data_type), ("Length", shape.length),
+                     ("SignificantDigits", shape.significant_digits), ("SASFieldName", var.name[:8])):
+            if v is not None:
+                el.set(k, str(v))
+        _description(el, description or var.label or var.name)
+        vlm_parent = ds.name in VLM_DOMAINS and _vlm_target(ds.name, var.name)
+        if rows is None and not vlm_parent:
+            cl = self._codelist_oid(ds, var)
+        elif rows is not None and var.codelist and all(
+                sdtm_io._num(r.get(var.name)) is None for r in rows if _char(r.get(var.name))):
+            # a result codelist (e.g. LBSTRESC C102580) describes character results: it is
+            # attached per test, to the tests whose results are all non-numeric
+            cl = self._codelist_oid(Dataset(ds.name, ds.label, [var], rows), var)
+        else:
+            cl = None
+        if cl:
+            _sub(el, _o("CodeListRef"), {"CodeListOID": cl})
+        origin, source, _ = _origin(ds.name, var.name)
+        _sub(el, _d("Origin"), {"Type": origin, "Source": source})
+        if rows is None and vlm_parent:
+            _sub(el, _d("ValueListRef"), {"ValueListOID": f"VL.{ds.name}.{var.name}"})
+        return el
+
+    # -- value-level metadata
+    def _value_lists(self, ds: Dataset):
+        testcd = f"{ds.name[:2]}TESTCD"
+        if testcd not in ds.names:
+            return [], [], {}
+        by_test: dict[str, list[dict[str, Any]]] = {}
+        for r in ds.rows:
+            code = _char(r.get(testcd))
+            if code:
+                by_test.setdefault(code, []).append(r)
+        codes = sorted(by_test)
+        where_clauses = []
+        for code in codes:
+            wc = etree.Element(_d("WhereClauseDef"), {"OID": f"WC.{ds.name}.{testcd}.{_oid_part(code)}"})
+            rc = _sub(wc, _o("RangeCheck"), {"Comparator": "EQ", "SoftHard": "Soft"})
+            rc.set(_d("ItemOID"), f"IT.{ds.name}.{testcd}")
+            _sub(rc, _o("CheckValue"), text=code)
+            where_clauses.append(wc)
+        value_lists, items = [], {}
+        p = ds.name[:2]
+        for var in ds.variables:
+            if not _vlm_target(ds.name, var.name):
+                continue
+            vl = etree.Element(_d("ValueListDef"), {"OID": f"VL.{ds.name}.{var.name}"})
+            extra = []
+            origin, _, method = _origin(ds.name, var.name)
+            for n, code in enumerate(codes, start=1):
+                rows = by_test[code]
+                item_oid = f"IT.{ds.name}.{var.name}.{_oid_part(code)}"
+                ref = _sub(vl, _o("ItemRef"), {"ItemOID": item_oid, "OrderNumber": n, "Mandatory": "No",
+                                               "MethodOID": method if origin == "Derived" else None})
+                _sub(ref, _d("WhereClauseRef"), {"WhereClauseOID": f"WC.{ds.name}.{testcd}.{_oid_part(code)}"})
+                test = next((_char(r.get(f"{p}TEST")) for r in rows if r.get(f"{p}TEST")), code)
+                unit_var = f"{p}ORRESU" if var.name.endswith("ORRES") else f"{p}STRESU"
+                units = sorted({_char(r.get(unit_var)) for r in rows if r.get(unit_var)})
+                unit_text = ", ".join(units) if units else "no unit"
+                kind = "original result" if var.name.endswith("ORRES") else "standardised result"
+                extra.append(self._item_def(ds, var, rows=rows, oid=item_oid,
+                                            description=f"{test} ({code}), {kind}; unit: {unit_text}"))
+            value_lists.append(vl)
+            items[(ds.name, var.name)] = extra
+        return value_lists, where_clauses, items
+
+    # -- codelists
+    def _codelists(self, mdv: etree._Element) -> None:
+        entries: list[tuple[str, etree._Element]] = []
+        for short in sorted(self.codelist_values):
+            cl = ct.codelist(short)
+            el = etree.Element(_o("CodeList"), {"OID": f"CL.{_oid_part(short)}", "Name": cl.name,
+                                                 "DataType": "text"})
+            el.set(_d("StandardOID"), STD_CT)
+            order = 0
+            for value in sorted(self.codelist_values[short]):
+                code = cl.terms.get(value)
+                if code is None and not cl.extensible:
+                    self.log.warning("DEFINE-CT-NONEXTENSIBLE",
+                                     f"value {value!r} is not in the non-extensible codelist {short} "
+                                     f"({cl.code}); left out of the define codelist",
+                                     file="define.xml", field=short, value=value)
+                    continue
+                order += 1
+                item = _sub(el, _o("EnumeratedItem"), {"CodedValue": value, "OrderNumber": order})
+                if code is None:
+                    item.set(_d("ExtendedValue"), "Yes")
+                else:
+                    _sub(item, _o("Alias"), {"Context": "nci:ExtCodeID", "Name": code})
+            _sub(el, _o("Alias"), {"Context": "nci:ExtCodeID", "Name": cl.code})
+            entries.append((f"CL.{_oid_part(short)}", el))
+        if "ISO3166" in self.external:
+            el = etree.Element(_o("CodeList"), {"OID": "CL.ISO3166", "Name": "Country Codes", "DataType": "text"})
+            el.set(_d("IsNonStandard"), "Yes")
+            _sub(el, _o("ExternalCodeList"), {"Dictionary": "ISO 3166", "Version": "ISO 3166-1 alpha-3",
+                                              "href": "https://www.iso.org/iso-3166-country-codes.html"})
+            entries.append(("CL.ISO3166", el))
+        if "MEDDRA" in self.external:
+            el = etree.Element(_o("CodeList"), {"OID": "CL.MEDDRA", "Name": "Adverse Event Dictionary",
+                                                 "DataType": "text"})
+            el.set(_d("IsNonStandard"), "Yes")
+            _sub(el, _o("ExternalCodeList"), {"Dictionary": "MedDRA", "Version": self.facts["meddra_version"],
+                                              "href": "https://www.meddra.org/"})
+            entries.append(("CL.MEDDRA", el))
+        for _, el in sorted(entries, key=lambda e: e[0]):
+            mdv.append(el)
+
+
+def _vlm_target(ds_name: str, var_name: str) -> bool:
+    return var_name[:2] == ds_name[:2] and var_name[2:] in VLM_SUFFIXES
+
+
+def build_define(datasets: Mapping[str, Dataset], study: Any, *, formats: Iterable[str] = ("xpt",),
+                 created: str = DEFAULT_CREATED, log: IssueLog | None = None,
+                 meddra_version: str | None = None) -> etree._Element:
+    """The Define-XML 2.1 ``ODM`` root element for ``datasets`` (name -> Dataset).
+
+    ``study`` is a :class:`mappings.study.Study` (or anything with ``study_id``/``config``; None
+    takes STUDYID from the data).  ``formats`` decides the def:leaf hrefs (``.xpt`` when xpt is
+    written, else the first format's suffix).  ``meddra_version`` overrides the study config's
+    ``meddra_version``; without either the MedDRA version is "unspecified".
+    """
+    return _Builder(datasets, study, formats, created, log, meddra_version).build()
+
+
+def serialise(root: etree._Element) -> bytes:
+    return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def write_define(datasets: Mapping[str, Dataset], study: Any, path: str | Path, log: IssueLog, *,
+                 formats: Iterable[str] = ("xpt",), created: str = DEFAULT_CREATED,
+                 meddra_version: str | None = None, validate: bool = True) -> Path:
+    """Build, validate (against the shipped 2.1 XSD; problems become DEFINE-XSD issues) and write
+    ``path`` atomically.  Returns the path written."""
+    root = build_define(datasets, study, formats=formats, created=created, log=log,
+                        meddra_version=meddra_version)
+    data = serialise(root)
+    path = Path(path)
+    if validate:
+        validate_define_xsd(etree.fromstring(data, _safe_parser()).getroottree(), log, name=path.name)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+# ------------------------------------------------------------------------------ parsing / XSD
+def _safe_parser() -> etree.XMLParser:
+    return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False,
+                           remove_comments=False)
+
+
+_SCHEMAS = {
+    "2.1": ("library-xml", "cdisc-define-2.1", "define2-1-0.xsd"),
+    "2.1-strict": ("odmlib", "define", "2.1", "define2-1-0.xsd"),
+    "2.0": ("odmlib", "define", "2.0", "define2-0-0.xsd"),
+}
+
+
+@lru_cache(maxsize=None)
+def _schema(key: str) -> etree.XMLSchema:
+    base = resources.files("schemas").joinpath("define-xml")
+    path = Path(str(base.joinpath(*_SCHEMAS[key])))
+    return etree.XMLSchema(etree.parse(str(path), _safe_parser()))
+
+
+def _parse(path_or_tree, log: IssueLog, name: str) -> etree._ElementTree | None:
+    if isinstance(path_or_tree, etree._ElementTree):
+        return path_or_tree
+    if isinstance(path_or_tree, etree._Element):
+        return path_or_tree.getroottree()
+    try:
+        tree = etree.parse(str(path_or_tree), _safe_parser())
+    except etree.XMLSyntaxError as exc:
+        log.error("DEFINE-XML-SYNTAX", f"{name}: not well-formed XML: {exc}", file=name,
+                  record=getattr(exc, "lineno", None))
+        return None
+    dtd = tree.docinfo.internalDTD
+    entities = sorted(e.name for e in dtd.iterentities()) if dtd is not None else []
+    if entities:
+        # Element content keeps entity references unexpanded (resolve_entities=False), but
+        # libxml2 still substitutes internal entities inside attribute values: a define.xml
+        # never needs a DTD, so a document declaring entities is reported and not used.
+        log.error("DEFINE-XML-ENTITY", f"{name}: DOCTYPE declares entities {entities}; the document "
+                  "is not read (entities are never expanded into metadata)",
+                  file=name, value=",".join(entities))
+        return None
+    return tree
+
+
+def define_version(tree: etree._ElementTree) -> tuple[str | None, str | None]:
+    """(namespace version "2.1"/"2.0"/"1.0" or None, def:DefineVersion attribute or None)."""
+    root = tree.getroot()
+    mdv = root.find(f"{_o('Study')}/{_o('MetaDataVersion')}")
+    spaces = set(root.nsmap.values())
+    for ver, ns in (("2.1", DEF21_NS), ("2.0", DEF20_NS), ("1.0", DEF10_NS)):
+        if ns in spaces or (mdv is not None and mdv.get(_q(ns, "DefineVersion"))):
+            return ver, (mdv.get(_q(ns, "DefineVersion")) if mdv is not None else None)
+    return None, None
+
+
+def validate_define_xsd(path_or_tree, log: IssueLog, *, strict: bool = False,
+                        name: str | None = None) -> bool:
+    """Validate a define.xml (path, tree or root element) against the shipped XSD for its version.
+
+    Each schema error is a DEFINE-XSD error with its line; Define-XML 1.0 (or no def namespace)
+    gives one DEFINE-VERSION-UNSUPPORTED info and False.  ``strict`` uses the odmlib 2.1.9
+    schema set for 2.1 documents.  Returns True when the document is schema-valid.
+    """
+    name = name or (Path(str(path_or_tree)).name if isinstance(path_or_tree, (str, Path)) else "define.xml")
+    tree = _parse(path_or_tree, log, name)
+    if tree is None:
+        return False
+    version, declared = define_version(tree)
+    if version not in ("2.0", "2.1"):
+        log.info("DEFINE-VERSION-UNSUPPORTED",
+                 f"{name}: Define-XML {version or 'version unknown'} is not validated "
+                 "(schemas shipped for 2.0 and 2.1)", file=name, value=declared or version)
+        return False
+    key = "2.1-strict" if version == "2.1" and strict else version
+    schema = _schema(key)
+    if schema.validate(tree):
+        return True
+    errors = list(schema.error_log)
+    for err in errors[:MAX_XSD_ISSUES]:
+        log.error("DEFINE-XSD", f"{name} (Define-XML {key} XSD): {err.message}", file=name,
+                  record=err.line)
+    if len(errors) > MAX_XSD_ISSUES:
+        log.error("DEFINE-XSD", f"{name}: {len(errors) - MAX_XSD_ISSUES} more schema errors not listed",
+                  file=name)
+    return False
+
+
+# ------------------------------------------------------------------------------ reading
+@dataclass
+class DefineVariable:
+    name: str
+    label: str
+    datatype: str
+    length: int | None
+    mandatory: bool
+    origin: str | None
+    codelist: str | None  # CodeList OID
+    significant_digits: int | None = None
+    order: int | None = None
+    value_list: str | None = None
+
+    def __getitem__(self, key: str) -> Any:  # dict-style access, as in the brief
+        return getattr(self, key)
+
+
+@dataclass
+class DefineDataset:
+    name: str
+    label: str
+    structure: str
+    class_: str
+    keys: list[str]
+    variables: list[DefineVariable]
+    href: str | None
+    domain: str | None = None
+    purpose: str | None = None
+
+    def var(self, name: str) -> DefineVariable | None:
+        return next((v for v in self.variables if v.name == name), None)
+
+    def __getitem__(self, key: str) -> Any:
+        return getattr(self, "class_" if key == "class" else key)
+
+
+@dataclass
+class DefineCodelist:
+    oid: str
+    name: str
+    datatype: str
+    values: list[str]
+    extended: set[str] = field(default_factory=set)
+    nci_code: str | None = None
+    dictionary: str | None = None  # ExternalCodeList Dictionary
+    version: str | None = None
+
+
+@dataclass
+class DefineMetadata:
+    version: str | None  # namespace version: "2.0" / "2.1"
+    define_version: str | None  # def:DefineVersion as written
+    study_oid: str | None
+    study_name: str | None
+    mdv_oid: str | None
+    standards: list[dict[str, str]]
+    datasets: dict[str, DefineDataset]
+    codelists: dict[str, DefineCodelist]
+    source: str | None = None
+
+
+def _text_of(el: etree._Element | None) -> str:
+    """TranslatedText (first, preferring xml:lang en) of a Description/Decode, or ''."""
+    if el is None:
+        return ""
+    tts = el.findall(_o("TranslatedText"))
+    for tt in tts:
+        if tt.get(_q(XML_NS, "lang"), "en").startswith("en"):
+            return (tt.text or "").strip()
+    return (tts[0].text or "").strip() if tts else ""
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def read_define(path: str | Path, log: IssueLog) -> DefineMetadata | None:
+    """Dataset, variable and codelist metadata of a Define-XML 2.0 / 2.1 file; None (with an
+    issue) when the file is not well-formed or not Define-XML 2.x."""
+    name = Path(path).name
+    tree = _parse(path, log, name)
+    if tree is None:
+        return None
+    version, declared = define_version(tree)
+    if version not in ("2.0", "2.1"):
+        log.info("DEFINE-VERSION-UNSUPPORTED", f"{name}: Define-XML {version or 'version unknown'} "
+                 "is not read (2.0 and 2.1 are)", file=name, value=declared or version)
+        return None
+    dns = DEF21_NS if version == "2.1" else DEF20_NS
+    root = tree.getroot()
+    study = root.find(_o("Study"))
+    mdv = study.find(_o("MetaDataVersion")) if study is not None else None
+    if mdv is None:
+        log.error("DEFINE-XSD", f"{name}: no Study/MetaDataVersion", file=name)
+        return None
+    items: dict[str, etree._Element] = {el.get("OID"): el for el in mdv.findall(_o("ItemDef"))}
+    standards = [dict(s.attrib) for s in mdv.iter(_q(dns, "Standard"))]
+    datasets: dict[str, DefineDataset] = {}
+    for ig in mdv.findall(_o("ItemGroupDef")):
+        ds_name = (ig.get("Name") or ig.get("SASDatasetName") or "").upper()
+        cls_el = ig.find(_q(dns, "Class"))
+        cls = cls_el.get("Name", "") if cls_el is not None else ig.get(_q(dns, "Class"), "")
+        leaf_id = ig.get(_q(dns, "ArchiveLocationID"))
+        leaf = next((lf for lf in ig.iter(_q(dns, "leaf")) if lf.get("ID") == leaf_id or leaf_id is None), None)
+        keyed, variables = [], []
+        for ref in ig.findall(_o("ItemRef")):
+            item = items.get(ref.get("ItemOID"))
+            if item is None:
+                continue
+            origin_el = item.find(_q(dns, "Origin"))
+            cl_ref = item.find(_o("CodeListRef"))
+            vl_ref = item.find(_q(dns, "ValueListRef"))
+            var = DefineVariable(
+                name=item.get("Name", ""), label=_text_of(item.find(_o("Description"))),
+                datatype=item.get("DataType", ""), length=_int(item.get("Length")),
+                mandatory=ref.get("Mandatory") == "Yes",
+                origin=origin_el.get("Type") if origin_el is not None else None,
+                codelist=cl_ref.get("CodeListOID") if cl_ref is not None else None,
+                significant_digits=_int(item.get("SignificantDigits")),
+                order=_int(ref.get("OrderNumber")),
+                value_list=vl_ref.get("ValueListOID") if vl_ref is not None else None)
+            variables.append(var)
+            if _int(ref.get("KeySequence")) is not None:
+                keyed.append((_int(ref.get("KeySequence")), var.name))
+        if any(v.order is not None for v in variables):
+            variables.sort(key=lambda v: (v.order is None, v.order or 0))
+        datasets[ds_name] = DefineDataset(
+            name=ds_name, label=_text_of(ig.find(_o("Description"))) or ig.get(_q(dns, "Label"), ""),
+            structure=ig.get(_q(dns, "Structure"), ""), class_=cls,
+            keys=[n for _, n in sorted(keyed)], variables=variables,
+            href=leaf.get(_q(XLINK_NS, "href")) if leaf is not None else None,
+            domain=ig.get("Domain"), purpose=ig.get("Purpose"))
+    codelists: dict[str, DefineCodelist] = {}
+    for cl in mdv.findall(_o("CodeList")):
+        values, extended = [], set()
+        for item in list(cl.findall(_o("CodeListItem"))) + list(cl.findall(_o("EnumeratedItem"))):
+            value = item.get("CodedValue", "")
+            values.append(value)
+            if item.get(_q(dns, "ExtendedValue")) == "Yes":
+                extended.add(value)
+        ext = cl.find(_o("ExternalCodeList"))
+        alias = next((a.get("Name") for a in cl.findall(_o("Alias")) if a.get("Context") == "nci:ExtCodeID"), None)
+        codelists[cl.get("OID", "")] = DefineCodelist(
+            oid=cl.get("OID", ""), name=cl.get("Name", ""), datatype=cl.get("DataType", ""),
+            values=values, extended=extended, nci_code=alias,
+            dictionary=ext.get("Dictionary") if ext is not None else None,
+            version=ext.get("Version") if ext is not None else None)
+    gv = study.find(_o("GlobalVariables"))
+    study_name = (gv.findtext(_o("StudyName")) or "").strip() if gv is not None else None
+    return DefineMetadata(version=version, define_version=declared, study_oid=study.get("OID"),
+                          study_name=study_name, mdv_oid=mdv.get("OID"), standards=standards,
+                          datasets=datasets, codelists=codelists, source=str(path))
+
+
+# ------------------------------------------------------------------------------ agreement check
+def _add(log: IssueLog, code: str, message: str, **where: Any) -> None:
+    log.add(RULES[code][0], code, message, **where)
+
+
+def check_define_against_datasets(meta: DefineMetadata, datasets: Mapping[str, Dataset], log: IssueLog,
+                                  *, exact_lengths: bool = False, file: str = "define.xml") -> int:
+    """Compare define metadata with the datasets (name -> Dataset); findings go to ``log``.
+
+    ``exact_lengths=True`` (our own output) also reports a Char Length longer than the longest
+    value (DEFINE-LENGTH-MISMATCH).  Returns the number of findings added.
+    """
+    before = len(log.issues)
+    data = {name.upper(): ds for name, ds in datasets.items()}
+    for name in sorted(set(data) - set(meta.datasets)):
+        _add(log, "DEFINE-DATASET-MISSING", f"dataset {name} has no ItemGroupDef in {file}",
+             file=file, value=name)
+    for name in sorted(set(meta.datasets) - set(data)):
+        _add(log, "DEFINE-DATASET-EXTRA", f"{file} defines {name} but there is no such dataset",
+             file=file, value=name)
+    for name in sorted(set(data) & set(meta.datasets)):
+        ds, dd = data[name], meta.datasets[name]
+        # a label equal to the dataset name is a reader placeholder (file without a label)
+        if ds.label and ds.label != ds.name and dd.label and ds.label.strip() != dd.label.strip():
+            _add(log, "DEFINE-LABEL-MISMATCH", f"{name}: dataset label {ds.label!r} != define {dd.label!r}",
+                 file=file, record=name, value=ds.label)
+        defined = {v.name: v for v in dd.variables}
+        for var in ds.variables:
+            dv = defined.get(var.name)
+            if dv is None:
+                _add(log, "DEFINE-VARIABLE-MISSING", f"{name}.{var.name} is not defined in {file}",
+                     file=file, record=name, field=var.name)
+                continue
+            _check_variable(log, file, name, ds, var, dv, meta, exact_lengths)
+        for vname in sorted(set(defined) - set(ds.names)):
+            _add(log, "DEFINE-VARIABLE-EXTRA", f"{name}.{vname} is defined in {file} but not in the dataset",
+                 file=file, record=name, field=vname)
+    return len(log.issues) - before
+
+
+def _check_variable(log, file, name, ds: Dataset, var: Variable, dv: DefineVariable,
+                    meta: DefineMetadata, exact_lengths: bool) -> None:
+    where = {"file": file, "record": name, "field": var.name}
+    if var.label and dv.label and var.label.strip() != dv.label.strip():
+        _add(log, "DEFINE-LABEL-MISMATCH", f"{name}.{var.name}: label {var.label!r} != define {dv.label!r}",
+             value=var.label, **where)
+    if var.type == "Num":
+        if dv.datatype not in _NUM_TYPES:
+            _add(log, "DEFINE-TYPE-MISMATCH", f"{name}.{var.name} is numeric but define DataType is "
+                 f"{dv.datatype!r}", value=dv.datatype, **where)
+        elif dv.datatype == "integer":
+            bad = next((v for v in ds.column(var.name) if not _missing_num(v) and not float(v).is_integer()), None)
+            if bad is not None:
+                _add(log, "DEFINE-TYPE-MISMATCH", f"{name}.{var.name}: define DataType integer but the "
+                     f"data holds {bad!r}", value=bad, **where)
+        return
+    if dv.datatype in _NUM_TYPES:
+        _add(log, "DEFINE-TYPE-MISMATCH", f"{name}.{var.name} is character but define DataType is "
+             f"{dv.datatype!r}", value=dv.datatype, **where)
+        return
+    values = [_char(v) for v in ds.column(var.name)]
+    longest = max([0] + [_byte_len(v) for v in values])
+    if dv.length is not None:
+        if longest > dv.length:
+            _add(log, "DEFINE-LENGTH-SHORT", f"{name}.{var.name}: longest value has {longest} bytes, "
+                 f"define Length is {dv.length}", value=longest, **where)
+        elif exact_lengths and dv.length != max(1, longest):
+            _add(log, "DEFINE-LENGTH-MISMATCH", f"{name}.{var.name}: define Length {dv.length} but the "
+                 f"longest value has {longest} bytes", value=dv.length, **where)
+    cl = meta.codelists.get(dv.codelist or "")
+    if cl is None or cl.dictionary or not cl.values:
+        return
+    allowed = set(cl.values)
+    counts: dict[str, int] = {}
+    for v in values:
+        if v and v not in allowed:
+            counts[v] = counts.get(v, 0) + 1
+    for v in sorted(counts):
+        _add(log, "DEFINE-CODELIST-VALUE", f"{name}.{var.name}: value {v!r} ({counts[v]} record(s)) is not "
+             f"in define codelist {cl.oid}", value=v, **where)

@@ -1,0 +1,697 @@
+"""FHIR R4 <-> R5 for the resources trialbridge writes (pure functions on plain dicts).
+
+The mapping modules speak R4; R5 is a shape conversion on top of them, so records -> R5 is
+records -> R4 (:mod:`mappings.fhir` modules) -> :func:`to_r5`, and R5 -> records is
+:func:`to_r4` -> ``fhir_to_records``.  No clock, no files, no issue log (except
+:func:`detect_versions` and :func:`validate_r5`, which report to one).
+
+API
+---
+* :func:`to_r5` / :func:`to_r4` — one resource (contained resources included).
+* :func:`detect_version` — "R4" | "R5" | None (no shape difference: Patient, most Observations).
+* :func:`detect_versions` — the version of a whole input (majority), FHIR-VERSION-MIXED warning.
+* :func:`normalise_to_r4` — what a reader applies to an input of either version.
+* :func:`validate_r5` — fhir.resources R5 models (``fhir.resources.<module>``, the package
+  default); FHIR-MODEL-R5 errors.  The repository holds no R5 JSON schema (only
+  ``schemas/fhir/fhir.r4.schema.json``), so there is no fast schema check for R5 yet.
+
+What moves where (R4 -> R5; :func:`to_r4` is the reverse)
+--------------------------------------------------------
+ResearchStudy
+  status (R4 study-state codes) -> ``progressStatus[0].state`` coded in
+  ``http://hl7.org/fhir/research-study-status`` (``actual: true``); R5 ``status`` is the
+  *publication* status: in-review -> draft, withdrawn/disapproved -> retired, all else active.
+  sponsor -> ``associatedParty`` role ``sponsor``, principalInvestigator -> role
+  ``primary-investigator`` (system ``http://hl7.org/fhir/research-study-party-role``;
+  Reference.display -> associatedParty.name, the rest of the Reference -> party).
+  arm -> ``comparisonGroup`` (name, description, type; ``linkId`` = the arm name when it is a
+  valid FHIR id, else uuid5 of it, see :func:`comparison_group_id`).
+  location -> region, reasonStopped -> whyStopped, category -> classifier.  partOf stays.
+  enrollment, contact: no R5 home -> stash (below).
+ResearchSubject
+  individual -> subject; assignedArm/actualArm -> assignedComparisonGroup/actualComparisonGroup
+  (same id rule as linkId); status (R4 research-subject-status) -> ``progress[0].subjectState``
+  coded in ``http://terminology.hl7.org/CodeSystem/research-subject-state`` (the same 13
+  codes) and R5 ``status`` ``active`` (publication status).  consent -> [consent].
+  Back in R4 with no subjectState: status ``candidate`` (trialbridge reads it as "no
+  screen-failure information").
+Patient, Observation: unchanged.  Contained Specimen: unchanged; contained Medication:
+  form -> doseForm, manufacturer -> marketingAuthorizationHolder (amount, ingredient -> stash).
+MedicationAdministration
+  medicationCodeableConcept -> medication.concept, medicationReference -> medication.reference;
+  effectiveDateTime/effectivePeriod -> occurenceDateTime/occurencePeriod (R5 spells it so),
+  primitive extensions (``_effectiveDateTime`` …, our local-datetime) move with them;
+  context -> encounter; category -> [category]; reasonCode/reasonReference -> reason;
+  device -> [{reference}], performer.actor -> performer.actor.reference.  status codes are
+  the same set in R4 and R5 and pass through.  instantiates -> stash.
+AdverseEvent
+  event -> code; date -> occurrenceDateTime (with ``_date``); identifier -> [identifier];
+  outcome -> [outcome]; resultingCondition -> resultingEffect; contributor -> participant.actor;
+  subjectMedicalHistory -> supportingInfo.itemReference; suspectEntity.instance ->
+  instanceReference, suspectEntity.causality[0] -> causality {assessment -> entityRelatedness,
+  method -> assessmentMethod, author}.  severity -> extension
+  ``http://hl7.org/fhir/uv/ae-research-ig/StructureDefinition/ae-severity``
+  (valueCodeableConcept) and our local ``grade`` extension -> ``.../ae-grade``
+  (valueCodeableConcept with the grade as text) — both from the HL7 Adverse Event Clinical
+  Research IG STU1 (v1.0.1, FHIR 5.0.0; https://hl7.org/fhir/uv/ae-research-ig/).
+  ``status`` (required in R5, absent in R4) is derived: completed when the record has an end
+  date (local ``end`` extension) or outcome resolved/resolvedWithSequelae/fatal, in-progress
+  for ongoing/recovering, else unknown.  actuality passes through (R4 requires it too).
+  referenceDocument and further causality entries -> stash.
+Encounter
+  status finished -> completed, arrived/triaged -> in-progress, onleave -> on-hold (others the
+  same); class Coding -> [CodeableConcept]; period -> actualPeriod; reasonCode/reasonReference ->
+  reason[].value; serviceType -> [{concept}]; hospitalization, statusHistory, classHistory,
+  participant, diagnosis -> stash.
+
+Nothing dropped: the stash
+--------------------------
+An element with no home on the other side is kept in a complex extension
+``urn:trialbridge:fhir:extension:r4-element`` (on R5 resources) or ``...:r5-element`` (on R4
+resources) with sub-extensions ``name`` (the JSON key, e.g. ``enrollment``) and ``json`` (the
+value as JSON text, decimals exact), and restored on the way back.  Beyond the lists above,
+each conversion checks itself: an element whose value does not come back unchanged through
+the reverse conversion is stashed as well (e.g. a second causality, an arm name that is not a
+valid id, an R5 ``status`` our derivation would not give).  So R4 -> R5 -> R4 and
+R5 -> R4 -> R5 are identity for every top-level element; only JSON key order may differ.
+Not covered: an element present in both versions whose datatype changed and that we do not
+convert (e.g. ResearchStudy.focus CodeableConcept -> CodeableReference) passes unchanged and
+is reported by :func:`validate_r5` instead.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections import Counter
+from decimal import Decimal
+from typing import Any, Callable, Iterable
+
+from mappings.fhir import EXT
+
+R4, R5 = "R4", "R5"
+STASH = {R4: EXT + "r4-element", R5: EXT + "r5-element"}  # key: version the element belongs to
+AE_SEVERITY = "http://hl7.org/fhir/uv/ae-research-ig/StructureDefinition/ae-severity"
+AE_GRADE = "http://hl7.org/fhir/uv/ae-research-ig/StructureDefinition/ae-grade"
+LOCAL_GRADE = EXT + "grade"
+LOCAL_END = EXT + "end"
+STUDY_STATUS_SYSTEM = "http://hl7.org/fhir/research-study-status"
+SUBJECT_STATE_SYSTEM = "http://terminology.hl7.org/CodeSystem/research-subject-state"
+PARTY_ROLE_SYSTEM = "http://hl7.org/fhir/research-study-party-role"
+PARTY_ROLES = {"sponsor": "sponsor", "principalInvestigator": "primary-investigator"}
+STUDY_PUBLICATION = {"in-review": "draft", "withdrawn": "retired", "disapproved": "retired"}  # default active
+STUDY_STATUS_FROM_PUBLICATION = {"draft": "in-review", "retired": "withdrawn"}  # default active
+AE_DONE = {"resolved", "resolvedWithSequelae", "fatal"}
+AE_ONGOING = {"ongoing", "recovering"}
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+GROUP_NAMESPACE = uuid.UUID("6f1c8a52-3d0e-5b7a-9c4e-2a1b0c9d8e7f")
+
+COMMON = {"resourceType", "id", "meta", "implicitRules", "language", "text", "contained", "extension",
+          "modifierExtension"}
+# Element names per version (from the FHIR R4 and R5 definitions, as fhir.resources models them)
+ELEMENTS = {
+    R4: {
+        "ResearchStudy": {"arm", "category", "condition", "contact", "description", "enrollment", "focus",
+                          "identifier", "keyword", "location", "note", "objective", "partOf", "period", "phase",
+                          "primaryPurposeType", "principalInvestigator", "protocol", "reasonStopped",
+                          "relatedArtifact", "site", "sponsor", "status", "title"},
+        "ResearchSubject": {"actualArm", "assignedArm", "consent", "identifier", "individual", "period", "status",
+                            "study"},
+        "MedicationAdministration": {"category", "context", "device", "dosage", "effectiveDateTime",
+                                     "effectivePeriod", "eventHistory", "identifier", "instantiates",
+                                     "medicationCodeableConcept", "medicationReference", "note", "partOf",
+                                     "performer", "reasonCode", "reasonReference", "request", "status",
+                                     "statusReason", "subject", "supportingInformation"},
+        "AdverseEvent": {"actuality", "category", "contributor", "date", "detected", "encounter", "event",
+                         "identifier", "location", "outcome", "recordedDate", "recorder", "referenceDocument",
+                         "resultingCondition", "seriousness", "severity", "study", "subject",
+                         "subjectMedicalHistory", "suspectEntity"},
+        "Medication": {"amount", "batch", "code", "form", "identifier", "ingredient", "manufacturer", "status"},
+        "Encounter": {"account", "appointment", "basedOn", "class", "classHistory", "diagnosis", "episodeOfCare",
+                      "hospitalization", "identifier", "length", "location", "partOf", "participant", "period",
+                      "priority", "reasonCode", "reasonReference", "serviceProvider", "serviceType", "status",
+                      "statusHistory", "subject", "type"},
+    },
+    R5: {
+        "ResearchStudy": {"associatedParty", "classifier", "comparisonGroup", "condition", "date", "description",
+                          "descriptionSummary", "focus", "identifier", "keyword", "label", "name", "note",
+                          "objective", "outcomeMeasure", "partOf", "period", "phase", "primaryPurposeType",
+                          "progressStatus", "protocol", "recruitment", "region", "relatedArtifact", "result", "site",
+                          "status", "studyDesign", "title", "url", "version", "whyStopped"},
+        "ResearchSubject": {"actualComparisonGroup", "assignedComparisonGroup", "consent", "identifier", "period",
+                            "progress", "status", "study", "subject"},
+        "MedicationAdministration": {"basedOn", "category", "device", "dosage", "encounter", "eventHistory",
+                                     "identifier", "isSubPotent", "medication", "note", "occurenceDateTime",
+                                     "occurencePeriod", "occurenceTiming", "partOf", "performer", "reason",
+                                     "recorded", "request", "status", "statusReason", "subPotentReason", "subject",
+                                     "supportingInformation"},
+        "AdverseEvent": {"actuality", "category", "code", "contributingFactor", "detected", "encounter",
+                         "expectedInResearchStudy", "identifier", "location", "mitigatingAction", "note",
+                         "occurrenceDateTime", "occurrencePeriod", "occurrenceTiming", "outcome", "participant",
+                         "preventiveAction", "recordedDate", "recorder", "resultingEffect", "seriousness", "status",
+                         "study", "subject", "supportingInfo", "suspectEntity"},
+        "Medication": {"batch", "code", "definition", "doseForm", "identifier", "ingredient",
+                       "marketingAuthorizationHolder", "status", "totalVolume"},
+        "Encounter": {"account", "actualPeriod", "admission", "appointment", "basedOn", "careTeam", "class",
+                      "diagnosis", "dietPreference", "episodeOfCare", "identifier", "length", "location", "partOf",
+                      "participant", "plannedEndDate", "plannedStartDate", "priority", "reason", "serviceProvider",
+                      "serviceType", "specialArrangement", "specialCourtesy", "status", "subject", "subjectStatus",
+                      "type", "virtualService"},
+    },
+}
+# same name in both versions, different structure, not converted: always stashed
+FORCE_STASH = {"Medication": {"ingredient"}, "Encounter": {"participant", "diagnosis"}}
+# plain renames (primitive extensions ``_<name>`` move with the element)
+RENAMES_TO_R5 = {
+    "ResearchStudy": {"location": "region", "reasonStopped": "whyStopped", "category": "classifier"},
+    "ResearchSubject": {"individual": "subject"},
+    "MedicationAdministration": {"effectiveDateTime": "occurenceDateTime", "effectivePeriod": "occurencePeriod",
+                                 "context": "encounter"},
+    "AdverseEvent": {"event": "code", "date": "occurrenceDateTime", "resultingCondition": "resultingEffect"},
+    "Medication": {"form": "doseForm", "manufacturer": "marketingAuthorizationHolder"},
+    "Encounter": {"period": "actualPeriod"},
+}
+RENAMES_TO_R4 = {t: {v: k for k, v in m.items()} for t, m in RENAMES_TO_R5.items()}
+
+# shape markers for detect_version: element present -> version
+MARKERS = {
+    "ResearchStudy": ({"sponsor", "arm", "enrollment", "principalInvestigator", "reasonStopped", "location"},
+                      {"associatedParty", "comparisonGroup", "progressStatus", "recruitment", "whyStopped", "region"}),
+    "ResearchSubject": ({"individual", "assignedArm", "actualArm"},
+                        {"subject", "assignedComparisonGroup", "actualComparisonGroup", "progress"}),
+    "MedicationAdministration": ({"effectiveDateTime", "effectivePeriod", "medicationCodeableConcept",
+                                  "medicationReference", "context", "reasonCode", "reasonReference"},
+                                 {"occurenceDateTime", "occurencePeriod", "occurenceTiming", "medication", "reason"}),
+    "AdverseEvent": ({"event", "date", "severity", "resultingCondition", "contributor", "subjectMedicalHistory"},
+                     {"code", "occurrenceDateTime", "occurrencePeriod", "occurrenceTiming", "status",
+                      "resultingEffect", "participant", "supportingInfo"}),
+    "Encounter": ({"period", "reasonCode", "reasonReference", "hospitalization", "statusHistory", "classHistory"},
+                  {"actualPeriod", "reason", "admission", "plannedStartDate", "plannedEndDate", "virtualService"}),
+}
+ENCOUNTER_STATUS_TO_R5 = {"arrived": "in-progress", "triaged": "in-progress", "onleave": "on-hold",
+                          "finished": "completed"}  # other codes are the same in both
+ENCOUNTER_STATUS_TO_R4 = {"on-hold": "onleave", "completed": "finished", "discharged": "finished",
+                          "discontinued": "cancelled"}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _json(value: Any) -> str:
+    from converters.fhir_io import dumps  # lazy: converters imports mappings
+
+    return dumps(value)
+
+
+def _from_json(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
+
+
+def _canon(value: Any) -> str:
+    """Comparison text: key order ignored, decimals compared by their exact text."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def comparison_group_id(arm_name: str) -> str:
+    """ResearchStudy.comparisonGroup.linkId / ResearchSubject.*ComparisonGroup for an R4 arm name:
+    the name itself when it is a valid FHIR id, else uuid5 of it (deterministic)."""
+    return arm_name if FHIR_ID.fullmatch(arm_name) else str(uuid.uuid5(GROUP_NAMESPACE, arm_name))
+
+
+def _stash_ext(version: str, name: str, value: Any) -> dict:
+    return {"url": STASH[version], "extension": [{"url": "name", "valueString": name},
+                                                 {"url": "json", "valueString": _json(value)}]}
+
+
+def _take_stash(resource: dict, version: str) -> tuple[dict, list[tuple[str, Any]]]:
+    """(resource without the stash extensions of ``version``, [(name, value)])."""
+    exts = resource.get("extension")
+    if not exts or not any(e.get("url") == STASH[version] for e in exts):
+        return resource, []
+    found, keep = [], []
+    for e in exts:
+        if e.get("url") == STASH[version]:
+            parts = {s.get("url"): s.get("valueString") for s in e.get("extension", [])}
+            found.append((parts["name"], _from_json(parts["json"])))
+        else:
+            keep.append(e)
+    out = dict(resource)
+    if keep:
+        out["extension"] = keep
+    else:
+        del out["extension"]
+    return out, found
+
+
+def _add_extensions(out: dict, exts: list[dict]) -> None:
+    if not exts:
+        return
+    out["extension"] = [*(out.get("extension") or []), *exts]
+
+
+def _coding_code(cc: dict | None, system: str) -> str | None:
+    for c in (cc or {}).get("coding", []) or []:
+        if c.get("system") == system and c.get("code"):
+            return c["code"]
+    return None
+
+
+# --------------------------------------------------------------------------- R4 -> R5 element handlers
+# handler(value, out, resource) writes into ``out``; keys are R4 element names
+
+
+def _r5_study_status(v, out, res):
+    out["status"] = STUDY_PUBLICATION.get(v, "active")
+    out["progressStatus"] = [{"state": {"coding": [{"system": STUDY_STATUS_SYSTEM, "code": v}]}, "actual": True}]
+
+
+def _r5_party(element):
+    def handler(v, out, res):
+        party: dict = {}
+        if v.get("display"):
+            party["name"] = v["display"]
+        party["role"] = {"coding": [{"system": PARTY_ROLE_SYSTEM, "code": PARTY_ROLES[element]}]}
+        rest = {k: x for k, x in v.items() if k != "display"}
+        if rest:
+            party["party"] = rest
+        out.setdefault("associatedParty", []).append(party)
+    return handler
+
+
+def _r5_arms(v, out, res):
+    groups = []
+    for arm in v:
+        group = {"linkId": comparison_group_id(arm["name"]), "name": arm["name"]}
+        group.update({k: arm[k] for k in ("type", "description") if k in arm})
+        groups.append(group)
+    out["comparisonGroup"] = groups
+
+
+def _r5_subject_status(v, out, res):
+    out["status"] = "active"
+    out["progress"] = [{"subjectState": {"coding": [{"system": SUBJECT_STATE_SYSTEM, "code": v}]}}]
+
+
+def _r5_arm_id(element):
+    def handler(v, out, res):
+        out[element] = comparison_group_id(v)
+    return handler
+
+
+def _r5_medication(kind):
+    def handler(v, out, res):
+        out["medication"] = {kind: v}
+    return handler
+
+
+def _r5_reason(kind):
+    def handler(v, out, res):
+        out.setdefault("reason", []).extend({kind: x} for x in v)
+    return handler
+
+
+def _r5_ae_extension(v, out, res):
+    out["extension"] = [{"url": AE_GRADE, "valueCodeableConcept": {"text": e["valueString"]}}
+                        if e.get("url") == LOCAL_GRADE and set(e) == {"url", "valueString"} else e for e in v]
+
+
+def _r5_ae_severity(v, out, res):
+    out.setdefault("_late_extensions", []).append({"url": AE_SEVERITY, "valueCodeableConcept": v})
+
+
+def _r5_suspect(v, out, res):
+    entities = []
+    for entity in v:
+        new = {k: x for k, x in entity.items() if k not in ("instance", "causality")}
+        if "instance" in entity:
+            new["instanceReference"] = entity["instance"]
+        causes = entity.get("causality") or []
+        if causes:
+            c = causes[0]
+            new["causality"] = {k2: c[k1] for k1, k2 in (("method", "assessmentMethod"),
+                                                         ("assessment", "entityRelatedness"),
+                                                         ("author", "author")) if k1 in c}
+        entities.append(new)
+    out["suspectEntity"] = entities
+
+
+def _ae_status(res_r4: dict) -> str:
+    """R5 AdverseEvent.status derived from an R4 AdverseEvent (see module docstring)."""
+    if any(e.get("url") == LOCAL_END and e.get("valueString") for e in res_r4.get("extension", []) or []):
+        return "completed"
+    codes = {c.get("code") for c in (res_r4.get("outcome") or {}).get("coding", []) or []}
+    if codes & AE_DONE:
+        return "completed"
+    if codes & AE_ONGOING:
+        return "in-progress"
+    return "unknown"
+
+
+def _r5_encounter_reason(kind):
+    def handler(v, out, res):
+        out.setdefault("reason", []).extend({"value": [{kind: x}]} for x in v)
+    return handler
+
+
+TO_R5: dict[str, dict[str, Callable]] = {
+    "Encounter": {
+        "status": lambda v, out, res: out.__setitem__("status", ENCOUNTER_STATUS_TO_R5.get(v, v)),
+        "class": lambda v, out, res: out.__setitem__("class", [{"coding": [v]}]),
+        "serviceType": lambda v, out, res: out.__setitem__("serviceType", [{"concept": v}]),
+        "reasonCode": _r5_encounter_reason("concept"), "reasonReference": _r5_encounter_reason("reference")},
+    "ResearchStudy": {"status": _r5_study_status, "sponsor": _r5_party("sponsor"),
+                      "principalInvestigator": _r5_party("principalInvestigator"), "arm": _r5_arms},
+    "ResearchSubject": {"status": _r5_subject_status, "assignedArm": _r5_arm_id("assignedComparisonGroup"),
+                        "actualArm": _r5_arm_id("actualComparisonGroup"),
+                        "consent": lambda v, out, res: out.__setitem__("consent", [v])},
+    "MedicationAdministration": {
+        "medicationCodeableConcept": _r5_medication("concept"), "medicationReference": _r5_medication("reference"),
+        "category": lambda v, out, res: out.__setitem__("category", [v]),
+        "reasonCode": _r5_reason("concept"), "reasonReference": _r5_reason("reference"),
+        "device": lambda v, out, res: out.__setitem__("device", [{"reference": d} for d in v]),
+        "performer": lambda v, out, res: out.__setitem__(
+            "performer", [{**p, "actor": {"reference": p["actor"]}} if "actor" in p else p for p in v])},
+    "AdverseEvent": {
+        "extension": _r5_ae_extension, "severity": _r5_ae_severity,
+        "identifier": lambda v, out, res: out.__setitem__("identifier", [v]),
+        "outcome": lambda v, out, res: out.__setitem__("outcome", [v]),
+        "suspectEntity": _r5_suspect,
+        "contributor": lambda v, out, res: out.__setitem__("participant", [{"actor": r} for r in v]),
+        "subjectMedicalHistory": lambda v, out, res: out.setdefault("supportingInfo", []).extend(
+            {"itemReference": r} for r in v)},
+}
+
+
+# --------------------------------------------------------------------------- R5 -> R4 element handlers
+
+
+def _r4_study_status(v, out, res):
+    for ps in res.get("progressStatus") or []:
+        code = _coding_code(ps.get("state"), STUDY_STATUS_SYSTEM)
+        if code:
+            out["status"] = code
+            return
+    out["status"] = STUDY_STATUS_FROM_PUBLICATION.get(v, "active")
+
+
+def _r4_parties(v, out, res):
+    by_role = {code: element for element, code in PARTY_ROLES.items()}
+    for party in v:
+        element = by_role.get(_coding_code(party.get("role"), PARTY_ROLE_SYSTEM))
+        if element is None or element in out:
+            continue  # no R4 home: the self-check stashes associatedParty
+        ref = dict(party.get("party") or {})
+        if party.get("name"):
+            ref["display"] = party["name"]
+        out[element] = ref
+
+
+def _r4_arms(v, out, res):
+    out["arm"] = [{"name": g["name"], **{k: g[k] for k in ("type", "description") if k in g}} for g in v]
+
+
+def _r4_subject_status(v, out, res):
+    for p in res.get("progress") or []:
+        code = _coding_code(p.get("subjectState"), SUBJECT_STATE_SYSTEM)
+        if code:
+            out["status"] = code
+            return
+    out["status"] = "candidate"
+
+
+def _r4_medication(v, out, res):
+    if "reference" in v:
+        out["medicationReference"] = v["reference"]
+    elif "concept" in v:
+        out["medicationCodeableConcept"] = v["concept"]
+
+
+def _r4_reason(v, out, res):
+    codes = [r["concept"] for r in v if "concept" in r]
+    refs = [r["reference"] for r in v if "reference" in r]
+    if codes:
+        out["reasonCode"] = codes
+    if refs:
+        out["reasonReference"] = refs
+
+
+def _r4_ae_extension(v, out, res):
+    exts = []
+    for e in v:
+        if e.get("url") == AE_SEVERITY and "valueCodeableConcept" in e and "severity" not in out:
+            out["severity"] = e["valueCodeableConcept"]
+        elif e.get("url") == AE_GRADE and set(e.get("valueCodeableConcept") or {}) == {"text"} and set(e) == {
+                "url", "valueCodeableConcept"}:
+            exts.append({"url": LOCAL_GRADE, "valueString": e["valueCodeableConcept"]["text"]})
+        else:
+            exts.append(e)
+    if exts:
+        out["extension"] = exts
+
+
+def _r4_suspect(v, out, res):
+    entities = []
+    for entity in v:
+        new = {k: x for k, x in entity.items() if k not in ("instanceReference", "instanceCodeableConcept",
+                                                           "causality")}
+        if "instanceReference" in entity:
+            new["instance"] = entity["instanceReference"]
+        c = entity.get("causality")
+        if c:
+            new["causality"] = [{k1: c[k2] for k1, k2 in (("assessment", "entityRelatedness"),
+                                                          ("method", "assessmentMethod"),
+                                                          ("author", "author")) if k2 in c}]
+        entities.append(new)
+    out["suspectEntity"] = entities
+
+
+def _first(element):
+    def handler(v, out, res):
+        if v:
+            out[element] = v[0]
+    return handler
+
+
+def _skip(v, out, res):
+    pass
+
+
+def _r4_encounter_reason(v, out, res):
+    values = [x for r in v for x in r.get("value") or []]
+    _r4_reason(values, out, res)
+
+
+def _r4_encounter_class(v, out, res):
+    if v and v[0].get("coding"):
+        out["class"] = v[0]["coding"][0]
+
+
+TO_R4: dict[str, dict[str, Callable]] = {
+    "Encounter": {
+        "status": lambda v, out, res: out.__setitem__("status", ENCOUNTER_STATUS_TO_R4.get(v, v)),
+        "class": _r4_encounter_class, "reason": _r4_encounter_reason,
+        "serviceType": lambda v, out, res: out.__setitem__("serviceType", v[0]["concept"]) if v and "concept" in v[0]
+        else None},
+    "ResearchStudy": {"status": _r4_study_status, "progressStatus": _skip, "associatedParty": _r4_parties,
+                      "comparisonGroup": _r4_arms},
+    "ResearchSubject": {"status": _r4_subject_status, "progress": _skip,
+                        "assignedComparisonGroup": lambda v, out, res: out.__setitem__("assignedArm", v),
+                        "actualComparisonGroup": lambda v, out, res: out.__setitem__("actualArm", v),
+                        "consent": _first("consent")},
+    "MedicationAdministration": {
+        "medication": _r4_medication, "category": _first("category"), "reason": _r4_reason,
+        "device": lambda v, out, res: out.__setitem__("device", [d["reference"] for d in v if "reference" in d]),
+        "performer": lambda v, out, res: out.__setitem__(
+            "performer", [{**p, "actor": p["actor"]["reference"]} if "reference" in (p.get("actor") or {}) else p
+                          for p in v])},
+    "AdverseEvent": {
+        "extension": _r4_ae_extension, "status": _skip, "identifier": _first("identifier"),
+        "outcome": _first("outcome"), "suspectEntity": _r4_suspect,
+        "participant": lambda v, out, res: out.__setitem__("contributor", [p["actor"] for p in v if "actor" in p]),
+        "supportingInfo": lambda v, out, res: out.__setitem__(
+            "subjectMedicalHistory", [s["itemReference"] for s in v if "itemReference" in s])},
+}
+
+
+# --------------------------------------------------------------------------- the conversions
+
+
+AE_AFTER_SEVERITY = ("outcome", "recorder", "contributor", "suspectEntity", "subjectMedicalHistory",
+                     "referenceDocument", "study")  # R4 element order after AdverseEvent.severity
+
+
+def _place_before(out: dict, key: str, followers: tuple[str, ...]) -> dict:
+    """``out`` with ``key`` moved before the first of ``followers`` present (R4 key order)."""
+    anchor = next((f for f in followers if f in out), None)
+    if anchor is None:
+        return out
+    value = out.pop(key)
+    placed: dict = {}
+    for k, v in out.items():
+        if k == anchor:
+            placed[key] = value
+        placed[k] = v
+    return placed
+
+
+def _core(resource: dict, src: str, dst: str) -> tuple[dict, list[tuple[str, Any]]]:
+    """Shape conversion of one resource: (converted, [(element with no home, value)])."""
+    rtype = resource.get("resourceType")
+    handlers = (TO_R5 if dst == R5 else TO_R4).get(rtype, {})
+    renames = (RENAMES_TO_R5 if dst == R5 else RENAMES_TO_R4).get(rtype, {})
+    dst_names = ELEMENTS[dst].get(rtype)
+    forced = FORCE_STASH.get(rtype, set())
+    out: dict = {}
+    homeless: list[tuple[str, Any]] = []
+    for key, value in resource.items():
+        primitive = key.startswith("_")
+        base = key[1:] if primitive else key
+        if key == "contained" and isinstance(value, list):
+            convert = to_r5 if dst == R5 else to_r4
+            out[key] = [convert(c) for c in value]
+        elif base in renames:
+            out[("_" if primitive else "") + renames[base]] = value
+        elif not primitive and key in handlers:
+            handlers[key](value, out, resource)
+        elif base in COMMON or dst_names is None or (base in dst_names and base not in forced):
+            out[key] = value
+        else:
+            homeless.append((key, value))
+    if dst == R4 and rtype == "AdverseEvent" and "severity" in out:
+        out = _place_before(out, "severity", AE_AFTER_SEVERITY)
+    if dst == R5 and rtype == "AdverseEvent":
+        late = out.pop("_late_extensions", [])
+        _add_extensions(out, late)
+        if "status" not in out:
+            out["status"] = _ae_status(resource)
+    return out, homeless
+
+
+def _convert(resource: dict, src: str, dst: str) -> dict:
+    if not isinstance(resource, dict):
+        return resource
+    base, restore = _take_stash(resource, dst)  # elements of dst kept on an earlier trip
+    out, homeless = _core(base, src, dst)
+    # self-check: every element of the input must come back through the reverse conversion
+    back, _ = _core(out, dst, src)
+    stashed = {k for k, _ in homeless}
+    for key, value in base.items():
+        if key not in stashed and key != "extension" and _canon(back.get(key)) != _canon(value):
+            homeless.append((key, value))
+    if _canon(back.get("extension")) != _canon(base.get("extension")):
+        homeless.append(("extension", base.get("extension")))
+    for key in back:
+        if key not in base and key != "extension":
+            homeless.append((key, None))  # the reverse would invent it: remove on the way back
+    for key, value in restore:
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    _add_extensions(out, [_stash_ext(src, k, v) for k, v in homeless])
+    return out
+
+
+def to_r5(resource_r4: dict) -> dict:
+    """R4 resource (as trialbridge writes it, or any R4 of the handled types) -> R5."""
+    return _convert(resource_r4, R4, R5)
+
+
+def to_r4(resource_r5: dict) -> dict:
+    """R5 resource -> R4 (restores what :func:`to_r5` stashed)."""
+    return _convert(resource_r5, R5, R4)
+
+
+# --------------------------------------------------------------------------- version detection
+
+
+def detect_version(resource: dict) -> str | None:
+    """"R4" or "R5" from the resource's shape; None when both versions look alike."""
+    if not isinstance(resource, dict):
+        return None
+    urls = {e.get("url") for e in resource.get("extension", []) or [] if isinstance(e, dict)}
+    if STASH[R4] in urls:
+        return R5
+    if STASH[R5] in urls:
+        return R4
+    r4_marks, r5_marks = MARKERS.get(resource.get("resourceType"), (set(), set()))
+    keys = {k.lstrip("_") for k in resource}
+    if resource.get("resourceType") == "AdverseEvent" and isinstance(resource.get("identifier"), dict):
+        return R4
+    in_r4, in_r5 = bool(keys & r4_marks), bool(keys & r5_marks)
+    if in_r4 != in_r5:
+        return R4 if in_r4 else R5
+    if resource.get("resourceType") == "ResearchStudy" and resource.get("status") in ("draft", "retired",
+                                                                                      "unknown"):
+        return R5
+    return None
+
+
+def detect_versions(resources: Iterable[dict], log=None) -> str:
+    """The FHIR version of a whole input: the majority of the resources that show one
+    ("R4" when none does or on a tie); a FHIR-VERSION-MIXED warning when both occur."""
+    counts = Counter(v for v in map(detect_version, resources) if v)
+    version = R5 if counts[R5] > counts[R4] else R4
+    if counts[R4] and counts[R5] and log is not None:
+        log.warning("FHIR-VERSION-MIXED", f"input mixes FHIR versions: {counts[R4]} resource(s) look R4, "
+                    f"{counts[R5]} look R5; read as {version} where a resource shows no version",
+                    value=f"R4:{counts[R4]} R5:{counts[R5]}")
+    return version
+
+
+def normalise_to_r4(resources: Iterable[dict], log=None) -> list[dict]:
+    """Resources of an input of either version as R4 (what the mapping modules read):
+    R5-shaped ones through :func:`to_r4`, R4-shaped ones unchanged, the rest by the
+    input's majority version."""
+    resources = list(resources)
+    version = detect_versions(resources, log)
+    out = []
+    for res in resources:
+        found = detect_version(res) or version
+        out.append(to_r4(res) if found == R5 else res)
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _model_class(resource_type: str):
+    from fhir.resources import get_fhir_model_class  # default package: R5
+
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, ImportError, AttributeError):
+        return None
+
+
+def model_errors_r5(resource: dict) -> list[str]:
+    from pydantic import ValidationError
+
+    cls = _model_class(str(resource.get("resourceType")))
+    if cls is None:
+        return [f"fhir.resources (R5) has no model for {resource.get('resourceType')!r}"]
+    try:
+        cls.model_validate(json.loads(_json(resource)))
+    except ValidationError as exc:
+        return [f"{'/'.join(map(str, e.get('loc', ()))) or '<root>'}: {e.get('msg')}" for e in exc.errors()]
+    except ValueError as exc:  # fhir.core raises plain ValueErrors for some invariants
+        return [str(exc)]
+    return []
+
+
+def validate_r5(resources: Iterable[dict], log) -> dict[str, int]:
+    """Check R5 resources against the fhir.resources R5 models (there is no R5 JSON schema in the
+    repository).  Each problem is a FHIR-MODEL-R5 error; returns {"resources", "invalid"}."""
+    count = invalid = 0
+    for res in resources:
+        count += 1
+        errors = model_errors_r5(res)
+        if errors:
+            invalid += 1
+        for msg in errors:
+            log.error("FHIR-MODEL-R5", msg, record=f"{res.get('resourceType')}/{res.get('id')}")
+    return {"resources": count, "invalid": invalid}
+
+
+__all__ = ["to_r5", "to_r4", "detect_version", "detect_versions", "normalise_to_r4", "validate_r5",
+           "model_errors_r5", "comparison_group_id"]
