@@ -12,8 +12,11 @@
   silently.
 
 Numbers inside resources are ``Decimal``; :func:`dumps` serialises them with their exact text.
-Visit and disposition records have no FHIR mapping yet (no Encounter / disposition
-resources): they are counted and reported (FHIR-NOT-MAPPED), not written.
+All seven record types are mapped: visits are Encounters (results and doses reference the
+Encounter of their visit, :mod:`mappings.fhir.encounter`); disposition records live on the
+subject's ResearchSubject (status + one extension per record,
+:mod:`mappings.fhir.research_subject`).  A disposition record whose subject has no subject
+record has no ResearchSubject to go to: reported (FHIR-DISPOSITION-NO-SUBJECT), not written.
 """
 from __future__ import annotations
 
@@ -26,12 +29,11 @@ from typing import Any, Iterable, Iterator
 from converters.files import atomic_open
 from converters.issues import IssueLog, TrialbridgeError
 from converters.model import Records, public, record_types, where
-from mappings.fhir import FhirContext, adverse_event, medication_administration, observation, patient
+from mappings.fhir import FhirContext, adverse_event, encounter, medication_administration, observation, patient
 from mappings.fhir import research_study, research_subject
 
-RESOURCE_ORDER = ("ResearchStudy", "Patient", "ResearchSubject", "MedicationAdministration", "Observation",
-                  "AdverseEvent")
-NOT_MAPPED = ("visit", "disposition")
+RESOURCE_ORDER = ("ResearchStudy", "Patient", "ResearchSubject", "Encounter", "MedicationAdministration",
+                  "Observation", "AdverseEvent")
 
 
 # --------------------------------------------------------------------------- serialisation
@@ -90,23 +92,41 @@ def records_to_fhir(records: Records, study, log: IssueLog, include_identifiers:
     ctx = FhirContext(study, log, include_identifiers)
     yield research_study.to_fhir(study.config, ctx)
     subjects = _sorted("subject", records["subject"])
-    for module in (patient, research_subject):
-        for row in subjects:
-            ctx.where = _where(row)
-            yield module.to_fhir(public(row), ctx)
-    for name, module in (("exposure", medication_administration), ("lab_result", observation),
-                         ("cell_phenotype", observation), ("adverse_event", adverse_event)):
+    dispositions: dict[str, list[dict]] = {}
+    for row in _sorted("disposition", records["disposition"]):
+        dispositions.setdefault(row.get("subject_id", ""), []).append(row)
+    for row in subjects:
+        ctx.where = _where(row)
+        yield patient.to_fhir(public(row), ctx)
+    for row in subjects:
+        ctx.where = _where(row)
+        yield research_subject.to_fhir(public(row), ctx,
+                                       [public(d) for d in dispositions.pop(row["subject_id"], [])])
+    for rows in dispositions.values():  # subjects with no subject record
+        for row in rows:
+            log.warning("FHIR-DISPOSITION-NO-SUBJECT", f"disposition record of subject {row.get('subject_id')!r}, "
+                        "who has no subject record: no ResearchSubject to carry it; not written",
+                        **_where(row), field="subject_id", value=row.get("subject_id"))
+    visits = _sorted("visit", records["visit"])
+    for row in visits:
+        ctx.where = _where(row)
+        yield encounter.to_fhir(public(row), ctx)
+    encounters = encounter.index(study.study_id, visits)
+    for row in _sorted("exposure", records["exposure"]):
+        ctx.where = _where(row)
+        res = medication_administration.to_fhir(public(row), ctx)
+        encounter.link(res, "context", encounters.for_dose(row, row.get("start")))
+        yield res
+    for name in ("lab_result", "cell_phenotype"):
         for row in _sorted(name, records[name]):
             ctx.where = _where(row)
-            if module is observation:
-                yield observation.to_fhir(public(row), ctx, kind=name)
-            else:
-                yield module.to_fhir(public(row), ctx)
+            res = observation.to_fhir(public(row), ctx, kind=name)
+            encounter.link(res, "encounter", encounters.for_result(row, row.get("collected")))
+            yield res
+    for row in _sorted("adverse_event", records["adverse_event"]):
+        ctx.where = _where(row)
+        yield adverse_event.to_fhir(public(row), ctx)
     ctx.where = {}
-    for name in NOT_MAPPED:
-        if records[name]:
-            log.info("FHIR-NOT-MAPPED", f"{len(records[name])} {name} record(s) have no FHIR mapping; not written",
-                     value=len(records[name]))
 
 
 def _where(row: dict) -> dict:
@@ -258,17 +278,24 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
         rec = {**persons[ref], **research_subject.from_fhir(res, c)}
         joined.add(ref)
         records["subject"].append(rec)
+        if rec.get("subject_id"):
+            records["disposition"].extend(research_subject.dispositions_from_fhir(res, rec["subject_id"], c))
     for ref, rec in persons.items():
         if ref not in joined and rec.get("subject_id"):
             log.warning("FHIR-NO-RESEARCHSUBJECT", "Patient has no ResearchSubject in the input; subject record has "
                         "no study facts (site, arm, consent date)", record=ref, value=rec["subject_id"])
             records["subject"].append({"study_id": study.study_id, **rec})
+    for res in by_type.get("Encounter", []):
+        rec = encounter.from_fhir(res, _ctx_for(ctx, res))
+        if rec is not None:
+            records["visit"].append(rec)
+    labels = encounter.labels(by_type.get("Encounter", []))
     for res in by_type.get("MedicationAdministration", []):
         rec = medication_administration.from_fhir(res, _ctx_for(ctx, res))
         if rec is not None:
             records["exposure"].append(rec)
     for res in by_type.get("Observation", []):
-        got = observation.from_fhir(res, _ctx_for(ctx, res))
+        got = observation.from_fhir(encounter.fill_display(res, "encounter", labels), _ctx_for(ctx, res))
         if got is not None:
             records[got[0]].append(got[1])
     for res in by_type.get("AdverseEvent", []):
@@ -276,13 +303,20 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
         if rec is not None:
             records["adverse_event"].append(rec)
     for name, rows in records.items():
-        rows.sort(key=lambda r: tuple(r.get(k, "") for k in record_types()[name].key))
+        rows.sort(key=_record_order(name))
     # one summary line per distinct code that did not map, with its count
     unmapped = Counter((i.field, str(i.value)) for i in log.issues[first_issue:] if i.code == "FHIR-UNMAPPED-CODE")
     for (field_name, value), count in sorted(unmapped.items()):
         log.info("FHIR-UNMAPPED-COUNT", f"{count} resource(s) with {field_name} {value!r} not mapped",
                  field=field_name, value=value)
     return records
+
+
+def _record_order(name: str):
+    """Sort key for records read from FHIR: the record type's key; visits in date order per
+    subject (the order a site writes them, and the one SV keeps for rows without --SEQ)."""
+    key = ("subject_id", "start", "visit") if name == "visit" else record_types()[name].key
+    return lambda r: tuple(r.get(k, "") for k in key)
 
 
 def _rid(res: dict) -> str:

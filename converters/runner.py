@@ -47,14 +47,13 @@ def detect_input(path: Path) -> str:
     if path.is_file():
         if odm_io.is_odm(path):
             return "odm"
-        if path.suffix.lower() == ".ndjson" or (path.suffix.lower() == ".json" and _is_fhir_json(path)):
+        if path.suffix.lower() in (".ndjson", ".json") and _is_fhir_json(path):
             return "fhir"
     elif records_io.is_records_folder(path):
         return "records"
     else:
         files = [p for p in path.iterdir() if p.is_file() and p.name != "issues.json"]
-        if any(p.suffix.lower() == ".ndjson" for p in files) or any(
-                p.suffix.lower() == ".json" and _is_fhir_json(p) for p in files):
+        if any(p.suffix.lower() in (".ndjson", ".json") and _is_fhir_json(p) for p in files):
             return "fhir"
         if any(p.suffix.lower() in (".xpt", ".json", ".csv") for p in files):
             return "sdtm"
@@ -63,7 +62,8 @@ def detect_input(path: Path) -> str:
 
 
 def _is_fhir_json(path: Path) -> bool:
-    """A .json file whose top-level object has a resourceType (read only its first bytes)."""
+    """A .json / .ndjson file whose (first) object has a resourceType — not Dataset-JSON,
+    whose NDJSON form also exists (read only the first bytes)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)

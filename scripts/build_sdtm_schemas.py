@@ -64,7 +64,7 @@ KEYS = {
     "TA": ["STUDYID", "ARMCD", "TAETORD"],
     "TE": ["STUDYID", "ETCD"],
     "TV": ["STUDYID", "VISITNUM", "ARMCD"],
-    "TI": ["STUDYID", "IETESTCD"],
+    "TI": ["STUDYID", "IETESTCD", "TIVERS"],
     "TS": ["STUDYID", "TSPARMCD", "TSSEQ"],
     "SUPPQUAL": ["STUDYID", "RDOMAIN", "USUBJID", "IDVAR", "IDVARVAL", "QNAM"],
 }

@@ -7,9 +7,9 @@ import pytest
 
 from converters import fhir_io, fhir_validate
 from converters.issues import IssueLog
-from converters.model import public
-from mappings.fhir import (EXT_LOCAL_DATETIME, LBTESTCD_SYSTEM, LOINC, UCUM, FhirContext, adverse_event,
-                           medication_administration, observation, patient)
+from converters.model import Records, public
+from mappings.fhir import (EXT_LOCAL_DATETIME, LBTESTCD_SYSTEM, LOINC, UCUM, FhirContext, adverse_event, encounter,
+                           medication_administration, observation, patient, research_subject)
 from mappings.fhir.ids import resource_id
 
 
@@ -210,3 +210,120 @@ def test_read_fhir_ndjson_file_keeps_decimals_and_reports_bad_lines(tmp_path):
     assert len(got) == 1 and str(got[0]["valueQuantity"]["value"]) == "1.30"
     assert [(i.code, i.record) for i in log.issues] == [("FHIR-JSON", 3)]
     assert log.accounting[str(path)] == {"read": 2, "rejected": 1}
+
+
+# --------------------------------------------------------------------------- visits and dispositions
+
+
+def _sub_ctx(study, subject_ref, sid="001"):
+    return FhirContext(study, IssueLog(), subjects={subject_ref: sid})
+
+
+def test_visit_is_an_encounter(ctx):
+    rec = {"subject_id": "001", "visit": "UNSCHEDULED", "start": "2020-07-01T10:15", "end": "2020-07-01T11:00",
+           "status": "DONE", "reason": "Relapse of purpura"}
+    res = encounter.to_fhir(rec, ctx)
+    _valid(res)
+    assert res["status"] == "finished"
+    assert res["class"] == {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB",
+                            "display": "ambulatory"}
+    assert res["type"] == [{"text": "UNSCHEDULED"}] and res["reasonCode"] == [{"text": "Relapse of purpura"}]
+    assert res["period"]["start"] == "2020-07-01"
+    assert res["period"]["_start"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-07-01T10:15"}]
+    assert res["id"] == resource_id("Encounter", "NCT04387942", "001", "UNSCHEDULED", "2020-07-01T10:15")
+    assert encounter.from_fhir(fhir_io.loads(fhir_io.dumps(res)), _sub_ctx(ctx.study, res["subject"]["reference"])) == rec
+
+
+def test_missed_visit_is_a_cancelled_encounter(ctx):
+    rec = {"subject_id": "001", "visit": "MONTH 6", "start": "2020-12-01", "status": "NOT DONE",
+           "reason": "Travel restrictions"}
+    res = encounter.to_fhir(rec, ctx)
+    _valid(res)
+    assert res["status"] == "cancelled"
+    assert encounter.from_fhir(res, _sub_ctx(ctx.study, res["subject"]["reference"])) == rec
+
+
+def test_encounter_from_another_system(ctx):
+    """No trialbridge extension: the label comes from type.text; other statuses are reported."""
+    sub = _sub_ctx(ctx.study, "Patient/p")
+    res = {"resourceType": "Encounter", "id": "e1", "status": "in-progress", "class": encounter.AMBULATORY,
+           "type": [{"text": "DAY 7"}], "subject": {"reference": "Patient/p"},
+           "period": {"start": "2020-06-12T08:00:00+08:00"}}
+    assert encounter.from_fhir(res, sub) == {"subject_id": "001", "visit": "DAY 7", "start": "2020-06-12T08:00:00+08:00"}
+    assert [i.code for i in sub.log.issues] == ["FHIR-UNMAPPED-CODE"]
+    sub = _sub_ctx(ctx.study, "Patient/p")
+    assert encounter.from_fhir({**res, "type": []}, sub) is None
+    assert [i.code for i in sub.log.issues] == ["FHIR-VISIT-INCOMPLETE"]
+    sub = _sub_ctx(ctx.study, "Patient/p")
+    assert encounter.from_fhir({**res, "status": "entered-in-error"}, sub) is None
+    assert [i.code for i in sub.log.issues] == ["FHIR-ENTERED-IN-ERROR"]
+
+
+def test_observation_links_to_the_encounter_of_its_visit(study):
+    visits = [{"subject_id": "001", "visit": "DAY 7", "start": "2020-06-12"},
+              {"subject_id": "001", "visit": "UNSCHEDULED", "start": "2020-06-20"}]
+    lab = _lab()
+    exposure = {"subject_id": "001", "treatment": "rhIL-2", "start": "2020-06-12T09:00", "dose": "1", "dose_unit": "[iU]"}
+    records = Records(study_id="NCT04387942")
+    records.rows["subject"] = [{"study_id": "NCT04387942", "site_id": "01", "subject_id": "001", "screen_failure": "N"}]
+    records.rows["visit"] = visits
+    records.rows["lab_result"] = [lab, _lab(visit="UNSCHEDULED", collected="2020-06-13T08:00")]
+    records.rows["exposure"] = [exposure]
+    log = IssueLog()
+    resources = list(fhir_io.records_to_fhir(records, study, log))
+    enc_ref = f"Encounter/{encounter.encounter_id('NCT04387942', visits[0])}"
+    obs = [r for r in resources if r["resourceType"] == "Observation"]
+    linked = next(o for o in obs if o["encounter"]["display"] == "DAY 7")
+    assert linked["encounter"] == {"reference": enc_ref, "display": "DAY 7"}
+    # label matches but the date does not: display only
+    assert next(o for o in obs if o["encounter"]["display"] == "UNSCHEDULED")["encounter"] == {"display": "UNSCHEDULED"}
+    ma = next(r for r in resources if r["resourceType"] == "MedicationAdministration")
+    assert ma["context"] == {"reference": enc_ref}
+    assert fhir_validate.validate_resources(resources, IssueLog(), model_check=True)["invalid"] == 0
+    # a reference without display gets its label from the Encounter
+    linked.pop("encounter")
+    linked["encounter"] = {"reference": enc_ref}
+    back = fhir_io.fhir_to_records(resources, study, IssueLog())
+    assert sorted(r["visit"] for r in back["lab_result"]) == ["DAY 7", "UNSCHEDULED"]
+    assert [public(v) for v in back["visit"]] == [{**v, "status": "DONE"} for v in visits]
+
+
+def test_dispositions_on_research_subject(ctx):
+    subject = {"study_id": "NCT04387942", "site_id": "01", "subject_id": "025", "consent_date": "2020-08-01",
+               "planned_arm": "HSP", "screen_failure": "N"}
+    dispositions = [
+        {"subject_id": "025", "event": "INFORMED CONSENT OBTAINED", "category": "PROTOCOL MILESTONE",
+         "verbatim": "Informed consent signed by parent/guardian", "date": "2020-08-01"},
+        {"subject_id": "025", "event": "WITHDRAWAL BY SUBJECT", "category": "DISPOSITION EVENT",
+         "verbatim": "Parents withdrew consent", "date": "2020-12-01T10:00"},
+    ]
+    res = research_subject.to_fhir(subject, ctx, dispositions)
+    _valid(res)
+    assert res["status"] == "off-study"
+    assert res["period"] == {"start": "2020-08-01", "end": "2020-12-01", "_end": {"extension": [
+        {"url": EXT_LOCAL_DATETIME, "valueString": "2020-12-01T10:00"}]}}
+    disp = [e for e in res["extension"] if e["url"] == research_subject.EXT_DISPOSITION]
+    assert disp[0]["extension"] == [{"url": "event", "valueString": "INFORMED CONSENT OBTAINED"},
+                                    {"url": "verbatim", "valueString": "Informed consent signed by parent/guardian"},
+                                    {"url": "category", "valueString": "PROTOCOL MILESTONE"},
+                                    {"url": "date", "valueDateTime": "2020-08-01"}]
+    assert disp[1]["extension"][-1] == {"url": "date", "valueString": "2020-12-01T10:00"}  # no offset: text
+    back = fhir_io.loads(fhir_io.dumps(res))
+    assert research_subject.from_fhir(back, ctx) == subject
+    assert research_subject.dispositions_from_fhir(back, "025", ctx) == dispositions
+    # screen failure is ineligible; a milestone alone leaves the screen_failure status
+    failed = research_subject.to_fhir({**subject, "screen_failure": "Y"}, ctx, [
+        dispositions[0], {"subject_id": "025", "event": "Screen failed", "date": "2020-08-03"}])
+    assert failed["status"] == "ineligible"
+    assert research_subject.to_fhir(subject, ctx, dispositions[:1])["status"] == "on-study"
+    assert research_subject.to_fhir({**subject, "screen_failure": ""}, ctx, dispositions)["status"] == "off-study"
+    assert "screen_failure" not in research_subject.from_fhir(
+        research_subject.to_fhir({**subject, "screen_failure": ""}, ctx, dispositions), ctx)
+
+
+def test_disposition_of_unknown_subject_is_reported(study):
+    records = Records(study_id="NCT04387942")
+    records.rows["disposition"] = [{"subject_id": "999", "event": "COMPLETED", "date": "2021-01-01"}]
+    log = IssueLog()
+    assert [r["resourceType"] for r in fhir_io.records_to_fhir(records, study, log)] == ["ResearchStudy"]
+    assert [i.code for i in log.issues if i.severity != "info"] == ["FHIR-DISPOSITION-NO-SUBJECT"]

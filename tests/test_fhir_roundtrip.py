@@ -1,10 +1,10 @@
 """Round trips are the proof (design rule 7), FHIR side.
 
 records -> FHIR -> (Bundle / NDJSON file) -> records is identity for every mapped field of
-every sample record.  Dropped before comparing: identifying fields (not written by default)
-and the record types with no FHIR mapping (visit, disposition), which are reported instead.
-Every resource made from the sample validates against the official R4 JSON schema and the
-fhir.resources R4B models, and every reference resolves.
+every sample record of all seven record types.  Dropped before comparing: identifying
+fields (not written by default).  Every resource made from the sample validates against the
+official R4 JSON schema and the fhir.resources R4B models, and every reference resolves.
+records -> FHIR -> records -> SDTM gives the same datasets, row for row, as records -> SDTM.
 """
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 
 from converters import fhir_io, fhir_validate
 from converters.issues import IssueLog
-from converters.model import public, record_types
+from converters.model import RECORD_ORDER, public, record_types
+from converters.sdtm_convert import records_to_sdtm
 
-MAPPED = ("subject", "exposure", "lab_result", "cell_phenotype", "adverse_event")
+MAPPED = RECORD_ORDER  # all seven record types
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,49 @@ def test_expected_resources_and_unique_ids(sample_fhir, sample_records):
     assert len(by_type["MedicationAdministration"]) == len(records["exposure"])
     assert len(by_type["Observation"]) == len(records["lab_result"]) + len(records["cell_phenotype"])
     assert len(by_type["AdverseEvent"]) == len(records["adverse_event"])
+    assert len(by_type["Encounter"]) == len(records["visit"])
     ids = [f"{t}/{i}" for t, v in by_type.items() for i in v]
     assert len(ids) == len(set(ids))
-    not_mapped = {i.message.split(" record")[0] for i in log.issues if i.code == "FHIR-NOT-MAPPED"}
-    assert not_mapped == {f"{len(records['visit'])} visit", f"{len(records['disposition'])} disposition"}
+    assert not [i for i in log.issues if i.code == "FHIR-NOT-MAPPED"]
+
+
+def test_results_and_doses_reference_the_encounter_of_their_visit(sample_fhir):
+    resources, _ = sample_fhir
+    encounters = {f"Encounter/{r['id']}": r for r in resources if r["resourceType"] == "Encounter"}
+    observations = [r for r in resources if r["resourceType"] == "Observation"]
+    linked = [o for o in observations if "reference" in o.get("encounter", {})]
+    # every sample result has a visit label and a visit record of the same date
+    assert len(linked) == len(observations)
+    for o in linked:
+        enc = encounters[o["encounter"]["reference"]]
+        assert enc["subject"] == o["subject"]
+        assert enc["type"][0]["text"] == o["encounter"]["display"]
+        assert enc["period"]["start"] == o["effectiveDateTime"][:10]
+    doses = [r for r in resources if r["resourceType"] == "MedicationAdministration"]
+    with_context = [d for d in doses if "context" in d]
+    assert 0 < len(with_context) < len(doses)  # doses on a visit day only
+    for d in with_context:
+        enc = encounters[d["context"]["reference"]]
+        assert enc["subject"] == d["subject"] and enc["period"]["start"] == d["effectivePeriod"]["start"][:10]
+
+
+def test_final_disposition_event_is_the_research_subject_status(sample_fhir, sample_records):
+    resources, _ = sample_fhir
+    records, _ = sample_records
+    final = {}
+    for d in sorted(records["disposition"], key=lambda d: d["date"]):
+        if d.get("category") == "DISPOSITION EVENT":
+            final[d["subject_id"]] = d["event"]
+    status = {}
+    for r in resources:
+        if r["resourceType"] == "ResearchSubject":
+            sid = r["identifier"][0]["value"]
+            status[sid] = r["status"]
+            n = len([d for d in records["disposition"] if d["subject_id"] == sid])
+            assert len([e for e in r["extension"] if e["url"].endswith(":disposition")]) == n
+    expected = {sid: ("ineligible" if event == "SCREEN FAILURE" else "off-study") for sid, event in final.items()}
+    assert {sid: status[sid] for sid in expected} == expected
+    assert status["037"] == "ineligible" and status["025"] == status["016"] == status["001"] == "off-study"
 
 
 def test_same_input_same_bytes(sample_records, study, sample_fhir):
@@ -96,6 +136,17 @@ def test_records_fhir_records_is_identity(sample_records, sample_fhir, study, tm
     back = fhir_io.fhir_to_records(read, study, log)
     assert [i for i in log.issues if i.severity != "info"] == []
     _assert_identity(records, back)
+
+
+def test_fhir_to_sdtm_equals_records_to_sdtm(sample_records, sample_fhir, sample_sdtm, study):
+    resources, _ = sample_fhir
+    expected, _ = sample_sdtm
+    read = [fhir_io.loads(fhir_io.dumps(r)) for r in resources]
+    log = IssueLog()
+    datasets = records_to_sdtm(fhir_io.fhir_to_records(read, study, log), study, log)
+    assert sorted(datasets) == sorted(expected)
+    for name, ds in expected.items():
+        assert datasets[name].rows == ds.rows, name
 
 
 def test_identity_with_identifiers_when_asked(sample_records, study):

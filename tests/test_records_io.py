@@ -79,6 +79,7 @@ def test_every_finding_code_in_the_source_is_documented():
     for text in sources:
         codes.update(re.findall(r'\.(?:error|warning|info|add\([^,]+,)\(?\s*f?"([A-Z]{2,6}-[A-Z0-9-]+)"', text))
         codes.update(re.findall(r'ctx\.reject\([^"]*"([A-Z]{2,6}-[A-Z0-9-]+)"', text))
+        codes.update(re.findall(r'\.issue\(\s*"(?:error|warning|info)",\s*f?"([A-Z]{2,6}-[A-Z0-9-]+)"', text))
     assert len(codes) > 20
     missing = sorted(c for c in codes if c not in documented and not c.startswith("TERM-UNMAPPED-"))
     assert not missing, missing

@@ -1,19 +1,42 @@
-"""Subject record <-> FHIR R4 ResearchSubject (the person's participation in the study).
+"""Subject record (+ its disposition records) <-> FHIR R4 ResearchSubject (the person's
+participation in the study).
 
 Mapped: subject_id and USUBJID (identifiers), consent_date -> period.start,
 planned_arm -> assignedArm, actual_arm -> actualArm, study -> ResearchStudy reference,
-individual -> Patient reference, screen_failure -> status (Y: ineligible, N: on-study,
-empty: candidate).  site_id, cohort and relapse_date go to local extensions.
+individual -> Patient reference.  site_id, cohort and relapse_date go to local extensions.
 study_id is the study being converted (``ctx.study``); a ResearchStudy of another study in the
 input is reported by the reader (FHIR-STUDY-MISMATCH).
 
-Not round-tripped: a status other than ineligible/on-study/candidate written by another
-system gives no screen_failure value.
+Disposition records.  R4 has one ``status`` (value set research-subject-status) and no list
+of disposition events, so:
+
+* **every** disposition record of the subject is kept, exactly as given and in record order,
+  in a complex extension ``urn:trialbridge:fhir:extension:disposition`` with sub-extensions
+  ``event`` (DSDECOD, valueString), ``verbatim`` (DSTERM), ``category`` (DSCAT) and ``date``
+  (DSSTDTC: valueDateTime when the text is a valid R4 dateTime, else valueString — a local
+  time without offset stays text).  Consent milestones (INFORMED CONSENT OBTAINED …) are kept
+  there too: a Consent resource would add nothing the records hold.
+* ``status`` summarises the **final disposition event** (the latest-dated record whose
+  category — or, when empty, its disposition-table DSCAT — is DISPOSITION EVENT):
+  SCREEN FAILURE -> ``ineligible`` ("did not meet one or more criteria"), any other
+  completion / non-completion reason (COMPLETED, WITHDRAWAL BY SUBJECT, LOST TO FOLLOW-UP,
+  ADVERSE EVENT, DEATH …; codelist NCOMPLT) -> ``off-study`` ("ended their participation …
+  because their treatment/observation is complete or through not responding, withdrawal,
+  non-compliance and/or adverse event").  R4 ``withdrawn`` means withdrawn *before
+  registration*, so it is not used for a withdrawal after enrolment.  The final event's date is
+  also period.end (not read back: the extension holds it).
+* without a disposition event, status comes from screen_failure as before (Y: ineligible,
+  N: on-study, empty: candidate).  When the status is disposition-derived, screen_failure
+  (Y/N) is carried in the local extension ``screen-failure``.
+
+Not round-tripped: a status written by another system without our extensions gives no
+disposition records and, unless it is ineligible/on-study/candidate, no screen_failure value.
 """
 from __future__ import annotations
 
-from mappings.fhir import (FhirContext, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, clean, extensions, get_datetime,
-                           identifier_value, read_extensions, set_datetime)
+from mappings import terminology
+from mappings.fhir import (EXT, FHIR_DATETIME, FhirContext, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, clean, extensions,
+                           get_datetime, identifier_value, read_extensions, set_datetime)
 from mappings.fhir.ids import resource_id
 from mappings.fhir.patient import patient_id
 from mappings.fhir.research_study import study_id_of
@@ -21,20 +44,33 @@ from mappings.fhir.research_study import study_id_of
 EXTRA = ("site_id", "cohort", "relapse_date")
 STATUS = {"Y": "ineligible", "N": "on-study", "": "candidate"}
 SCREEN_FAILURE = {v: k for k, v in STATUS.items()}
+EXT_DISPOSITION = EXT + "disposition"
+EXT_SCREEN_FAILURE = EXT + "screen-failure"
+DISPOSITION_FIELDS = ("event", "verbatim", "category", "date")
+DISPOSITION_EVENT = "DISPOSITION EVENT"
+# final disposition event (DSDECOD) -> ResearchSubject.status; every other NCOMPLT reason: off-study
+STATUS_BY_EVENT = {"SCREEN FAILURE": "ineligible"}
+ENDED = "off-study"
 
 
-def to_fhir(record: dict, ctx: FhirContext) -> dict:
+def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple = ()) -> dict:
     sid = record["subject_id"]
     res: dict = {"resourceType": "ResearchSubject", "id": resource_id("ResearchSubject", ctx.study_id, sid)}
     ext = extensions(record, EXTRA)
+    final = final_event(dispositions)
+    if final is not None and record.get("screen_failure"):
+        ext.append({"url": EXT_SCREEN_FAILURE, "valueString": record["screen_failure"]})
+    ext.extend(disposition_extension(d) for d in dispositions)
     if ext:
         res["extension"] = ext
     res["identifier"] = [{"system": SUBJECT_ID_SYSTEM, "value": sid}]
     if record.get("site_id"):
         res["identifier"].append({"system": USUBJID_SYSTEM, "value": ctx.study.usubjid(record["site_id"], sid)})
-    res["status"] = STATUS[record.get("screen_failure", "")]
+    res["status"] = status_of(final) if final is not None else STATUS[record.get("screen_failure", "")]
     period: dict = {}
     set_datetime(period, "start", record.get("consent_date"))
+    if final is not None:
+        set_datetime(period, "end", final["date"])
     if period:
         res["period"] = period
     res["study"] = {"reference": f"ResearchStudy/{study_id_of(record.get('study_id') or ctx.study_id)}"}
@@ -47,16 +83,75 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
 
 
 def from_fhir(resource: dict, ctx: FhirContext) -> dict:
+    """The subject record (study facts); the disposition records: :func:`dispositions_from_fhir`."""
     status = resource.get("status")
-    if status not in SCREEN_FAILURE:
-        ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"ResearchSubject.status {status!r} says nothing about screen "
-                  "failure; screen_failure left empty", field="status", value=status)
+    extra = read_extensions(resource, EXTRA + ("screen_failure",))
+    has_dispositions = any(e.get("url") == EXT_DISPOSITION for e in resource.get("extension") or [])
+    if has_dispositions:
+        screen_failure = extra.pop("screen_failure", None)
+    else:
+        screen_failure = extra.pop("screen_failure", None) or SCREEN_FAILURE.get(status)
+        if screen_failure is None:
+            ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"ResearchSubject.status {status!r} says nothing about screen "
+                      "failure; screen_failure left empty", field="status", value=status)
     return clean({
         "study_id": ctx.study_id,
         "subject_id": identifier_value(resource, SUBJECT_ID_SYSTEM),
         "consent_date": get_datetime(resource.get("period"), "start"),
         "planned_arm": resource.get("assignedArm"),
         "actual_arm": resource.get("actualArm"),
-        "screen_failure": SCREEN_FAILURE.get(status),
-        **read_extensions(resource, EXTRA),
+        "screen_failure": screen_failure,
+        **extra,
     })
+
+
+def dispositions_from_fhir(resource: dict, subject_id: str, ctx: FhirContext) -> list[dict]:
+    """The disposition records kept in the ResearchSubject's disposition extensions."""
+    out = []
+    for ext in resource.get("extension") or []:
+        if ext.get("url") != EXT_DISPOSITION:
+            continue
+        values = {}
+        for sub in ext.get("extension") or []:
+            value = sub.get("valueString") if "valueString" in sub else sub.get("valueDateTime")
+            if sub.get("url") in DISPOSITION_FIELDS and value not in (None, ""):
+                values[sub["url"]] = str(value)
+        if not values.get("event") or not values.get("date"):
+            ctx.issue("error", "FHIR-DISPOSITION-INCOMPLETE", "disposition extension without event or date; "
+                      "not converted", field="extension", value=values.get("event") or values.get("date"))
+            continue
+        out.append(clean({"subject_id": subject_id, **values}))
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def disposition_extension(record: dict) -> dict:
+    subs = []
+    for name in DISPOSITION_FIELDS:
+        value = record.get(name)
+        if not value:
+            continue
+        key = "valueDateTime" if name == "date" and FHIR_DATETIME.fullmatch(value) else "valueString"
+        subs.append({"url": name, key: value})
+    return {"url": EXT_DISPOSITION, "extension": subs}
+
+
+def _category(record: dict) -> str:
+    if record.get("category"):
+        return record["category"].strip().upper()
+    entry = terminology.load_table("disposition").lookup(record.get("event", ""))
+    return (entry or {}).get("dscat") or DISPOSITION_EVENT
+
+
+def final_event(dispositions) -> dict | None:
+    """The latest-dated disposition event (not a protocol milestone), or None."""
+    events = [d for d in dispositions if d.get("event") and d.get("date") and _category(d) == DISPOSITION_EVENT]
+    return max(events, key=lambda d: d["date"]) if events else None
+
+
+def status_of(final: dict) -> str:
+    entry = terminology.load_table("disposition").lookup(final["event"])
+    decod = entry["cdisc"] if entry else final["event"].strip().upper()
+    return STATUS_BY_EVENT.get(decod, ENDED)
