@@ -62,14 +62,16 @@ def _summary(result, limit: int = 20) -> None:
               show_default=True, help="Bundle type with --format bundle.")
 @click.option("--fhir-version", default="R4", type=click.Choice(["R4", "R5"]), show_default=True,
               help="FHIR version written.")
+@click.option("--input-fhir-version", default="auto", type=click.Choice(["auto", "R4", "R5"]), show_default=True,
+              help="FHIR version of the input; auto detects it from the resources' shape.")
 @click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
-            study: str | None) -> None:
+            input_fhir_version: str, study: str | None) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from converters.runner import convert as run
 
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
-                 fhir_version=fhir_version)
+                 fhir_version=fhir_version, input_fhir_version=input_fhir_version)
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")
     _summary(result)

@@ -103,7 +103,7 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 
 
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
-            bundle_type: str = "collection", fhir_version: str = "R4") -> RunResult:
+            bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto") -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``."""
     if to not in TARGETS:
@@ -135,8 +135,15 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             raise TrialbridgeError(f"{input_path}: {first.code}: {first.message}", exit_code=1)
         study = _study(study_ref, records.study_id, log, required=True)
     elif kind == "fhir":
-        # R5 input is detected from the resources' shape and read through its R4 form
-        resources = r5.normalise_to_r4(fhir_io.read_fhir(input_path, log), log)
+        # R5 input is detected from the resources' shape (or named by the user) and read
+        # through its R4 form
+        resources = fhir_io.read_fhir(input_path, log)
+        if input_fhir_version == "auto":
+            resources = r5.normalise_to_r4(resources, log)
+        elif input_fhir_version == "R5":
+            resources = [r5.to_r4(r) for r in resources]
+        else:
+            resources = list(resources)
         study = _study(study_ref, _fhir_study_id(resources), log, required=True)
         records = fhir_io.fhir_to_records(resources, study, log)
         del resources

@@ -126,3 +126,27 @@ def test_pilot_sdtm_folders_convert_and_validate_without_traceback(folder, tmp_p
     result = run("convert", source, "--to", "sdtm", "-o", tmp_path / "sdtm", "--format", "dataset-json")
     assert result.exit_code in (0, 1) and "internal error" not in result.output, result.output
     assert (tmp_path / "sdtm" / "dm.json").exists()
+
+
+def test_fhir_r5_round_trip_through_the_cli(tmp_path):
+    """records -> R5 NDJSON -> SDTM equals records -> SDTM (detected by shape and when named)."""
+    assert run("convert", SAMPLE, "--to", "fhir", "-o", tmp_path / "r5", "--fhir-version", "R5").exit_code == 0
+    dose = json.loads((tmp_path / "r5" / "MedicationAdministration.ndjson").open().readline())
+    assert "occurencePeriod" in dose or "occurenceDateTime" in dose  # R5 spelling
+    assert run("convert", SAMPLE, "--to", "sdtm", "-o", tmp_path / "direct", "--format", "csv").exit_code == 0
+    for mode in ("auto", "R5"):
+        out = tmp_path / f"via-{mode}"
+        result = run("convert", tmp_path / "r5", "--to", "sdtm", "-o", out, "--format", "csv",
+                     "--input-fhir-version", mode)
+        assert result.exit_code == 0, result.output
+        for name in ("dm.csv", "ex.csv", "lb.csv", "cp.csv", "ae.csv", "sv.csv", "ds.csv", "se.csv"):
+            assert (out / name).read_bytes() == (tmp_path / "direct" / name).read_bytes(), (mode, name)
+
+
+def test_dataset_json_msg_example_validates_with_its_define(tmp_path):
+    folder = reference("dataset-json", "examples", "sdtm")
+    result = run("validate", folder, "--report", tmp_path / "report.json")
+    assert result.exit_code == 1 and "internal error" not in result.output, result.output
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["define"].startswith("define.xml valid against its XSD")
+    assert report["summary"]["error"] > 0
