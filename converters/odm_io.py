@@ -572,7 +572,7 @@ def _accept_all(raw: dict[str, list[tuple[str, dict[str, str]]]], log: IssueLog,
     types = record_types()
     subject_ids: set[str] | None = None
     for name in RECORD_ORDER:
-        rows = list(accept_rows(raw[name], types[name], log, fname, subject_ids,
+        rows = list(records_io.accept_rows(raw[name], types[name], log, fname, subject_ids,
                                 account=f"{fname}#{types[name].file}"))
         records.rows[name] = rows
         if name == "subject":
@@ -583,46 +583,6 @@ def _accept_all(raw: dict[str, list[tuple[str, dict[str, str]]]], log: IssueLog,
                 log.error("REC-SEVERAL-STUDIES", f"subjects name several studies ({', '.join(study_ids)}); "
                           f"converting with {study_ids[0]}", file=fname, field="study_id")
     return records
-
-
-def accept_rows(rows: Iterable[tuple[str | int, dict[str, Any]]], rtype: RecordType, log: IssueLog, fname: str,
-                subject_ids: set[str] | None, *, account: str | None = None) -> Iterator[dict[str, Any]]:
-    """Check raw rows of one record type exactly as ``records_io`` checks a file's rows.
-
-    ``rows`` yields (record reference, {field: value}); values are stripped and empty ones
-    dropped; a row failing its schema (REC-SCHEMA), repeating an earlier row (REC-DUPLICATE)
-    or naming an unknown subject (REC-ORPHAN) is rejected with an issue.  Accepted rows get
-    ``_where``.  Mirrors the loop body of ``records_io._read_file``; meant to move to
-    ``records_io`` as the one public row check both readers call."""
-    account = account or fname
-    seen_rows: dict[tuple, str | int] = {}
-    for ref, raw_row in rows:
-        log.count_row(account, "read")
-        row = {k: text for k, v in raw_row.items() if (text := records_io._text(v))}
-        errors = list(rtype.validator.iter_errors(row))
-        bad = {e.path[0] for e in errors if e.path}
-        errors += [e for e in records_io._calendar_errors(rtype, row) if e.path[0] not in bad]
-        if errors:
-            for err in errors:
-                field_name = err.path[0] if err.path else records_io._field_from_required(err)
-                log.error("REC-SCHEMA", f"{field_name}: {records_io._describe(err)}; row not converted", file=fname,
-                          record=ref, field=field_name, value=row.get(field_name) if field_name else None)
-            log.count_row(account, "rejected")
-            continue
-        ident = tuple(sorted(row.items()))
-        if ident in seen_rows:
-            log.warning("REC-DUPLICATE", f"row repeats row {seen_rows[ident]} exactly; second copy not converted",
-                        file=fname, record=ref)
-            log.count_row(account, "rejected")
-            continue
-        seen_rows[ident] = ref
-        if subject_ids is not None and row.get("subject_id") not in subject_ids:
-            log.error("REC-ORPHAN", "subject_id is not in the subjects file; row not converted", file=fname,
-                      record=ref, field="subject_id", value=row.get("subject_id"))
-            log.count_row(account, "rejected")
-            continue
-        row["_where"] = {"file": fname, "record": ref}
-        yield row
 
 
 # ---------------------------------------------------------------------------------------------

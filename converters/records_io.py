@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from converters.files import atomic_open
 from converters.issues import IssueLog, TrialbridgeError
@@ -114,59 +114,77 @@ def read_records(folder: Path, log: IssueLog) -> Records:
 def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[str] | None) -> Iterator[dict[str, Any]]:
     fname = str(path)
     fields = set(rtype.fields)
-    seen_rows: dict[tuple, int] = {}
     unknown_counts: dict[str, int] = {}
-    try:
+
+    def shaped() -> Iterator[tuple[int, dict[str, Any]]]:
+        """Rows of the file as {field: value}; malformed rows rejected here."""
         source = _iter_csv(path) if path.suffix == ".csv" else _iter_json(path, rtype.file)
         for n, raw, _header in source:
-            log.count_row(fname, "read")
+            problem = None
             if not isinstance(raw, dict):
-                log.error("REC-SCHEMA", "row is not an object", file=fname, record=n)
-                log.count_row(fname, "rejected")
-                continue
-            if "_extra_cells" in raw:
-                log.error("REC-SCHEMA", f"row has {len(raw['_extra_cells'])} more cells than the header", file=fname,
-                          record=n, value="|".join(raw.pop("_extra_cells")))
+                problem = ("row is not an object", None)
+            elif "_extra_cells" in raw:
+                problem = (f"row has {len(raw['_extra_cells'])} more cells than the header",
+                           "|".join(raw.pop("_extra_cells")))
+            if problem:
+                log.count_row(fname, "read")
+                log.error("REC-SCHEMA", problem[0], file=fname, record=n, value=problem[1])
                 log.count_row(fname, "rejected")
                 continue
             row = {}
             for k, v in raw.items():
-                text = _text(v)
-                if k not in fields:
-                    if text:
-                        unknown_counts[k] = unknown_counts.get(k, 0) + 1
-                    continue
-                if text:
-                    row[k] = text
-            errors = list(rtype.validator.iter_errors(row))
-            bad = {e.path[0] for e in errors if e.path}
-            errors += [e for e in _calendar_errors(rtype, row) if e.path[0] not in bad]
-            if errors:
-                for err in errors:
-                    field = err.path[0] if err.path else _field_from_required(err)
-                    log.error("REC-SCHEMA", f"{field}: {_describe(err)}; row not converted", file=fname, record=n,
-                              field=field, value=row.get(field) if field else None)
-                log.count_row(fname, "rejected")
-                continue
-            ident = tuple(sorted(row.items()))
-            if ident in seen_rows:
-                log.warning("REC-DUPLICATE", f"row repeats row {seen_rows[ident]} exactly; second copy not converted",
-                            file=fname, record=n)
-                log.count_row(fname, "rejected")
-                continue
-            seen_rows[ident] = n
-            if subject_ids is not None and row.get("subject_id") not in subject_ids:
-                log.error("REC-ORPHAN", "subject_id is not in the subjects file; row not converted", file=fname,
-                          record=n, field="subject_id", value=row.get("subject_id"))
-                log.count_row(fname, "rejected")
-                continue
-            row["_where"] = {"file": fname, "record": n}
-            yield row
+                if k in fields:
+                    row[k] = v
+                elif _text(v):
+                    unknown_counts[k] = unknown_counts.get(k, 0) + 1
+            yield n, row
+
+    try:
+        yield from accept_rows(shaped(), rtype, log, fname, subject_ids)
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise TrialbridgeError(f"{fname}: cannot read: {exc}") from exc
     for col, count in sorted(unknown_counts.items()):
         log.warning("REC-UNKNOWN-COLUMN", f"column {col!r} is not a field of {rtype.name} records; "
                     f"its {count} non-empty value(s) were not converted", file=fname, field=col, value=count)
+
+
+def accept_rows(rows: Iterable[tuple[Any, dict[str, Any]]], rtype: RecordType, log: IssueLog, fname: str,
+                subject_ids: set[str] | None, *, account: str | None = None) -> Iterator[dict[str, Any]]:
+    """The one row check every records reader (CSV/JSON here, ODM in ``odm_io``) applies.
+
+    ``rows`` yields (record reference, {field: value}); values are stripped and empty ones
+    dropped; a row failing its schema or calendar (REC-SCHEMA), repeating an earlier row
+    exactly (REC-DUPLICATE) or naming an unknown subject (REC-ORPHAN) is rejected with an
+    issue; accepted rows get ``_where``.  Rows are counted under ``account`` (default the file)."""
+    account = account or fname
+    seen_rows: dict[tuple, Any] = {}
+    for ref, raw_row in rows:
+        log.count_row(account, "read")
+        row = {k: text for k, v in raw_row.items() if (text := _text(v))}
+        errors = list(rtype.validator.iter_errors(row))
+        bad = {e.path[0] for e in errors if e.path}
+        errors += [e for e in _calendar_errors(rtype, row) if e.path[0] not in bad]
+        if errors:
+            for err in errors:
+                field = err.path[0] if err.path else _field_from_required(err)
+                log.error("REC-SCHEMA", f"{field}: {_describe(err)}; row not converted", file=fname, record=ref,
+                          field=field, value=row.get(field) if field else None)
+            log.count_row(account, "rejected")
+            continue
+        ident = tuple(sorted(row.items()))
+        if ident in seen_rows:
+            log.warning("REC-DUPLICATE", f"row repeats row {seen_rows[ident]} exactly; second copy not converted",
+                        file=fname, record=ref)
+            log.count_row(account, "rejected")
+            continue
+        seen_rows[ident] = ref
+        if subject_ids is not None and row.get("subject_id") not in subject_ids:
+            log.error("REC-ORPHAN", "subject_id is not in the subjects file; row not converted", file=fname,
+                      record=ref, field="subject_id", value=row.get("subject_id"))
+            log.count_row(account, "rejected")
+            continue
+        row["_where"] = {"file": fname, "record": ref}
+        yield row
 
 
 class _CalendarError:
