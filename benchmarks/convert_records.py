@@ -1,5 +1,7 @@
-"""Throughput and peak memory of records -> SDTM (XPT + Dataset-JSON) on the bundled
-sample replicated N times (subjects renumbered), printed as a table.
+"""Throughput and peak memory of records -> SDTM (XPT + Dataset-JSON + define.xml) and
+records -> FHIR R4 NDJSON (every resource validated: R4 JSON schema with jsonschema-rs and
+the fhir.resources R4B models) on the bundled sample replicated N times (subjects
+renumbered), printed as a table.
 
     python benchmarks/convert_records.py [N ...]      # default: 1 4 16
 """
@@ -50,8 +52,13 @@ def one(n: int) -> None:
         t0 = time.perf_counter()
         convert(work / "in", "sdtm", work / "out", formats="xpt,dataset-json")
         seconds = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        convert(work / "in", "fhir", work / "fhir")
+        fhir_seconds = time.perf_counter() - t0
+        resources = sum(sum(1 for _ in p.open()) for p in (work / "fhir").glob("*.ndjson"))
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-        print(f"{n:>6} {rows:>10} {seconds:>8.2f} {rows / seconds:>8.0f} {peak:>12.1f}", flush=True)
+        print(f"{n:>6} {rows:>10} {seconds:>8.2f} {rows / seconds:>8.0f} {fhir_seconds:>8.2f} "
+              f"{resources / fhir_seconds:>10.0f} {peak:>12.1f}", flush=True)
     finally:
         shutil.rmtree(work)
 
@@ -61,8 +68,9 @@ def main(args: list[str]) -> int:
         one(int(args[1]))
         return 0
     sizes = [int(a) for a in args] or [1, 4, 16]
-    print("records -> SDTM (xpt + dataset-json), whole run including reading, validation and writing")
-    print(f"{'copies':>6} {'input rows':>10} {'seconds':>8} {'rows/s':>8} {'peak RSS MiB':>12}", flush=True)
+    print("whole runs including reading, mapping, validation and writing; one process per size")
+    print(f"{'copies':>6} {'input rows':>10} {'SDTM s':>8} {'rows/s':>8} {'FHIR s':>8} {'resources/s':>10} "
+          f"{'peak RSS MiB':>12}", flush=True)
     for n in sizes:  # one process per size, so peak RSS is that size's own
         subprocess.run([sys.executable, __file__, "--one", str(n)], check=True)
     return 0
