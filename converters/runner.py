@@ -279,15 +279,10 @@ def _report_unmapped(log: IssueLog) -> None:
 
 
 def run_metadata(**extra) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
+    from converters import __version__
     from converters.ct import CT_VERSION
 
-    try:
-        tool = version("trialbridge")
-    except PackageNotFoundError:
-        tool = "source"
-    return {"trialbridge": tool, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"NCI EVS SDTM CT {CT_VERSION}",
+    return {"trialbridge": __version__, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"NCI EVS SDTM CT {CT_VERSION}",
             **extra}
 
 

@@ -286,12 +286,9 @@ def dataset_json_obj(ds: Dataset, *, study_oid: str, metadata_version_oid: str =
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from converters import __version__
 
-        return version("trialbridge")
-    except Exception:  # not installed: running from the source tree
-        return "0.1.0"
+    return __version__
 
 
 def write_dataset_json(ds: Dataset, path: str | Path, *, study_oid: str,

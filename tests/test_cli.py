@@ -150,3 +150,12 @@ def test_dataset_json_msg_example_validates_with_its_define(tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["define"].startswith("define.xml valid against its XSD")
     assert report["summary"]["error"] > 0
+
+
+def test_version_matches_pyproject():
+    import tomllib
+
+    from converters import __version__
+    from tests.conftest import ROOT
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__

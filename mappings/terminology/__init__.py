@@ -375,13 +375,14 @@ def _arbitrary_units(code: str) -> Counter:
 def _factor(from_code: str, to_code: str, molar_mass: float | None) -> tuple[float, float] | None:
     """(scale, offset) so that to = scale * from + offset, or None when not convertible."""
     import pint
+    from lark.exceptions import LarkError
 
     if _arbitrary_units(from_code) != _arbitrary_units(to_code):
         return None
     reg = _registry()
     try:
         source, target = reg.from_ucum(from_code), reg.from_ucum(to_code)
-    except Exception:  # ucumvert raises lark / pint errors for codes it cannot parse
+    except (LarkError, pint.errors.PintError):  # ucumvert: InvalidUcumError (a LarkError), pint errors
         return None
 
     def convert(x: float) -> float | None:
