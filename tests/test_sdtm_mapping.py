@@ -135,6 +135,8 @@ def test_flow_cytometry_goes_to_cp_not_lb(sample_sdtm):
     cp_codes = {r["CPTESTCD"] for r in datasets["CP"].rows}
     assert not lb_codes & cp_codes
     assert len(cp_codes) == 12
+    (treg,) = rows_of(datasets, "CP", U("001"), CPTESTCD="TLYHR", VISIT="DAY 0")
+    assert treg["CPMRKSTR"] == "CD3+CD4+CD25+FOXP3+" and treg["CPSPEC"] == "BLOOD"
 
 
 def test_se_for_relapse_and_hspn_subjects(sample_sdtm):
@@ -180,6 +182,7 @@ def test_trial_design_from_config(sample_sdtm):
     assert {r["VISIT"]: r["VISITDY"] for r in datasets["TV"].rows}["MONTH 6"] == 182
     ts = {r["TSPARMCD"]: r["TSVAL"] for r in datasets["TS"].rows}
     assert ts["SSTDTC"] == "2020-06-01" and ts["REGID"] == "NCT04387942"
+    assert ts["SDTIGVER"] == "3.3" and ts["SDTMVER"] == "1.7"  # added by trialbridge, not the config
     assert {r["TSPARMCD"]: r["TSPARM"] for r in datasets["TS"].rows}["SSTDTC"] == "Study Start Date"
 
 

@@ -33,7 +33,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             continue
         row = base_row(ctx, DOMAIN, rec["subject_id"])
         row.update(CPTESTCD=test["cptestcd"], CPTEST=test["cptest"], CPCAT=test.get("cpcat", ""),
-                   CPMETHOD=test.get("method", "FLOW CYTOMETRY"))
+                   CPMRKSTR=test.get("markers", ""), CPMETHOD=test.get("method", "FLOW CYTOMETRY"))
         row.update(result_variables(ctx, rec, "CP", test, where(rec, "result")))
         spec = rec.get("specimen") or test.get("specimen", "")
         row["CPSPEC"] = terminology.map_term("specimen", spec, log=ctx.log, where=where(rec, "specimen")) or "" \

@@ -41,12 +41,18 @@ def ti(study: Study) -> list[dict[str, Any]]:
              "IECAT": c["category"]} for c in study.config.get("criteria", [])]
 
 
+# What the output itself conforms to: SDTMIG 3.3 metadata (CP from 3.4), which goes with
+# SDTM v1.7.  Added to TS unless the study configuration states them.
+STANDARD_TS = ({"parmcd": "SDTIGVER", "value": "3.3"}, {"parmcd": "SDTMVER", "value": "1.7"})
+
+
 def ts(study: Study) -> list[dict[str, Any]]:
     rows = []
     seq: dict[str, int] = {}
     parm = ct.codelist("TSPARM") if ct.has_codelist("TSPARM") else None
     parmcd = ct.codelist("TSPARMCD") if ct.has_codelist("TSPARMCD") else None
-    for t in study.config["trial_summary"]:
+    given = {t["parmcd"] for t in study.config["trial_summary"]}
+    for t in list(study.config["trial_summary"]) + [t for t in STANDARD_TS if t["parmcd"] not in given]:
         seq[t["parmcd"]] = seq.get(t["parmcd"], 0) + 1
         name = ""
         if parm and parmcd and t["parmcd"] in parmcd.terms:
