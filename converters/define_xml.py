@@ -461,8 +461,10 @@ class _Builder:
         if not var.codelist or var.type != "Char" or not ct.has_codelist(var.codelist):
             return None
         short = ct.codelist(var.codelist).short_name
-        used = self.codelist_values.setdefault(short, set())
-        used.update(v for v in (_char(r.get(var.name)) for r in ds.rows) if v)
+        values = {v for v in (_char(r.get(var.name)) for r in ds.rows) if v}
+        if not values:  # a CodeList must list at least one item: no values, no codelist
+            return None
+        self.codelist_values.setdefault(short, set()).update(values)
         return f"CL.{_oid_part(short)}"
 
     def _item_def(self, ds: Dataset, var: Variable, *, rows=None, oid: str | None = None,
@@ -548,11 +550,11 @@ class _Builder:
             for value in sorted(self.codelist_values[short]):
                 code = cl.terms.get(value)
                 if code is None and not cl.extensible:
+                    # listed (as an extended value) so the define describes the data as it is
                     self.log.warning("DEFINE-CT-NONEXTENSIBLE",
                                      f"value {value!r} is not in the non-extensible codelist {short} "
-                                     f"({cl.code}); left out of the define codelist",
+                                     f"({cl.code}); listed as an extended value so the define matches the data",
                                      file="define.xml", field=short, value=value)
-                    continue
                 order += 1
                 item = _sub(el, _o("EnumeratedItem"), {"CodedValue": value, "OrderNumber": order})
                 if code is None:

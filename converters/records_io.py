@@ -24,8 +24,23 @@ from converters.model import RECORD_ORDER, Records, RecordType, public, record_t
 SUFFIXES = (".csv", ".json", ".ndjson")
 
 
-def _iter_csv(path: Path) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+def csv_encoding(path: Path, log: IssueLog | None = None) -> str:
+    """UTF-8 (with or without BOM) as the format says; a file that is not valid UTF-8 was
+    most likely saved by a spreadsheet in Windows-1252: read it so, and say so."""
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            for _ in fh:
+                pass
+        return "utf-8-sig"
+    except UnicodeDecodeError as exc:
+        if log is not None:
+            log.warning("REC-ENCODING", f"file is not UTF-8 ({exc.reason} at byte {exc.start}); read as Windows-1252 "
+                        "— check accented characters", file=str(path))
+        return "cp1252"
+
+
+def _iter_csv(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, dict[str, Any], list[str]]]:
+    with open(path, encoding=encoding, newline="") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
@@ -56,10 +71,10 @@ def _iter_json(path: Path, key: str | None) -> Iterator[tuple[int, dict[str, Any
                     yield n, obj, list(obj) if isinstance(obj, dict) else []
         return
     data = loads(path.read_text("utf-8"))
-    if isinstance(data, dict) and key is not None:
-        data = data.get(key, [])
+    if isinstance(data, dict) and key is not None and key in data:
+        data = data[key]
     if not isinstance(data, list):
-        raise ValueError("expected a JSON array of objects")
+        raise ValueError(f"expected a JSON array of objects (or an object with the key {key!r})")
     for n, obj in enumerate(data, start=1):
         yield n, obj, list(obj) if isinstance(obj, dict) else []
 
@@ -102,6 +117,13 @@ def read_records(folder: Path, log: IssueLog) -> Records:
         rows = list(_read_file(files[name], types[name], log, subject_ids))
         records.rows[name] = rows
         if name == "subject":
+            if not rows:
+                counts = log.accounting.get(str(files[name]), {})
+                first = next((i for i in log.issues if i.severity == "error"), None)
+                raise TrialbridgeError(
+                    f"{files[name]}: no subject row could be read ({counts.get('read', 0)} row(s) read, "
+                    f"{counts.get('rejected', 0)} rejected" + (f"; first: row {first.record} {first.field}: "
+                                                              f"{first.message}" if first else "") + ")")
             subject_ids = {r["subject_id"] for r in rows}
             study_ids = sorted({r["study_id"] for r in rows})
             records.study_id = study_ids[0] if study_ids else None
@@ -118,7 +140,7 @@ def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[st
 
     def shaped() -> Iterator[tuple[int, dict[str, Any]]]:
         """Rows of the file as {field: value}; malformed rows rejected here."""
-        source = _iter_csv(path) if path.suffix == ".csv" else _iter_json(path, rtype.file)
+        source = _iter_csv(path, csv_encoding(path, log)) if path.suffix == ".csv" else _iter_json(path, rtype.file)
         for n, raw, _header in source:
             problem = None
             if not isinstance(raw, dict):

@@ -159,3 +159,16 @@ def test_version_matches_pyproject():
     from tests.conftest import ROOT
 
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__
+
+
+def test_subjects_only_folder_converts_with_valid_define(tmp_path):
+    """A site that has sent only its subject list: DM, VS and trial design, and a define.xml
+    that is still valid (no empty CodeList for variables without values)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "subjects.csv").write_bytes((SAMPLE / "subjects.csv").read_bytes())
+    result = run("convert", folder, "--to", "sdtm", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "issues.json").read_text())
+    assert report["summary"]["error"] == 0
+    assert run("validate", tmp_path / "out").exit_code == 0

@@ -6,8 +6,10 @@ import json
 import re
 import shutil
 
+import pytest
+
 from converters import records_io
-from converters.issues import IssueLog
+from converters.issues import IssueLog, TrialbridgeError
 from tests.conftest import DIRTY, ROOT, SAMPLE
 
 
@@ -83,3 +85,24 @@ def test_every_finding_code_in_the_source_is_documented():
     assert len(codes) > 20
     missing = sorted(c for c in codes if c not in documented and not c.startswith("TERM-UNMAPPED-"))
     assert not missing, missing
+
+
+def test_spreadsheet_cp1252_csv_is_read_with_a_warning(tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(SAMPLE, folder)
+    text = (folder / "subjects.csv").read_text("utf-8").replace("Test", "Tést")
+    (folder / "subjects.csv").write_bytes(text.encode("cp1252"))
+    log = IssueLog()
+    records = records_io.read_records(folder, log)
+    assert records["subject"][0]["given_name"] == "Tést"
+    assert [i.code for i in log.issues] == ["REC-ENCODING"]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("subjects.csv", "study_id,site_id,subject_id\n", "no subject row could be read (0 row(s) read"),
+    ("subjects.json", '{"a": 1}', "expected a JSON array of objects"),
+])
+def test_unusable_subject_files_give_one_clear_error(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(TrialbridgeError, match=re.escape(message)):
+        records_io.read_records(tmp_path, IssueLog())
