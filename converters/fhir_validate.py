@@ -99,7 +99,8 @@ def references(node: Any) -> Iterator[str]:
             yield from references(v)
 
 
-def validate_resources(resources: Iterable[dict], log: IssueLog, model_check: bool = True) -> dict[str, int]:
+def validate_resources(resources: Iterable[dict], log: IssueLog, model_check: bool | str = True,
+                       check_references: bool = True) -> dict[str, int]:
     """Check every resource as it streams by; report to ``log``; returns counts
     {"resources", "invalid"}.  Only ids and not-yet-resolved references are kept, and the
     references are resolved against every id of the input at the end."""
@@ -120,15 +121,19 @@ def validate_resources(resources: Iterable[dict], log: IssueLog, model_check: bo
                       record=rid, field="resourceType", value=res.get("resourceType"))
             invalid.add(rid)
             continue
+        schema_bad = False
         for msg in schema_errors(res):
             invalid.add(rid)
+            schema_bad = True
             log.error("FHIR-SCHEMA", msg, record=rid)
-        if model_check:
+        # model_check: True = every resource; "failed" = only those the fast schema check
+        # rejected, for precise messages (design rule 5); False = none
+        if model_check is True or (model_check == "failed" and schema_bad):
             for msg in model_errors(res):
                 invalid.add(rid)
                 log.error("FHIR-MODEL", msg, record=rid)
         contained = {f"#{c.get('id')}" for c in res.get("contained", []) or []}
-        for ref in references(res):
+        for ref in (references(res) if check_references else ()):
             if ref.startswith("#"):
                 if ref not in contained:
                     invalid.add(rid)

@@ -137,13 +137,18 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     elif kind == "fhir":
         # R5 input is detected from the resources' shape (or named by the user) and read
         # through its R4 form
-        resources = fhir_io.read_fhir(input_path, log)
+        resources = list(fhir_io.read_fhir(input_path, log))
+        version = r5.detect_versions(resources, log) if input_fhir_version == "auto" else input_fhir_version
+        # every resource read is validated too: the R4 schema (models for precise messages on
+        # the ones it rejects), or the R5 models; references are checked by the reader
+        if version == "R5":
+            r5.validate_r5(resources, log)
+        else:
+            validate_resources(resources, log, model_check="failed", check_references=False)
         if input_fhir_version == "auto":
-            resources = r5.normalise_to_r4(resources, log)
+            resources = r5.normalise_to_r4(resources)
         elif input_fhir_version == "R5":
             resources = [r5.to_r4(r) for r in resources]
-        else:
-            resources = list(resources)
         study = _study(study_ref, _fhir_study_id(resources), log, required=True)
         records = fhir_io.fhir_to_records(resources, study, log)
         del resources

@@ -125,7 +125,9 @@ def test_extended_value_flagged_for_extensible_codelist(sample_sdtm, study):
     cls = {c.get("OID"): c for c in root.iter(f"{{{ODM_NS}}}CodeList")}
     ext = cls["CL.EPOCH"].find("odm:EnumeratedItem[@CodedValue='RUN-IN EXTENSION']", NS)
     assert ext.get(f"{{{DEF21_NS}}}ExtendedValue") == "Yes" and ext.find("odm:Alias", NS) is None
-    assert cls["CL.OUT"].find("odm:EnumeratedItem[@CodedValue='NOT A REAL OUTCOME']", NS) is None
+    # listed (so the define describes the data as it is) but flagged, and reported
+    bad = cls["CL.OUT"].find("odm:EnumeratedItem[@CodedValue='NOT A REAL OUTCOME']", NS)
+    assert bad.get(f"{{{DEF21_NS}}}ExtendedValue") == "Yes" and bad.find("odm:Alias", NS) is None
     assert codes(log)["DEFINE-CT-NONEXTENSIBLE"] == 1
 
 

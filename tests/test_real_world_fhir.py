@@ -56,3 +56,17 @@ def test_cdisc_pilot_converts_to_valid_fhir(folder, tmp_path):
     assert lines["Patient"] == 306 and lines["MedicationAdministration"] == 591 and lines["AdverseEvent"] > 900
     result = run("validate", tmp_path / "fhir")
     assert result.exit_code == 0 and "0 error(s)" in result.output, result.output
+
+
+def test_fhir_input_is_validated_on_reading(tmp_path):
+    """Invalid resources read are reported with the schema's message and, for those the fast
+    schema check rejects, the fhir.resources model's precise one."""
+    bundle = tmp_path / "in.json"
+    bundle.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p", "gender": "weird", "birthDate": "2020-13-01"}},
+        {"nope": 1}]}))
+    result = run("convert", bundle, "--to", "records", "-o", tmp_path / "out", "--study", "NCT04387942")
+    assert result.exit_code == 1 and "internal error" not in result.output
+    report, codes = _codes(tmp_path / "out" / "issues.json")
+    assert codes["FHIR-SCHEMA"] == 2 and codes["FHIR-MODEL"] >= 1 and codes["FHIR-JSON"] == 1
+    assert all(i["record"] == "Patient/p" for i in report["issues"] if i["code"] == "FHIR-SCHEMA")
