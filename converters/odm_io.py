@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
@@ -58,7 +58,7 @@ from lxml import etree
 from converters import records_io
 from converters.files import atomic_open
 from converters.issues import IssueLog, TrialbridgeError
-from converters.model import RECORD_ORDER, Records, RecordType, public, record_types
+from converters.model import RECORD_ORDER, Records, public, record_types
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 XML_NS = "http://www.w3.org/XML/1998/namespace"

@@ -90,10 +90,10 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
     if named:
         try:
             return load_study(named)
-        except TrialbridgeError:
+        except TrialbridgeError as exc:
             if required:
                 raise TrialbridgeError(f"the input names study {named!r}, which has no bundled configuration; "
-                                       "give --study with a configuration file")
+                                       "give --study with a configuration file") from exc
             log.warning("STUDY-NO-CONFIG", f"no configuration for study {named!r}; trial design and visit "
                         "mappings that need it are skipped")
             return None

@@ -2,7 +2,6 @@
 JSON and CSV equivalent, unknown columns reported, every finding code documented."""
 from __future__ import annotations
 
-import json
 import re
 import shutil
 
@@ -10,7 +9,7 @@ import pytest
 
 from converters import records_io
 from converters.issues import IssueLog, TrialbridgeError
-from tests.conftest import DIRTY, ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE
 
 
 def test_sample_reads_completely(sample_records):

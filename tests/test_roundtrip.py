@@ -15,13 +15,14 @@ from converters.issues import IssueLog
 from converters.model import public, record_types
 from converters.sdtm_convert import records_to_sdtm, sdtm_to_records
 from mappings import terminology
-from mappings.sdtm import ae, dm, ds, ex
+from mappings.sdtm import ae, dm, ex
+from mappings.sdtm import ds as ds_module
 
 # record type -> {field: terminology table}: values given as synonyms ("Q2W") come back as
 # the CDISC submission value ("EVERY 2 WEEKS"), as the mapping modules document.
 CT_FIELDS = {
     name: {f.record: f.table for f in mod.FIELDS if f.table and f.table != "units"}
-    for name, mod in (("subject", dm), ("exposure", ex), ("adverse_event", ae), ("disposition", ds))
+    for name, mod in (("subject", dm), ("exposure", ex), ("adverse_event", ae), ("disposition", ds_module))
 }
 UNIT_FIELDS = {"exposure": ["dose_unit"], "lab_result": ["unit"], "cell_phenotype": ["unit"]}
 

@@ -19,7 +19,7 @@ NOT RELATED; WHO-UMC Certain comes back as RELATED.
 from __future__ import annotations
 
 from mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, clean, coded, decode, extensions, get_datetime,
-                           identifier_value, read_extensions, set_datetime, subject_of)
+                           read_extensions, set_datetime, subject_of)
 from mappings.fhir.ids import resource_id
 from mappings.fhir.patient import patient_id
 

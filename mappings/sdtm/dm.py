@@ -35,7 +35,7 @@ FIELDS = (
 
 def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
     rows = []
-    for sid, info in ctx.subjects.items():
+    for info in ctx.subjects.values():
         s = info.row
         row: dict[str, Any] = {"STUDYID": ctx.studyid, "DOMAIN": DOMAIN, "USUBJID": info.usubjid}
         forward(s, FIELDS, ctx, row)

@@ -424,8 +424,3 @@ def convert_value(value: float, from_unit: str, to_unit: str, molar_mass: float 
     scale, offset = factor
     return float(value) * scale + offset
 
-
-def count_unmapped(table_name: str, value: Any) -> None:
-    """Count an unmapped value whose issue the caller reports itself (e.g. a rejected row)."""
-    with _unmapped_lock:
-        _unmapped.setdefault(table_name, Counter())[str(value)] += 1
