@@ -189,10 +189,25 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             result.written = fhir_io.write_ndjson(resources, output)
     if kind in ("records", "fhir", "odm"):
         _account_converted(log)
+    _report_stale(output, result.written, log)
     _report_unmapped(log)
     log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
     result.written.append(write_issues(log, output / "issues.json"))
     return result
+
+
+OUTPUT_SUFFIXES = (".xpt", ".json", ".csv", ".ndjson", ".xml")
+
+
+def _report_stale(output: Path, written: list[Path], log: IssueLog) -> None:
+    """Files of an earlier run left in the output folder would be read with this run's
+    output (validate, a later convert): they are named, never deleted."""
+    fresh = {p.resolve() for p in written} | {(output / "issues.json").resolve()}
+    for p in sorted(output.iterdir()) if output.is_dir() else ():
+        if p.is_file() and p.suffix.lower() in OUTPUT_SUFFIXES and p.resolve() not in fresh:
+            log.warning("OUT-STALE-FILE", "file in the output folder was not written by this run (an earlier run's "
+                        "output?); it would be read together with this output — remove it or use a new folder",
+                        file=str(p))
 
 
 def _fhir_study_id(resources: list[dict]) -> str | None:

@@ -172,3 +172,13 @@ def test_subjects_only_folder_converts_with_valid_define(tmp_path):
     report = json.loads((tmp_path / "out" / "issues.json").read_text())
     assert report["summary"]["error"] == 0
     assert run("validate", tmp_path / "out").exit_code == 0
+
+
+def test_files_of_an_earlier_run_are_named_not_deleted(tmp_path):
+    out = tmp_path / "out"
+    assert run("convert", SAMPLE, "--to", "sdtm", "-o", out, "--format", "csv").exit_code == 0
+    assert run("convert", SAMPLE, "--to", "sdtm", "-o", out, "--format", "xpt").exit_code == 0
+    report = json.loads((out / "issues.json").read_text())
+    stale = sorted(i["file"].rsplit("/", 1)[-1] for i in report["issues"] if i["code"] == "OUT-STALE-FILE")
+    assert "dm.csv" in stale and "lb.csv" in stale and "dm.xpt" not in stale and "define.xml" not in stale
+    assert (out / "dm.csv").exists()
