@@ -12,6 +12,7 @@ from lxml import etree
 from converters import define_xml, sdtm_io
 from converters.define_xml import DEF21_NS, ODM_NS, XLINK_NS
 from converters.issues import IssueLog
+from tests.xml_attacks import LAUGH_ENTITIES
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 NS = {"odm": ODM_NS, "def": DEF21_NS, "xlink": XLINK_NS}
@@ -287,16 +288,7 @@ def test_phuse_tdf_datasets_against_their_define():
 # ------------------------------------------------------------------------------ XML safety
 BILLION_LAUGHS = """<?xml version="1.0"?>
 <!DOCTYPE ODM [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+{LAUGH_ENTITIES}
  <!ENTITY xxe SYSTEM "file://{secret}">
 ]>
 <ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" xmlns:def="http://www.cdisc.org/ns/def/v2.1"
@@ -312,7 +304,7 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
   </MetaDataVersion>
  </Study>
 </ODM>
-"""
+""".replace("{LAUGH_ENTITIES}", LAUGH_ENTITIES)
 
 
 def _laughs(depth: int, secret: Path) -> str:

@@ -17,6 +17,7 @@ from converters.model import RECORD_ORDER, public, record_types
 from converters.sdtm_convert import records_to_sdtm
 from mappings.study import load_study
 from tests.conftest import ROOT, SAMPLE, reference
+from tests.xml_attacks import LAUGH_ENTITIES
 
 ODM_SAMPLE = ROOT / "samples" / "nct04387942-odm" / "edc-export.xml"
 XSD_PARTS = ("define-xml", "define-2.1-library-xml", "schema", "cdisc-odm-1.3.2", "ODM1-3-2.xsd")
@@ -307,20 +308,11 @@ def test_records_are_checked_like_csv_rows(tmp_path):
 
 BILLION_LAUGHS = """<?xml version="1.0"?>
 <!DOCTYPE ODM [
- <!ENTITY lol "lol">
- <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
- <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
- <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
- <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
- <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
- <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
- <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
- <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
- <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+{LAUGH_ENTITIES}
 ]>
 <ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" FileOID="&lol9;"><ClinicalData StudyOID="NCT04387942"
  MetaDataVersionOID="M"><SubjectData SubjectKey="&lol9;"/></ClinicalData></ODM>
-"""
+""".replace("{LAUGH_ENTITIES}", LAUGH_ENTITIES)
 
 
 def test_xml_bomb_is_reported_not_expanded(tmp_path):
