@@ -23,7 +23,7 @@ example (``shared/reference/dataset-json/examples/sdtm/define.xml``) for convent
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from importlib import resources
@@ -36,7 +36,7 @@ from converters import ct, sdtm_io
 from converters.datasets import Dataset, Variable
 from converters.files import atomic_path
 from converters.issues import IssueLog
-from converters.sdtm_spec import load_spec, split_parent
+from converters.sdtm_spec import governed_codelists, load_spec, split_parent
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 DEF21_NS = "http://www.cdisc.org/ns/def/v2.1"
@@ -364,6 +364,7 @@ class _Builder:
 
         item_groups = [self._item_group(ds) for ds in self.datasets]
         vlm = [self._value_lists(ds) for ds in self.datasets if ds.name in VLM_DOMAINS]
+        vlm += [self._governed_value_lists(ds) for ds in self.datasets]
         # MetaDataVersion content order (Define-XML 2.1 XSD): Standards, ValueListDef*,
         # WhereClauseDef*, ItemGroupDef*, ItemDef*, CodeList*, MethodDef*, CommentDef*, leaf*
         for value_lists, _, _ in vlm:
@@ -477,7 +478,8 @@ class _Builder:
             if v is not None:
                 el.set(k, str(v))
         _description(el, description or var.label or var.name)
-        vlm_parent = ds.name in VLM_DOMAINS and _vlm_target(ds.name, var.name)
+        vlm_parent = (ds.name in VLM_DOMAINS and _vlm_target(ds.name, var.name)) or \
+            (rows is None and var.name in self._governing(ds))
         if rows is None and not vlm_parent:
             cl = self._codelist_oid(ds, var)
         elif rows is not None and var.codelist and all(
@@ -536,6 +538,49 @@ class _Builder:
                                             description=f"{test} ({code}), {kind}; unit: {unit_text}"))
             value_lists.append(vl)
             items[(ds.name, var.name)] = extra
+        return value_lists, where_clauses, items
+
+    def _governing(self, ds: Dataset) -> dict[str, tuple[str, dict[str, str]]]:
+        """Variables of ``ds`` whose codelist depends on another variable (DSDECOD by
+        DSCAT) and that have values to describe."""
+        out = {}
+        for name, (gov, table) in governed_codelists(ds.name).items():
+            if name in ds.names and gov in ds.names and any(_char(r.get(gov)) in table for r in ds.rows):
+                out[name] = (gov, table)
+        return out
+
+    def _governed_value_lists(self, ds: Dataset):
+        """Value-level metadata for codelists chosen by another variable's value: one
+        WhereClause per governing value (DSCAT EQ "DISPOSITION EVENT"), one ItemDef per
+        value with the codelist that value calls for (NCOMPLT, PROTMLST …)."""
+        value_lists, where_clauses, items = [], [], {}
+        for name, (gov, table) in sorted(self._governing(ds).items()):
+            var = ds.var(name)
+            vl = etree.Element(_d("ValueListDef"), {"OID": f"VL.{ds.name}.{name}"})
+            extra = []
+            values = sorted({_char(r.get(gov)) for r in ds.rows} & set(table))
+            for n, value in enumerate(values, start=1):
+                rows = [r for r in ds.rows if _char(r.get(gov)) == value]
+                wc_oid = f"WC.{ds.name}.{gov}.{_oid_part(value)}"
+                wc = etree.Element(_d("WhereClauseDef"), {"OID": wc_oid})
+                rc = _sub(wc, _o("RangeCheck"), {"Comparator": "EQ", "SoftHard": "Soft"})
+                rc.set(_d("ItemOID"), f"IT.{ds.name}.{gov}")
+                _sub(rc, _o("CheckValue"), text=value)
+                where_clauses.append(wc)
+                item_oid = f"IT.{ds.name}.{name}.{_oid_part(value)}"
+                ref = _sub(vl, _o("ItemRef"), {"ItemOID": item_oid, "OrderNumber": n, "Mandatory": "No"})
+                _sub(ref, _d("WhereClauseRef"), {"WhereClauseOID": wc_oid})
+                governed = replace(var, codelist=table[value], codelist_code=None)
+                item = self._item_def(ds, replace(var, codelist=None), rows=rows, oid=item_oid,
+                                      description=f"{var.label} when {gov} is {value}")
+                cl = self._codelist_oid(Dataset(ds.name, ds.label, [governed], rows), governed)
+                if cl:
+                    # CodeListRef comes right after Description in an ItemDef
+                    item.insert(list(item).index(item.find(_o("Description"))) + 1,
+                                etree.Element(_o("CodeListRef"), {"CodeListOID": cl}))
+                extra.append(item)
+            value_lists.append(vl)
+            items[(ds.name, name)] = extra
         return value_lists, where_clauses, items
 
     # -- codelists

@@ -40,12 +40,6 @@ XPT_CHAR_MAX = 200
 # Variables whose codelist depends on another variable's value (SDTMIG DS assumptions):
 # variable -> (governing variable, {governing value: codelist short name}).  The spec
 # carries one codelist per variable; these rows override it when the governing value is known.
-VALUE_LEVEL_CODELISTS: dict[str, tuple[str, dict[str, str]]] = {
-    "DSDECOD": ("DSCAT", {"DISPOSITION EVENT": "NCOMPLT", "PROTOCOL MILESTONE": "PROTMLST",
-                          "OTHER EVENT": "OTHEVENT"}),
-}
-
-
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -442,7 +436,7 @@ def check_ct(ctx: Context, rule: Rule) -> None:
             continue
         by_value = {
             name: (gov, {v: _codelist(ct, short) for v, short in table.items()})
-            for name, (gov, table) in VALUE_LEVEL_CODELISTS.items() if name in present and gov in present
+            for name, (gov, table) in _governed(ds.name).items() if name in present and gov in present
         }
         for row_no, row in _rows(ds):
             for name, codelist in cols:
@@ -468,6 +462,14 @@ def check_ct(ctx: Context, rule: Rule) -> None:
 
 
 _NUMERIC_RESULT = re.compile(r"^(<=|>=|<|>)?\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _governed(name: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """Codelists chosen by another variable's value (DSDECOD by DSCAT), from the schemas."""
+    from converters.sdtm_spec import governed_codelists
+
+    spec = _load_spec(name)
+    return governed_codelists(name) if spec is not None else {}
 
 
 def _codelist(ct_module: Any, short: str) -> Any | None:

@@ -187,3 +187,16 @@ def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None 
 def row_validator(domain: str):
     """Compiled ``jsonschema_rs`` validator for one row of ``domain`` (use ``.is_valid``/``.iter_errors``)."""
     return jsonschema_rs.validator_for(load_spec(domain).schema)
+
+
+def governed_codelists(domain: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """Variables whose codelist depends on another variable's value, from the schema's
+    ``x-codelist-by``: {variable: (governing variable, {governing value: codelist})}
+    (DSDECOD by DSCAT).  Split datasets use their parent domain's."""
+    spec = load_spec(domain)
+    out = {}
+    for name, prop in (spec.schema.get("properties") or {}).items():
+        by = prop.get("x-codelist-by")
+        if by:
+            out[name] = (by["variable"], dict(by["codelists"]))
+    return out

@@ -69,6 +69,14 @@ KEYS = {
     "SUPPQUAL": ["STUDYID", "RDOMAIN", "USUBJID", "IDVAR", "IDVARVAL", "QNAM"],
 }
 
+# Variables whose codelist depends on another variable's value (SDTMIG 3.3 DS assumptions:
+# DSDECOD takes NCOMPLT for disposition events, PROTMLST for protocol milestones and
+# OTHEVENT for other events, by DSCAT). The CDISC Library export names PROTMLST only.
+CODELIST_BY = {
+    "DS": {"DSDECOD": ("DSCAT", {"DISPOSITION EVENT": "NCOMPLT", "PROTOCOL MILESTONE": "PROTMLST",
+                                 "OTHER EVENT": "OTHEVENT"})},
+}
+
 CLASS_NAMES = {
     "SPECIAL PURPOSE": "Special-Purpose",
     "FINDINGS": "Findings",
@@ -255,6 +263,8 @@ def build(reference: Path) -> dict[str, dict]:
         schema = schema_for(domain, text_of(g), cls, g.get(DEF + "Structure"), props)
         if domain == "LB":
             schema["x-sdtmig-3.4-notes"] = LB_34_NOTES
+        for var, (governing, by_value) in CODELIST_BY.get(domain, {}).items():
+            schema["properties"][var]["x-codelist-by"] = {"variable": governing, "codelists": by_value}
         out[domain] = schema
 
     # CP by hand (SDTMIG v3.4), generic variables from LB.

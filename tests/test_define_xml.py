@@ -351,3 +351,24 @@ def test_not_well_formed_is_an_issue(tmp_path):
     assert define_xml.read_define(path, log) is None
     assert define_xml.validate_define_xsd(path, log) is False
     assert [i.code for i in log.issues] == ["DEFINE-XML-SYNTAX", "DEFINE-XML-SYNTAX"]
+
+
+def test_dsdecod_codelist_by_dscat_as_value_level_metadata(sample_sdtm, study):
+    """DSDECOD takes NCOMPLT for disposition events and PROTMLST for milestones (the schema's
+    x-codelist-by): one ValueListDef with a WhereClause per DSCAT, no extended values."""
+    datasets, _ = sample_sdtm
+    log = IssueLog()
+    root = define_xml.build_define({"DS": datasets["DS"]}, study, log=log)
+    vl = root.find(".//def:ValueListDef[@OID='VL.DS.DSDECOD']", NS)
+    assert [r.get("ItemOID") for r in vl.findall("odm:ItemRef", NS)] == [
+        "IT.DS.DSDECOD.DISPOSITION_EVENT", "IT.DS.DSDECOD.PROTOCOL_MILESTONE"]
+    items = {i.get("OID"): i for i in root.iter(f"{{{ODM_NS}}}ItemDef")}
+    assert items["IT.DS.DSDECOD.DISPOSITION_EVENT"].find("odm:CodeListRef", NS).get("CodeListOID") == "CL.NCOMPLT"
+    assert items["IT.DS.DSDECOD"].find("odm:CodeListRef", NS) is None
+    cls = {c.get("OID"): c for c in root.iter(f"{{{ODM_NS}}}CodeList")}
+    completed = cls["CL.NCOMPLT"].find("odm:EnumeratedItem[@CodedValue='COMPLETED']", NS)
+    assert completed.get(f"{{{DEF21_NS}}}ExtendedValue") is None
+    assert completed.find("odm:Alias", NS).get("Name") == "C25250"
+    assert cls["CL.PROTMLST"].find("odm:EnumeratedItem[@CodedValue='INFORMED CONSENT OBTAINED']", NS) is not None
+    assert not [i for i in log.issues if i.severity != "info"]
+    assert define_xml.validate_define_xsd(root, IssueLog())
