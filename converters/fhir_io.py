@@ -90,7 +90,10 @@ def _sorted(name: str, rows: list[dict]) -> list[dict]:
 def records_to_fhir(records: Records, study, log: IssueLog, include_identifiers: bool = False) -> Iterator[dict]:
     """Resources for all records, in a fixed order (deterministic ids and order)."""
     ctx = FhirContext(study, log, include_identifiers)
-    yield research_study.to_fhir(study.config, ctx)
+    sponsor_study = research_study.to_fhir(study.config, ctx)
+    yield sponsor_study
+    for site in sorted(study.config.get("sites", []), key=lambda s: s["site_id"]):
+        yield research_study.site_to_fhir(study.config, site, sponsor_study["status"])
     subjects = _sorted("subject", records["subject"])
     dispositions: dict[str, list[dict]] = {}
     for row in _sorted("disposition", records["disposition"]):
@@ -251,7 +254,12 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
     for rtype, count in sorted(unmapped_types.items()):
         log.warning("FHIR-UNMAPPED-RESOURCE", f"{count} {rtype} resource(s) have no mapping to records; not converted",
                     record=rtype, value=count)
+    site_studies: dict[str, str] = {}  # "ResearchStudy/<id>" of a site-level study -> site id
     for res in by_type.get("ResearchStudy", []):
+        site = research_study.site_of(res)
+        if site:
+            site_studies[f"ResearchStudy/{res.get('id')}"] = site
+            continue
         found = research_study.from_fhir(res, _ctx_for(ctx, res)).get("study_id")
         if found and found != study.study_id:
             log.warning("FHIR-STUDY-MISMATCH", f"ResearchStudy {found!r} is not the study converted with "
@@ -276,6 +284,8 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
                       "not converted", record=_rid(res), field="individual", value=ref)
             continue
         rec = {**persons[ref], **research_subject.from_fhir(res, c)}
+        if not rec.get("site_id") and (res.get("study") or {}).get("reference") in site_studies:
+            rec["site_id"] = site_studies[res["study"]["reference"]]
         joined.add(ref)
         records["subject"].append(rec)
         if rec.get("subject_id"):

@@ -70,7 +70,15 @@ def test_igg_day_7_of_subject_001(sample_records, ctx):
     assert res["contained"][0]["type"]["coding"][0]["code"] == "SERUM"
     assert res["encounter"] == {"display": "DAY 7"}
     assert '"low":{"value":5.0,' in fhir_io.dumps(res)  # 5.0 stays 5.0
+    assert res["interpretation"][0]["coding"][0]["code"] == "N"  # 10.5 within 5.0-14.6
     _valid(res)
+
+
+@pytest.mark.parametrize("result, code", [("6.0", "H"), ("0.0", "N"), ("5.4", "N"), ("<2.0", None), ("-0.1", "L")])
+def test_interpretation_follows_the_nrind_rule(ctx, result, code):
+    res = observation.to_fhir(_lab(result=result), ctx)  # range 0.0-5.4 pg/mL
+    got = res.get("interpretation", [{}])[0].get("coding", [{}])[0].get("code")
+    assert got == code
 
 
 def _lab(**over):
@@ -325,5 +333,25 @@ def test_disposition_of_unknown_subject_is_reported(study):
     records = Records(study_id="NCT04387942")
     records.rows["disposition"] = [{"subject_id": "999", "event": "COMPLETED", "date": "2021-01-01"}]
     log = IssueLog()
-    assert [r["resourceType"] for r in fhir_io.records_to_fhir(records, study, log)] == ["ResearchStudy"]
+    # only the study and its site study: no ResearchSubject for a subject that does not exist
+    assert [r["resourceType"] for r in fhir_io.records_to_fhir(records, study, log)] == ["ResearchStudy"] * 2
     assert [i.code for i in log.issues if i.severity != "info"] == ["FHIR-DISPOSITION-NO-SUBJECT"]
+
+
+def test_site_level_study_part_of_the_sponsor_study(sample_records, study):
+    """FHIR-to-CDISC IG shape: ResearchSubject.study is the site's study, partOf the sponsor
+    study; a ResearchSubject without our site extension still gets its site from it."""
+    records, _ = sample_records
+    resources = list(fhir_io.records_to_fhir(records, study, IssueLog()))
+    studies = [r for r in resources if r["resourceType"] == "ResearchStudy"]
+    assert len(studies) == 2
+    sponsor, site = studies
+    assert site["partOf"] == [{"reference": f"ResearchStudy/{sponsor['id']}"}]
+    assert site["identifier"][0]["value"] == "01" and site["location"][0]["coding"][0]["code"] == "CHN"
+    subjects = [r for r in resources if r["resourceType"] == "ResearchSubject"]
+    assert {s["study"]["reference"] for s in subjects} == {f"ResearchStudy/{site['id']}"}
+    assert all(any(e["url"].endswith("site-id") for e in s.get("extension", [])) for s in subjects)
+    for s in subjects:  # as another system would send it: no local site extension
+        s["extension"] = [e for e in s.get("extension", []) if not e["url"].endswith("site-id")]
+    back = fhir_io.fhir_to_records(resources, study, IssueLog())
+    assert {r["site_id"] for r in back["subject"]} == {"01"}

@@ -56,7 +56,7 @@ def test_expected_resources_and_unique_ids(sample_fhir, sample_records):
     by_type = {}
     for r in resources:
         by_type.setdefault(r["resourceType"], []).append(r["id"])
-    assert len(by_type["ResearchStudy"]) == 1
+    assert len(by_type["ResearchStudy"]) == 2  # the sponsor study and its one site study
     assert len(by_type["Patient"]) == len(by_type["ResearchSubject"]) == len(records["subject"]) == 59
     assert len(by_type["MedicationAdministration"]) == len(records["exposure"])
     assert len(by_type["Observation"]) == len(records["lab_result"]) + len(records["cell_phenotype"])

@@ -11,7 +11,9 @@ value: ``valueQuantity`` (exact decimal, unit as given, system UCUM, code UCUM) 
 result; ``<2.0`` style results keep their comparator (``comparator: "<"``, value 2.0);
 anything else is ``valueString``.  No result: status ``cancelled`` and dataAbsentReason
 ``not-performed`` with the not-done reason as text.  ref_low/ref_high -> referenceRange
-low/high (same unit).  specimen -> a contained Specimen ("#specimen") whose type is coded in
+low/high (same unit), and Observation.interpretation (HL7 v3 L/H/N) derived from the numeric
+result and that range by the --NRIND rule — derived, so not read back.  specimen -> a
+contained Specimen ("#specimen") whose type is coded in
 ``http://cdisc.org/ct/spectype``, with accession -> Specimen.accessionIdentifier.
 collected -> effectiveDateTime (local times: see ``mappings.fhir``); visit -> encounter as a
 display-only Reference (no Encounter resources are written).
@@ -115,9 +117,29 @@ def to_fhir(record: dict, ctx: FhirContext, kind: str = "lab_result") -> dict:
                 rng[element] = q
     if rng:
         res["referenceRange"] = [rng]
+        interpretation = _interpretation(result, record)
+        if interpretation:
+            res["interpretation"] = [interpretation]
     if record.get("specimen"):
         res["specimen"] = {"reference": "#specimen"}
     return res
+
+
+def _interpretation(result: str | None, record: dict) -> dict | None:
+    """Observation.interpretation (HL7 v3 L / H / N) from the reported numeric result and its
+    reference range, both in the reported unit — the same rule as --NRIND
+    (``derive.reference_range_indicator``), coded through the nrind table.  Derived, so
+    not read back (the range is)."""
+    from mappings import derive
+
+    value = derive.to_number(result)
+    indicator = derive.reference_range_indicator(value, derive.to_number(record.get("ref_low")),
+                                                 derive.to_number(record.get("ref_high")))
+    entry = terminology.load_table("nrind").lookup(indicator) if indicator else None
+    if not entry or not entry.get("fhir"):
+        return None
+    coding = {k: entry["fhir"][k] for k in ("system", "code", "display") if entry["fhir"].get(k)}
+    return {"coding": [coding]}
 
 
 def kind_of(resource: dict) -> tuple[str | None, dict | None]:

@@ -39,7 +39,7 @@ from mappings.fhir import (EXT, FHIR_DATETIME, FhirContext, SUBJECT_ID_SYSTEM, U
                            get_datetime, identifier_value, read_extensions, set_datetime)
 from mappings.fhir.ids import resource_id
 from mappings.fhir.patient import patient_id
-from mappings.fhir.research_study import study_id_of
+from mappings.fhir.research_study import site_study_id_of, study_id_of
 
 EXTRA = ("site_id", "cohort", "relapse_date")
 STATUS = {"Y": "ineligible", "N": "on-study", "": "candidate"}
@@ -73,7 +73,12 @@ def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple = (
         set_datetime(period, "end", final["date"])
     if period:
         res["period"] = period
-    res["study"] = {"reference": f"ResearchStudy/{study_id_of(record.get('study_id') or ctx.study_id)}"}
+    # the site's own study when the site is configured (FHIR-to-CDISC IG: site study partOf sponsor study)
+    study_id = record.get("study_id") or ctx.study_id
+    if record.get("site_id") and ctx.study.site(record["site_id"]) is not None and study_id == ctx.study_id:
+        res["study"] = {"reference": f"ResearchStudy/{site_study_id_of(study_id, record['site_id'])}"}
+    else:
+        res["study"] = {"reference": f"ResearchStudy/{study_id_of(study_id)}"}
     res["individual"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
     if record.get("planned_arm"):
         res["assignedArm"] = record["planned_arm"]
