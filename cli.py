@@ -64,14 +64,17 @@ def _summary(result, limit: int = 20) -> None:
               help="FHIR version written.")
 @click.option("--input-fhir-version", default="auto", type=click.Choice(["auto", "R4", "R5"]), show_default=True,
               help="FHIR version of the input; auto detects it from the resources' shape.")
+@click.option("--link-subjects", type=click.Path(path_type=Path), default=None,
+              help="FHIR input from an EHR: a records folder (or its subjects.csv) whose medical_record_number "
+                   "links Patients without a trial subject id to their trial subject.")
 @click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
-            input_fhir_version: str, study: str | None) -> None:
+            input_fhir_version: str, link_subjects: Path | None, study: str | None) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from converters.runner import convert as run
 
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
-                 fhir_version=fhir_version, input_fhir_version=input_fhir_version)
+                 fhir_version=fhir_version, input_fhir_version=input_fhir_version, link_subjects=link_subjects)
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")
     _summary(result)

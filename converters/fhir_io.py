@@ -238,7 +238,42 @@ def read_fhir(path: Path, log: IssueLog) -> Iterator[dict]:
 # --------------------------------------------------------------------------- FHIR -> records
 
 
-def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_identifiers: bool = False) -> Records:
+def mrn_index(subjects: Iterable[dict]) -> dict[str, dict]:
+    """Medical record number -> the trial's subject record, for linking EHR Patients that
+    carry no trial identifier (``--link-subjects``).  Kept in memory only."""
+    return {s["medical_record_number"]: s for s in subjects if s.get("medical_record_number")}
+
+
+def _medical_record_numbers(resource: dict) -> list[str]:
+    """Identifier values of type MR (HL7 v2-0203), else every identifier value."""
+    idents = [i for i in resource.get("identifier", []) or [] if i.get("value")]
+    mr = [i["value"] for i in idents if any(c.get("code") == "MR" for c in (i.get("type") or {}).get("coding", []))]
+    return mr or [i["value"] for i in idents]
+
+
+def _link(rec: dict, res: dict, links: dict[str, dict], log: IssueLog) -> dict:
+    """A Patient without a trial subject id, matched to a trial subject by its medical
+    record number: the subject's trial facts (not its identifying fields) fill the record;
+    where the EHR and the trial records disagree, the EHR value is kept and the difference
+    reported."""
+    from converters.model import record_types
+
+    linked = next((links[m] for m in _medical_record_numbers(res) if m in links), None)
+    if linked is None:
+        return rec
+    identifying = set(record_types()["subject"].identifying)
+    base = {k: v for k, v in public(linked).items() if k not in identifying}
+    for k, v in rec.items():
+        if v and base.get(k) and base[k] != v:
+            log.warning("FHIR-LINK-CONFLICT", f"{k} differs between the EHR Patient ({v!r}) and the trial's subject "
+                        f"record ({base[k]!r}); the EHR value is kept", record=_rid(res), field=k, value=v)
+    log.info("FHIR-LINKED-BY-MRN", f"Patient has no trial subject id; linked to subject {base['subject_id']!r} by "
+             "its medical record number", record=_rid(res), value=base["subject_id"])
+    return {**base, **{k: v for k, v in rec.items() if v}, "subject_id": base["subject_id"]}
+
+
+def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_identifiers: bool = False,
+                    links: dict[str, dict] | None = None) -> Records:
     """Canonical records from FHIR resources (references resolved within the input).
 
     Patients and ResearchSubjects are read first (they resolve the subject references of the
@@ -268,6 +303,8 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
     persons: dict[str, dict] = {}
     for res in by_type.get("Patient", []):
         rec = patient.from_fhir(res, _ctx_for(ctx, res))
+        if not rec.get("subject_id") and links:
+            rec = _link(rec, res, links, log)
         ref = f"Patient/{res.get('id')}"
         persons[ref] = rec
         if rec.get("subject_id"):
@@ -291,7 +328,9 @@ def fhir_to_records(resources: Iterable[dict], study, log: IssueLog, include_ide
         if rec.get("subject_id"):
             records["disposition"].extend(research_subject.dispositions_from_fhir(res, rec["subject_id"], c))
     for ref, rec in persons.items():
-        if ref not in joined and rec.get("subject_id"):
+        if ref not in joined and rec.get("subject_id") and rec.get("site_id") and rec.get("consent_date"):
+            records["subject"].append({"study_id": study.study_id, **rec})  # linked: the trial facts are known
+        elif ref not in joined and rec.get("subject_id"):
             log.warning("FHIR-NO-RESEARCHSUBJECT", "Patient has no ResearchSubject in the input; subject record has "
                         "no study facts (site, arm, consent date)", record=ref, value=rec["subject_id"])
             records["subject"].append({"study_id": study.study_id, **rec})

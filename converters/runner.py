@@ -103,7 +103,8 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 
 
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
-            bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto") -> RunResult:
+            bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
+            link_subjects: Path | None = None) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``."""
     if to not in TARGETS:
@@ -150,7 +151,13 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         elif input_fhir_version == "R5":
             resources = [r5.to_r4(r) for r in resources]
         study = _study(study_ref, _fhir_study_id(resources), log, required=True)
-        records = fhir_io.fhir_to_records(resources, study, log)
+        links = None
+        if link_subjects is not None:
+            folder = link_subjects if link_subjects.is_dir() else link_subjects.parent
+            links = fhir_io.mrn_index(records_io.read_records(folder, IssueLog())["subject"])
+            if not links:
+                raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
+        records = fhir_io.fhir_to_records(resources, study, log, links=links)
         del resources
     else:
         datasets = sdtm_io.read_sdtm_folder(input_path, log)

@@ -136,3 +136,37 @@ def test_no_identifying_data_in_any_output(converted):
     back = records_io.read_records(converted["records"], IssueLog())
     assert not any({"family_name", "given_name", "medical_record_number", "phone", "address"} & set(r)
                    for r in back["subject"])
+
+
+def test_ehr_export_without_trial_ids_links_by_mrn(converted, tmp_path):
+    """An EHR knows its patients by MRN, not by trial subject id: with --link-subjects the
+    Patients are matched to the trial's subjects and the clinical data converts."""
+    import json
+
+    entries = []
+    for rtype in ("Patient", "MedicationAdministration", "Observation", "AdverseEvent"):
+        for line in open(HOSPITAL / "ndjson" / f"{rtype}.ndjson", encoding="utf-8"):
+            res = json.loads(line)
+            if rtype == "Patient":  # no trial identifier, no trial extensions
+                res["identifier"] = [i for i in res["identifier"] if i["system"] != "urn:trialbridge:fhir:subject-id"]
+                res.pop("extension", None)
+            res.pop("encounter", None)
+            res.pop("context", None)
+            entries.append({"resource": res})
+    ehr = tmp_path / "ehr.json"
+    ehr.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+
+    unlinked = convert(ehr, "records", tmp_path / "unlinked", study_ref="NCT04387942")
+    assert sum(1 for i in unlinked.log.issues if i.code == "FHIR-NO-SUBJECT-ID") == 59
+
+    result = convert(ehr, "sdtm", tmp_path / "sdtm", formats="csv", study_ref="NCT04387942", link_subjects=SAMPLE)
+    assert not [i for i in result.log.issues if i.severity != "info"]
+    assert sum(1 for i in result.log.issues if i.code == "FHIR-LINKED-BY-MRN") == 59
+    got, want = _datasets(tmp_path / "sdtm"), _datasets(converted["csv-sample"])
+    for name in ("EX", "AE", "VS"):
+        assert got[name] == want[name], name
+    # DM too, but for the end-of-participation dates: the EHR export has no visits or dispositions
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("RFENDTC", "RFPENDTC")} for r in rows]  # noqa: E731
+    assert strip(got["DM"]) == strip(want["DM"])
+    assert len(got["LB"]) == len(want["LB"]) and len(got["CP"]) == len(want["CP"])
+    assert b"MRN99" not in b"".join(p.read_bytes() for p in (tmp_path / "sdtm").glob("*.csv"))
