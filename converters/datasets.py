@@ -30,6 +30,7 @@ class Dataset:
     rows: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     source: str | None = None  # file it was read from, for messages
+    label_given: bool = True  # False when the file had no dataset label and the spec's was filled in
 
     @property
     def domain(self) -> str:

@@ -929,8 +929,9 @@ def check_define_against_datasets(meta: DefineMetadata, datasets: Mapping[str, D
              file=file, value=name)
     for name in sorted(set(data) & set(meta.datasets)):
         ds, dd = data[name], meta.datasets[name]
-        # a label equal to the dataset name is a reader placeholder (file without a label)
-        if ds.label and ds.label != ds.name and dd.label and ds.label.strip() != dd.label.strip():
+        # a label the reader filled in (file without a label, CSV) says nothing about the data
+        if ds.label_given and ds.label and ds.label != ds.name and dd.label and \
+                ds.label.strip() != dd.label.strip():
             _add(log, "DEFINE-LABEL-MISMATCH", f"{name}: dataset label {ds.label!r} != define {dd.label!r}",
                  file=file, record=name, value=ds.label)
         defined = {v.name: v for v in dd.variables}

@@ -205,7 +205,7 @@ def _read_xpt(path: Path, log: IssueLog) -> Dataset:
     for rec in df.itertuples(index=False, name=None):
         rows.append({n: conv(x) for (n, conv), x in zip(converters, rec)})
     label = meta.file_label or load_spec(name).label
-    return Dataset(name=name, label=label, variables=variables, rows=rows,
+    return Dataset(name=name, label=label, label_given=bool(meta.file_label), variables=variables, rows=rows,
                    keys=_keys_for(name, meta.column_names), source=str(path))
 
 
@@ -338,7 +338,7 @@ def _read_dataset_json(path: Path, log: IssueLog, obj: dict | None = None) -> Da
             else:
                 row[var.name] = _char(v)
         rows.append(row)
-    return Dataset(name=name, label=str(obj.get("label") or load_spec(name).label),
+    return Dataset(name=name, label=str(obj.get("label") or load_spec(name).label), label_given=bool(obj.get("label")),
                    variables=variables, rows=rows, keys=_keys_for(name, [v.name for v in variables]),
                    source=str(path))
 
@@ -379,7 +379,7 @@ def _read_csv(path: Path, log: IssueLog) -> Dataset:
             else:
                 row[var.name] = v
         rows.append(row)
-    return Dataset(name=name, label=spec.label, variables=variables, rows=rows,
+    return Dataset(name=name, label=spec.label, label_given=False, variables=variables, rows=rows,
                    keys=_keys_for(name, header), source=str(path))
 
 

@@ -372,3 +372,21 @@ def test_dsdecod_codelist_by_dscat_as_value_level_metadata(sample_sdtm, study):
     assert cls["CL.PROTMLST"].find("odm:EnumeratedItem[@CodedValue='INFORMED CONSENT OBTAINED']", NS) is not None
     assert not [i for i in log.issues if i.severity != "info"]
     assert define_xml.validate_define_xsd(root, IssueLog())
+
+
+def test_filled_in_dataset_label_is_not_compared(sample_sdtm, study, tmp_path):
+    """A dataset read from a file without a label (the reader fills in the spec's) gives no
+    label finding; a label the file really has, and that differs, does."""
+    datasets, _ = sample_sdtm
+    meta_path = tmp_path / "define.xml"
+    define_xml.write_define({"TA": datasets["TA"]}, study, meta_path, IssueLog())
+    meta = define_xml.read_define(meta_path, IssueLog())
+    ta = copy.deepcopy(datasets["TA"])
+    ta.label, ta.label_given = "Something else", False
+    log = IssueLog()
+    define_xml.check_define_against_datasets(meta, {"TA": ta}, log)
+    assert "DEFINE-LABEL-MISMATCH" not in codes(log)
+    ta.label_given = True
+    log = IssueLog()
+    define_xml.check_define_against_datasets(meta, {"TA": ta}, log)
+    assert codes(log)["DEFINE-LABEL-MISMATCH"] == 1
