@@ -1,8 +1,10 @@
 """Build samples/nct04387942-fhir/ (a synthetic hospital EHR export) from the CSV sample.
 
-    /work/venv/bin/python scripts/build_fhir_sample.py [--check]
+    python scripts/build_fhir_sample.py [--check]
 
-Writes ``bundle.json`` (a ``collection`` Bundle) and ``ndjson/<ResourceType>.ndjson`` with
+The export holds the subjects in ``SUBJECTS`` (24 of the 59: every kind the sample has —
+HSP and HSPN, relapse with re-treatment, each kind of dropout, the screen failure, a partial
+birth date), which keeps each file small enough to read and ship.  Writes ``bundle.json`` (a ``collection`` Bundle) and ``ndjson/<ResourceType>.ndjson`` with
 the same resources.  Built from the records of ``samples/nct04387942`` by
 ``fhir_io.records_to_fhir`` (with ``include_identifiers=True``), then post-processed to look
 like what a hospital sends:
@@ -55,6 +57,9 @@ LAB_UNITS = {
     "CREAT": ("umol/L", MG_PER_DL, Decimal("113.12") / Decimal("10000")),
 }
 COUNT_UNIT = ("/uL", "10*3/uL", Decimal("0.001"))
+# 001-020 (HSP and HSPN, relapses 002/006/017, lost to follow-up 016, AE withdrawal 018)
+# + 024 (partial birth date, relapse), 025/026 (withdrawals), 037 (screen failure)
+SUBJECTS = frozenset([f"{n:03d}" for n in range(1, 21)] + ["024", "025", "026", "037"])
 
 
 def _scaled(value, factor: Decimal) -> Decimal:
@@ -111,6 +116,8 @@ def hospitalise(res: dict) -> dict:
 def build(target: Path) -> IssueLog:
     log = IssueLog()
     records = records_io.read_records(SOURCE, log)
+    for name, rows in records.items():
+        records.rows[name] = [r for r in rows if r["subject_id"] in SUBJECTS]
     study = load_study(records.study_id or "NCT04387942")
     resources = [hospitalise(r) for r in fhir_io.records_to_fhir(records, study, log, include_identifiers=True)]
     target.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Build samples/nct04387942-odm/edc-export.xml from the CSV sample samples/nct04387942.
 
-    /work/venv/bin/python scripts/build_odm_sample.py [--check]
+    python scripts/build_odm_sample.py [--check]
 
 Reads the records with ``records_io.read_records`` and writes them with
 ``odm_io.write_odm`` through ``mappings/odm/nct04387942.yaml``.  Identifying fields

@@ -811,7 +811,7 @@ children with HSP; configuration `mappings/studies/nct04387942.yaml`.
 
 ## How it was generated
 
-    /work/venv/bin/python scripts/generate_samples.py
+    python scripts/generate_samples.py
 
 Deterministic (`random.Random({SEED})`, no clock). The generator validates every row
 against `schemas/internal/*.schema.json` (empty cell = absent) and checks calendar

@@ -182,3 +182,12 @@ def test_files_of_an_earlier_run_are_named_not_deleted(tmp_path):
     stale = sorted(i["file"].rsplit("/", 1)[-1] for i in report["issues"] if i["code"] == "OUT-STALE-FILE")
     assert "dm.csv" in stale and "lb.csv" in stale and "dm.xpt" not in stale and "define.xml" not in stale
     assert (out / "dm.csv").exists()
+
+
+def test_ci_runs_the_readme_test_command():
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text().split("```")[1].strip().splitlines()
+    assert len(readme) == 2  # one command to set up and convert, one to set up and test
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == readme[1]

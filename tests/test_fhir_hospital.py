@@ -33,11 +33,37 @@ def _datasets(folder: Path) -> dict[str, list[dict]]:
             for p in sorted(folder.glob("*.csv"))}
 
 
+def _export_subjects() -> set[str]:
+    """The trial subject ids of the Patients in the export (it holds a subset of the sample)."""
+    import json
+
+    ids = set()
+    for line in open(HOSPITAL / "ndjson" / "Patient.ndjson", encoding="utf-8"):
+        ids.update(i["value"] for i in json.loads(line)["identifier"] if i["system"] == "urn:trialbridge:fhir:subject-id")
+    return ids
+
+
+def _same_subjects_sample(folder: Path) -> Path:
+    """The CSV sample cut to the export's subjects: the records the export was built from."""
+    keep = _export_subjects()
+    folder.mkdir()
+    for src in sorted(SAMPLE.glob("*.csv")):
+        with open(src, encoding="utf-8", newline="") as fh, open(folder / src.name, "w", encoding="utf-8",
+                                                                  newline="") as out:
+            reader = csv.DictReader(fh)
+            writer = csv.DictWriter(out, fieldnames=reader.fieldnames)
+            writer.writeheader()
+            writer.writerows(r for r in reader if r["subject_id"] in keep)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     base = tmp_path_factory.mktemp("hospital")
     out = {}
-    for name, source in (("csv-sample", SAMPLE), ("bundle", HOSPITAL / "bundle.json"),
+    sample = _same_subjects_sample(base / "csv-in")
+    assert len(_export_subjects()) == 24
+    for name, source in (("csv-sample", sample), ("bundle", HOSPITAL / "bundle.json"),
                          ("ndjson", HOSPITAL / "ndjson")):
         result = convert(source, "sdtm", base / name, formats="csv,xpt")
         assert not [i for i in result.log.issues if i.severity == "error"], name
@@ -63,7 +89,7 @@ def test_export_looks_like_a_hospital_export():
     assert fhir_validate.validate_resources(resources, log, model_check=False)["invalid"] == 0
     assert log.issues == []
     patients = [r for r in resources if r["resourceType"] == "Patient"]
-    assert len(patients) == 59 and all(p.get("name") and p.get("telecom") and p.get("address") for p in patients)
+    assert len(patients) == 24 and all(p.get("name") and p.get("telecom") and p.get("address") for p in patients)
     assert all(any(i.get("type", {}).get("coding", [{}])[0].get("code") == "MR" for i in p["identifier"])
                for p in patients)
     units = {}
@@ -157,11 +183,11 @@ def test_ehr_export_without_trial_ids_links_by_mrn(converted, tmp_path):
     ehr.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
 
     unlinked = convert(ehr, "records", tmp_path / "unlinked", study_ref="NCT04387942")
-    assert sum(1 for i in unlinked.log.issues if i.code == "FHIR-NO-SUBJECT-ID") == 59
+    assert sum(1 for i in unlinked.log.issues if i.code == "FHIR-NO-SUBJECT-ID") == 24
 
     result = convert(ehr, "sdtm", tmp_path / "sdtm", formats="csv", study_ref="NCT04387942", link_subjects=SAMPLE)
     assert not [i for i in result.log.issues if i.severity != "info"]
-    assert sum(1 for i in result.log.issues if i.code == "FHIR-LINKED-BY-MRN") == 59
+    assert sum(1 for i in result.log.issues if i.code == "FHIR-LINKED-BY-MRN") == 24
     got, want = _datasets(tmp_path / "sdtm"), _datasets(converted["csv-sample"])
     for name in ("EX", "AE", "VS"):
         assert got[name] == want[name], name
