@@ -36,6 +36,7 @@ from converters import ct, sdtm_io
 from converters.datasets import Dataset, Variable
 from converters.files import atomic_path
 from converters.issues import IssueLog
+from converters.sdtm_io import _char, _missing_num
 from converters.sdtm_spec import governed_codelists, load_spec, split_parent
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
@@ -211,16 +212,8 @@ def _oid_part(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------ data typing
-def _char(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 def _byte_len(value: Any) -> int:
     return len(_char(value).encode("utf-8"))
-
-
-def _missing_num(value: Any) -> bool:
-    return value is None or value == "" or (isinstance(value, float) and value != value)
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -98,6 +98,18 @@ class IssueLog:
         }
 
 
+def schema_problem(validator, instance: Any) -> str | None:
+    """The first error a JSON Schema validator finds in ``instance``, as one line naming its
+    place ("at sites/0/country: … (and 2 more)"), or None when it is valid.  Used for the
+    configuration files (study, ODM mapping), where the first problem is what to fix."""
+    errors = sorted(validator.iter_errors(instance), key=lambda e: [str(p) for p in e.path])
+    if not errors:
+        return None
+    first = errors[0]
+    where = "/".join(str(p) for p in first.path) or "(top level)"
+    return f"at {where}: {first.message}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+
+
 def _record_key(record: Any) -> tuple[int, Any]:
     if isinstance(record, int):
         return (0, record)

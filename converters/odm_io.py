@@ -57,7 +57,7 @@ from lxml import etree
 
 from converters import records_io
 from converters.files import atomic_open
-from converters.issues import IssueLog, TrialbridgeError
+from converters.issues import IssueLog, TrialbridgeError, schema_problem
 from converters.model import RECORD_ORDER, Records, public, record_types
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
@@ -183,12 +183,9 @@ def load_mapping(ref: str | Path | dict | OdmMapping | None = None, study_oid: s
 
 
 def _build_mapping(data: Any, source: str) -> OdmMapping:
-    errors = sorted(_mapping_validator().iter_errors(data), key=lambda e: list(map(str, e.path)))
-    if errors:
-        first = errors[0]
-        where_ = "/".join(map(str, first.path)) or "(top level)"
-        raise TrialbridgeError(f"{source}: ODM mapping invalid at {where_}: {first.message}"
-                               + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    problem = schema_problem(_mapping_validator(), data)
+    if problem:
+        raise TrialbridgeError(f"{source}: ODM mapping invalid {problem}")
     problems: list[str] = []
     types = record_types()
     codelists = data.get("codelists") or {}

@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable
 
 from converters.datasets import Dataset, Variable
 from converters.issues import IssueLog
+from mappings import derive
 
 # Trial design and other datasets without subject-level records.
 TRIAL_DESIGN = frozenset({"TA", "TE", "TV", "TI", "TS", "TD", "TM"})
@@ -134,21 +135,7 @@ def iso8601_ok(text: str) -> bool:
 
 def day_of(text: Any) -> date | None:
     """The date of an ISO 8601 value when it is complete to the day, else None."""
-    if not isinstance(text, str) or len(text) < 10:
-        return None
-    match = re.match(r"(\d{4})-(\d{2})-(\d{2})(?:T|\Z)", text)
-    if not match:
-        return None
-    try:
-        return date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        return None
-
-
-def study_day(on: date, reference: date) -> int:
-    """SDTMIG study day: no day 0; the reference date is day 1, the day before is -1."""
-    delta = (on - reference).days
-    return delta + 1 if delta >= 0 else delta
+    return derive.date_part(text) if isinstance(text, str) else None
 
 
 def _dtc_components(text: str) -> list[int] | None:
@@ -392,7 +379,7 @@ def check_study_day(ctx: Context, rule: Rule) -> None:
                 on = day_of(row.get(dtc))
                 if on is None or is_null(recorded):
                     continue
-                expected = study_day(on, ref)
+                expected = derive.day_number(on, ref)
                 if not isinstance(recorded, (int, float)) or recorded != expected:
                     ctx.report(
                         rule, ds, f"{dy} is {_num_text(recorded)} but {dtc} {row.get(dtc)} and "

@@ -42,6 +42,7 @@ from converters.datasets import Dataset, Variable
 from converters.files import atomic_open, atomic_path
 from converters.issues import IssueLog, TrialbridgeError
 from converters.sdtm_spec import load_spec
+from mappings.derive import format_number
 
 FORMATS = ("xpt", "dataset-json", "csv")
 SUFFIX = {"xpt": ".xpt", "dataset-json": ".json", "csv": ".csv"}
@@ -76,20 +77,6 @@ def to_ascii(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return stripped.encode("ascii", "replace").decode("ascii")
-
-
-def format_number(value: Any) -> str:
-    """Shortest round-trip text of a number; integral values without '.0'; missing -> ''."""
-    if _missing_num(value):
-        return ""
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        return str(value)
-    f = float(value)
-    if f.is_integer() and abs(f) < 2**53:
-        return str(int(f))
-    return repr(f)
 
 
 def _file_name(ds: Dataset, fmt: str) -> str:

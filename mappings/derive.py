@@ -48,7 +48,12 @@ def study_day(dtc: str | None, rfstdtc: str | None) -> int | None:
     d, ref = date_part(dtc), date_part(rfstdtc)
     if d is None or ref is None:
         return None
-    delta = (d - ref).days
+    return day_number(d, ref)
+
+
+def day_number(on: date, reference: date) -> int:
+    """Study day of a date: the reference date is day 1, the day before is day -1."""
+    delta = (on - reference).days
     return delta + 1 if delta >= 0 else delta
 
 
@@ -104,13 +109,19 @@ def to_number(text: str | None) -> float | None:
     return float(t)
 
 
-def format_number(value: float | int | None) -> str:
-    """Shortest text for a number: integers without '.0', others by repr (round-trips)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def format_number(value: float | int | str | None) -> str:
+    """Shortest round-trip text of a number: integral values without '.0', others by repr;
+    missing (None, '', NaN) -> ''."""
+    if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
         return ""
-    if float(value).is_integer() and abs(value) < 1e15:
+    if isinstance(value, bool):
         return str(int(value))
-    return repr(float(value))
+    if isinstance(value, int):
+        return str(value)
+    f = float(value)
+    if f.is_integer() and abs(f) < 2**53:
+        return str(int(f))
+    return repr(f)
 
 
 def round_sig(value: float, digits: int = 10) -> float:

@@ -16,12 +16,17 @@ from typing import Any
 import jsonschema
 import yaml
 
-from converters.issues import TrialbridgeError
+from converters.issues import TrialbridgeError, schema_problem
 
 
 @lru_cache(maxsize=1)
 def _schema() -> dict:
     return json.loads(resources.files("schemas").joinpath("config/study.schema.json").read_text("utf-8"))
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(_schema())
 
 
 def bundled_studies() -> dict[str, Path]:
@@ -88,12 +93,9 @@ def load_study(ref: str | Path) -> Study:
         config = yaml.safe_load(path.read_text("utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise TrialbridgeError(f"{path}: cannot read study configuration: {exc}") from exc
-    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.path) or "(top level)"
-        raise TrialbridgeError(f"{path}: study configuration invalid at {where}: {first.message}"
-                               + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    problem = schema_problem(_validator(), config)
+    if problem:
+        raise TrialbridgeError(f"{path}: study configuration invalid {problem}")
     return Study(config, path)
 
 
@@ -152,9 +154,8 @@ def study_from_sdtm(datasets: dict) -> Study:
         [{"number": 1, "name": "UNKNOWN", "day": 0, "window": [0, 0]}],
         "trial_summary": [{"parmcd": str(k)[:8], "value": v[:200]} for k, v in sorted(ts.items()) if k and v],
     }
-    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(config), key=lambda e: list(e.path))
-    if errors:
-        first = errors[0]
-        raise TrialbridgeError(f"cannot build a study configuration from the SDTM trial design: "
-                               f"{'/'.join(str(p) for p in first.path)}: {first.message}; give --study")
+    problem = schema_problem(_validator(), config)
+    if problem:
+        raise TrialbridgeError(f"cannot build a study configuration from the SDTM trial design {problem}; "
+                               "give --study")
     return Study(config, Path(f"<from SDTM {study_id}>"))

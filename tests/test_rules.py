@@ -12,7 +12,8 @@ import pytest
 
 from converters.datasets import Dataset, Variable
 from converters.issues import IssueLog
-from converters.rules import RULES, RULES_BY_ID, iso8601_ok, study_day, validate_datasets
+from converters.rules import RULES, RULES_BY_ID, iso8601_ok, validate_datasets
+from mappings.derive import day_number as study_day
 from converters.sdtm_spec import load_spec
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

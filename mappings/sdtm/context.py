@@ -173,9 +173,9 @@ class Context:
             return ""
         found = ""
         for el in info.elements:
-            if _le(el["SESTDTC"], dtc) and (not el["SEENDTC"] or _lt(dtc, el["SEENDTC"])):
+            if el["SESTDTC"] <= dtc and (not el["SEENDTC"] or dtc < el["SEENDTC"]):
                 found = el["EPOCH"]
-        if not found and info.elements and _le(info.elements[-1]["SESTDTC"], dtc):
+        if not found and info.elements and info.elements[-1]["SESTDTC"] <= dtc:
             found = info.elements[-1]["EPOCH"]
         return found
 
@@ -267,15 +267,3 @@ def unplanned_name(number: float) -> str:
 def _next_day(dtc: str) -> str:
     d = derive.date_part(dtc)
     return (d + timedelta(days=1)).isoformat() if d else ""
-
-
-def _cmp_key(dtc: str) -> str:
-    return dtc
-
-
-def _le(a: str, b: str) -> bool:
-    return _cmp_key(a) <= _cmp_key(b)
-
-
-def _lt(a: str, b: str) -> bool:
-    return _cmp_key(a) < _cmp_key(b)

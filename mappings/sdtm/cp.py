@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.model import where
 from mappings import terminology
-from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
+from mappings.sdtm.common import clean, subject_id_of, subject_index
 from mappings.sdtm.context import Context
-from mappings.sdtm.findings import flag_last_before_exposure, result_record, result_variables, timing_variables
+from mappings.sdtm.findings import finding_row, flag_last_before_exposure, result_record
 
 DOMAIN = "CP"
 ORDER = 35
@@ -31,15 +30,9 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             ctx.reject(rec, "TERM-UNMAPPED-CPTEST", f"cell population {rec['population']!r} ({rec['measure']}) is "
                        "not in the cell phenotype table", "population")
             continue
-        row = base_row(ctx, DOMAIN, rec["subject_id"])
-        row.update(CPTESTCD=test["cptestcd"], CPTEST=test["cptest"], CPCAT=test.get("cpcat", ""),
-                   CPMRKSTR=test.get("markers", ""), CPMETHOD=test.get("method", "FLOW CYTOMETRY"))
-        row.update(result_variables(ctx, rec, "CP", test, where(rec, "result")))
-        spec = rec.get("specimen") or test.get("specimen", "")
-        row["CPSPEC"] = terminology.map_term("specimen", spec, log=ctx.log, where=where(rec, "specimen")) or "" \
-            if spec else ""
-        row.update(timing_variables(ctx, rec, "CP"))
-        rows.append(row)
+        rows.append(finding_row(ctx, rec, DOMAIN, test, {
+            "CPTESTCD": test["cptestcd"], "CPTEST": test["cptest"], "CPCAT": test.get("cpcat", ""),
+            "CPMRKSTR": test.get("markers", ""), "CPMETHOD": test.get("method", "FLOW CYTOMETRY")}))
     flag_last_before_exposure(ctx, rows, "CP", ("CPLOBXFL",), lambda r: (r["CPTESTCD"], r["CPSPEC"]))
     return rows
 

@@ -100,8 +100,6 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
         backward(row, FIELDS, rec)
         if rec.get("dose_unit"):
             rec["dose_unit"] = terminology.cdisc_to_ucum(rec["dose_unit"]) or rec["dose_unit"]
-        if rec.get("end") == rec.get("start"):
-            rec["end"] = row.get("EXENDTC", "")
         seq = derive.format_number(row.get("EXSEQ"))
         rec["bsa_m2"] = supp.get((row["USUBJID"], seq, "BSA"), "")
         rec["planned_dose_per_bsa"] = supp.get((row["USUBJID"], seq, "DOSEBSA"), "")

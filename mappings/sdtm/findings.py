@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from converters.model import where
 from mappings import derive, terminology
+from mappings.sdtm.common import base_row, visit_label
 from mappings.sdtm.context import Context
 
 _COMPARATOR = re.compile(r"^\s*(<=|>=|<|>)\s*(.+)$")
@@ -80,18 +81,30 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
             if n is not None:
                 conv = terminology.convert_value(n, factor_from, std["ucum"], test.get("molar_mass_g_per_mol"))
                 out[var] = derive.round_sig(conv) if conv is not None else None
+    # same unit: the standard text keeps the reported precision ("1.30" stays "1.30")
+    same_unit = unit is not None and std is not None and unit["ucum"] == std["ucum"]
     if comparator:
-        same_unit = unit is not None and std is not None and unit["ucum"] == std["ucum"]
         out[f"{p}STRESC"] = f"{comparator}{number_text if same_unit else derive.format_number(value)}"
         ctx.log.info(f"{p}-NONNUMERIC-RESULT", f"result has a comparator; {p}STRESC = {out[f'{p}STRESC']!r}, "
                      f"{p}STRESN empty", **log_where, value=result)
         return out
-    same_unit = unit is not None and std is not None and unit["ucum"] == std["ucum"]
-    # same unit: the standard text keeps the reported precision ("1.30" stays "1.30")
     out[f"{p}STRESC"] = number_text if same_unit else derive.format_number(value)
     out[f"{p}STRESN"] = value
     out[f"{p}NRIND"] = derive.reference_range_indicator(value, out[f"{p}STNRLO"], out[f"{p}STNRHI"])
     return out
+
+
+def finding_row(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, Any],
+                identity: dict[str, Any]) -> dict[str, Any]:
+    """One LB/CP row: the test's identity variables, then result, specimen and timing."""
+    row = base_row(ctx, p, rec["subject_id"])
+    row.update(identity)
+    row.update(result_variables(ctx, rec, p, test, where(rec, "result")))
+    spec = rec.get("specimen") or test.get("specimen", "")
+    row[f"{p}SPEC"] = (terminology.map_term("specimen", spec, log=ctx.log, where=where(rec, "specimen")) or "") \
+        if spec else ""
+    row.update(timing_variables(ctx, rec, p))
+    return row
 
 
 def timing_variables(ctx: Context, rec: dict[str, Any], p: str) -> dict[str, Any]:
@@ -128,8 +141,6 @@ def flag_last_before_exposure(ctx: Context, rows: list[dict[str, Any]], p: str, 
 def result_record(row: dict[str, Any], p: str, subject_id: str, study) -> dict[str, Any]:
     """The record fields LB and CP share, from one SDTM row (the reverse of
     :func:`result_variables` and :func:`timing_variables`)."""
-    from mappings.sdtm.common import visit_label
-
     return {
         "subject_id": subject_id,
         "visit": visit_label(row.get("VISIT"), study),

@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from mappings import terminology
-from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
+from mappings.sdtm.common import clean, subject_id_of, subject_index
 from mappings.sdtm.context import Context
-from mappings.sdtm.findings import flag_last_before_exposure, result_record, result_variables, timing_variables
-from converters.model import where
+from mappings.sdtm.findings import finding_row, flag_last_before_exposure, result_record
 
 DOMAIN = "LB"
 ORDER = 30
@@ -30,15 +29,9 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             terminology.count_unmapped("lab_tests", rec["test"])
             ctx.reject(rec, "TERM-UNMAPPED-LABTEST", f"lab test {rec['test']!r} is not in the lab test table", "test")
             continue
-        row = base_row(ctx, DOMAIN, rec["subject_id"])
-        row.update(LBREFID=rec.get("accession", ""), LBTESTCD=test["lbtestcd"], LBTEST=test["lbtest"],
-                   LBCAT=test.get("lbcat", ""), LBLOINC=test.get("loinc", ""))
-        row.update(result_variables(ctx, rec, "LB", test, where(rec, "result")))
-        spec = rec.get("specimen") or test.get("specimen", "")
-        row["LBSPEC"] = terminology.map_term("specimen", spec, log=ctx.log, where=where(rec, "specimen")) or "" \
-            if spec else ""
-        row.update(timing_variables(ctx, rec, "LB"))
-        rows.append(row)
+        rows.append(finding_row(ctx, rec, DOMAIN, test, {
+            "LBREFID": rec.get("accession", ""), "LBTESTCD": test["lbtestcd"], "LBTEST": test["lbtest"],
+            "LBCAT": test.get("lbcat", ""), "LBLOINC": test.get("loinc", "")}))
     flag_last_before_exposure(ctx, rows, "LB", ("LBLOBXFL", "LBBLFL"), lambda r: (r["LBTESTCD"], r["LBSPEC"]))
     return rows
 

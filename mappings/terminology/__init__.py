@@ -235,30 +235,34 @@ def lab_test(name: Any) -> dict | None:
     return load_table("lab_tests").lookup(name)
 
 
-@lru_cache(maxsize=1)
-def _lab_by_code() -> dict[str, dict]:
-    return {e["lbtestcd"].upper(): e for e in load_table("lab_tests").entries}
-
-
-@lru_cache(maxsize=1)
-def _lab_by_loinc() -> dict[str, dict]:
+@lru_cache(maxsize=None)
+def _index(table_name: str, key: str) -> dict[str, dict]:
+    """Entries of a table by one field (the first entry wins); for ``loinc`` also by the
+    per-unit alternatives of ``loinc_by_unit_kind``.  Test codes are matched upper case."""
     out: dict[str, dict] = {}
-    for e in load_table("lab_tests").entries:
-        if e.get("loinc"):
-            out.setdefault(e["loinc"], e)
-        for alt in (e.get("loinc_by_unit_kind") or {}).values():
-            if alt.get("loinc"):
-                out.setdefault(alt["loinc"], e)
+    for e in load_table(table_name).entries:
+        values = [e.get(key)] + ([alt.get("loinc") for alt in (e.get("loinc_by_unit_kind") or {}).values()]
+                                 if key == "loinc" else [])
+        for v in values:
+            if v:
+                out.setdefault(v.upper() if key.endswith("testcd") else v, e)
     return out
 
 
+def _by(table_name: str, key: str, value: Any) -> dict | None:
+    if not value:
+        return None
+    text = str(value).strip()
+    return _index(table_name, key).get(text.upper() if key.endswith("testcd") else text)
+
+
 def lab_test_by_code(lbtestcd: str) -> dict | None:
-    return _lab_by_code().get(str(lbtestcd).strip().upper()) if lbtestcd else None
+    return _by("lab_tests", "lbtestcd", lbtestcd)
 
 
 def lab_test_by_loinc(code: str) -> dict | None:
     """The lab test for a LOINC code (the entry's own code or one of its per-unit alternatives)."""
-    return _lab_by_loinc().get(str(code).strip()) if code else None
+    return _by("lab_tests", "loinc", code)
 
 
 def cp_test(population: Any, measure: str) -> dict | None:
@@ -274,22 +278,12 @@ def cp_test(population: Any, measure: str) -> dict | None:
     return None
 
 
-@lru_cache(maxsize=1)
-def _cp_by_code() -> dict[str, dict]:
-    return {e["cptestcd"].upper(): e for e in load_table("cell_phenotypes").entries}
-
-
-@lru_cache(maxsize=1)
-def _cp_by_loinc() -> dict[str, dict]:
-    return {e["loinc"]: e for e in load_table("cell_phenotypes").entries if e.get("loinc")}
-
-
 def cp_test_by_code(cptestcd: str) -> dict | None:
-    return _cp_by_code().get(str(cptestcd).strip().upper()) if cptestcd else None
+    return _by("cell_phenotypes", "cptestcd", cptestcd)
 
 
 def cp_test_by_loinc(code: str) -> dict | None:
-    return _cp_by_loinc().get(str(code).strip()) if code else None
+    return _by("cell_phenotypes", "loinc", code)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,29 +298,10 @@ def unit(value: Any) -> dict | None:
         return None
     text = str(value).strip()
     table = load_table("units")
-    entry = _units_by_ucum().get(text) or table.lookup(text)
+    entry = _index("units", "ucum").get(text) or table.lookup(text)
     if entry is None:
         return None
     return {"ucum": entry.get("ucum"), "cdisc": entry.get("cdisc")}
-
-
-@lru_cache(maxsize=1)
-def _units_by_ucum() -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for e in load_table("units").entries:
-        if e.get("ucum"):
-            out.setdefault(e["ucum"], e)
-    return out
-
-
-@lru_cache(maxsize=1)
-def _units_by_cdisc() -> dict[str, dict]:
-    # the first entry listing a CDISC unit is the one cdisc_to_ucum answers with
-    out: dict[str, dict] = {}
-    for e in load_table("units").entries:
-        if e.get("cdisc"):
-            out.setdefault(e["cdisc"], e)
-    return out
 
 
 def ucum_to_cdisc(u: Any) -> str | None:
@@ -337,7 +312,7 @@ def ucum_to_cdisc(u: Any) -> str | None:
 def cdisc_to_ucum(u: Any) -> str | None:
     if u is None:
         return None
-    entry = _units_by_cdisc().get(str(u).strip())
+    entry = _index("units", "cdisc").get(str(u).strip())
     if entry is not None:
         return entry["ucum"]
     found = unit(u)
