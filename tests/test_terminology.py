@@ -353,3 +353,12 @@ def test_repeated_conversion_uses_cached_factor():
     for v in range(1000):
         assert term.convert_value(v, "mg/dL", "g/L") == pytest.approx(v / 100)
     assert term._factor.cache_info().hits - before == 1000
+
+
+def test_serious_criteria_table_maps_synonyms_to_flag_variables():
+    table = term.load_table("serious_criteria")
+    assert table.lookup("Hospitalisation")["variable"] == "AESHOSP"
+    assert table.lookup("congenital anomaly or birth defect")["criterion"] == "CONGENITAL ANOMALY"
+    assert table.lookup("AESDTH")["criterion"] == "DEATH"
+    assert table.lookup("sprained ankle") is None
+    assert [e["variable"] for e in table.entries] == ["AESDTH", "AESLIFE", "AESHOSP", "AESDISAB", "AESCONG", "AESMIE"]

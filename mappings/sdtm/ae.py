@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from converters.model import where
-from mappings import derive
+from mappings import derive, terminology
 from mappings.sdtm.common import Field, backward, base_row, clean, forward, ny, subject_id_of, subject_index
 from mappings.sdtm.context import Context
 
@@ -37,17 +37,11 @@ FIELDS = (
     Field("end", "AEENDTC", kind="date"),
 )
 
-# criterion word in the record -> SDTM flag variable (SDTMIG 3.4 AE assumptions 6.2.4)
-CRITERIA = {
-    "DEATH": "AESDTH",
-    "LIFE-THREATENING": "AESLIFE",
-    "HOSPITALIZATION": "AESHOSP",
-    "DISABILITY": "AESDISAB",
-    "CONGENITAL ANOMALY": "AESCONG",
-    "MEDICALLY IMPORTANT": "AESMIE",
-}
-SYNONYMS = {"HOSPITALISATION": "HOSPITALIZATION", "LIFE THREATENING": "LIFE-THREATENING",
-            "CONGENITAL ANOMALY OR BIRTH DEFECT": "CONGENITAL ANOMALY", "OTHER MEDICALLY IMPORTANT": "MEDICALLY IMPORTANT"}
+
+
+def criteria() -> dict[str, str]:
+    """Seriousness criterion -> AE flag variable, from mappings/terminology/serious_criteria.yaml."""
+    return {e["criterion"]: e["variable"] for e in terminology.load_table("serious_criteria").entries}
 
 
 def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
@@ -71,17 +65,23 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
 
 
 def _criteria(ctx: Context, rec: dict[str, Any], row: dict[str, Any]) -> None:
-    named = [SYNONYMS.get(c.strip().upper(), c.strip().upper()) for c in (rec.get("serious_criteria") or "").split(";")
-             if c.strip()]
-    for c in named:
-        if c not in CRITERIA:
-            ctx.log.error("TERM-UNMAPPED-AECRIT", f"seriousness criterion {c!r} is not one of "
-                          f"{', '.join(CRITERIA)}", **where(rec, "serious_criteria"), value=c)
+    table, flags = terminology.load_table("serious_criteria"), criteria()
+    named = []
+    for word in (c.strip() for c in (rec.get("serious_criteria") or "").split(";")):
+        if not word:
+            continue
+        entry = table.lookup(word)
+        if entry is None:
+            ctx.log.error("TERM-UNMAPPED-AECRIT", f"seriousness criterion {word.upper()!r} is not one of "
+                          f"{', '.join(flags)}", **where(rec, "serious_criteria"), value=word.upper())
+            named.append(word.upper())
+        else:
+            named.append(entry["criterion"])
     if named and row["AESER"] != "Y":
         ctx.log.warning("AE-CRITERIA-NOT-SERIOUS", "seriousness criteria given for an event not marked serious",
                         **where(rec, "serious_criteria"), value=rec.get("serious_criteria"))
     if row["AESER"] == "Y" or named:
-        for word, var in CRITERIA.items():
+        for word, var in flags.items():
             row[var] = "Y" if word in named else "N"
 
 
@@ -129,6 +129,6 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
         if not rec.get("ae_number") or spid_count[(row["USUBJID"], rec["ae_number"])] > 1:
             rec["ae_number"] = derive.format_number(row.get("AESEQ"))
         rec["serious"] = row.get("AESER", "")
-        rec["serious_criteria"] = ";".join(w for w, v in CRITERIA.items() if row.get(v) == "Y")
+        rec["serious_criteria"] = ";".join(w for w, v in criteria().items() if row.get(v) == "Y")
         out.append(clean(rec))
     return out
