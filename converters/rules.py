@@ -30,14 +30,12 @@ from typing import Any, Callable, Iterable
 
 from converters.datasets import Dataset, Variable
 from converters.issues import IssueLog
+from converters.sdtm_io import XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME  # the writer's FDA limits
 from mappings import derive
 
 # Trial design and other datasets without subject-level records.
 TRIAL_DESIGN = frozenset({"TA", "TE", "TV", "TI", "TS", "TD", "TM"})
 XPT_NAME = re.compile(r"[A-Z][A-Z0-9_]*\Z")
-XPT_NAME_MAX = 8
-XPT_LABEL_MAX = 40
-XPT_CHAR_MAX = 200
 # Variables whose codelist depends on another variable's value (SDTMIG DS assumptions):
 # variable -> (governing variable, {governing value: codelist short name}).  The spec
 # carries one codelist per variable; these rows override it when the governing value is known.
@@ -465,23 +463,23 @@ def _codelist(ct_module: Any, short: str) -> Any | None:
 
 def check_xpt_name(ctx: Context, rule: Rule) -> None:
     for ds in ctx.datasets.values():
-        if len(ds.name) > XPT_NAME_MAX or not XPT_NAME.match(ds.name):
+        if len(ds.name) > XPT_MAX_NAME or not XPT_NAME.match(ds.name):
             ctx.report(rule, ds, f"Dataset name {ds.name!r} is not a SAS V5 name (<=8, [A-Z][A-Z0-9_]*)",
                        value=ds.name)
         for v in ds.variables:
-            if len(v.name) > XPT_NAME_MAX or not XPT_NAME.match(v.name):
+            if len(v.name) > XPT_MAX_NAME or not XPT_NAME.match(v.name):
                 ctx.report(rule, ds, f"Variable name {v.name!r} is not a SAS V5 name (<=8, [A-Z][A-Z0-9_]*)",
                            field=v.name, value=v.name)
 
 
 def check_xpt_label(ctx: Context, rule: Rule) -> None:
     for ds in ctx.datasets.values():
-        if len(ds.label or "") > XPT_LABEL_MAX:
-            ctx.report(rule, ds, f"Dataset label is {len(ds.label)} characters (max {XPT_LABEL_MAX})",
+        if len(ds.label or "") > XPT_MAX_LABEL:
+            ctx.report(rule, ds, f"Dataset label is {len(ds.label)} characters (max {XPT_MAX_LABEL})",
                        value=ds.label)
         for v in ds.variables:
-            if len(v.label or "") > XPT_LABEL_MAX:
-                ctx.report(rule, ds, f"Label of {v.name} is {len(v.label)} characters (max {XPT_LABEL_MAX})",
+            if len(v.label or "") > XPT_MAX_LABEL:
+                ctx.report(rule, ds, f"Label of {v.name} is {len(v.label)} characters (max {XPT_MAX_LABEL})",
                            field=v.name, value=v.label)
 
 
@@ -491,10 +489,10 @@ def check_xpt_char_200(ctx: Context, rule: Rule) -> None:
         for row_no, row in _rows(ds):
             for name in chars:
                 value = row.get(name)
-                if isinstance(value, str) and len(value) > XPT_CHAR_MAX // 4 and \
-                        len(value.encode("utf-8")) > XPT_CHAR_MAX:
+                if isinstance(value, str) and len(value) > XPT_MAX_CHAR // 4 and \
+                        len(value.encode("utf-8")) > XPT_MAX_CHAR:
                     ctx.report(rule, ds, f"{name} value is {len(value.encode('utf-8'))} bytes "
-                               f"(SAS V5 max {XPT_CHAR_MAX})", row_no, row, name, value)
+                               f"(SAS V5 max {XPT_MAX_CHAR})", row_no, row, name, value)
 
 
 def _bad_chars(text: str) -> str:
