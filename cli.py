@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from converters.issues import TrialbridgeError
+from trialbridge.converters.core.issues import TrialbridgeError
 
 
 class Group(click.Group):
@@ -71,7 +71,7 @@ def _summary(result, limit: int = 20) -> None:
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
             input_fhir_version: str, link_subjects: Path | None, study: str | None) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
-    from converters.runner import convert as run
+    from trialbridge.converters.pipeline import convert as run
 
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
                  fhir_version=fhir_version, input_fhir_version=input_fhir_version, link_subjects=link_subjects)
@@ -87,7 +87,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this file: .html (browsable report) or .json.")
 def validate(path: Path, report: Path | None) -> None:
     """Check an SDTM folder (schemas, conformance rules) or FHIR output (R4 schema, models, references)."""
-    from converters.runner import validate as run
+    from trialbridge.converters.pipeline import validate as run
 
     result = run(path, report)
     click.echo(f"validated {path} (study {result.study_id})")

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from converters.runner import convert  # noqa: E402
+
+from trialbridge.converters.pipeline import convert  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "nct04387942"
 

@@ -16,12 +16,12 @@ from typing import Any
 import jsonschema
 import yaml
 
-from converters.issues import TrialbridgeError, schema_problem
+from trialbridge.converters.core.issues import TrialbridgeError, schema_problem
 
 
 @lru_cache(maxsize=1)
 def _schema() -> dict:
-    return json.loads(resources.files("schemas").joinpath("config/study.schema.json").read_text("utf-8"))
+    return json.loads(resources.files("trialbridge.schemas").joinpath("config/study.schema.json").read_text("utf-8"))
 
 
 @lru_cache(maxsize=1)
@@ -30,7 +30,7 @@ def _validator() -> jsonschema.Draft202012Validator:
 
 
 def bundled_studies() -> dict[str, Path]:
-    folder = resources.files("mappings").joinpath("studies")
+    folder = resources.files("trialbridge.mappings").joinpath("studies")
     return {p.name.rsplit(".", 1)[0].upper(): Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 

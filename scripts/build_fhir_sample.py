@@ -38,13 +38,14 @@ from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from converters import fhir_io, records_io  # noqa: E402
-from converters.issues import IssueLog  # noqa: E402
-from mappings.fhir import CPTESTCD_SYSTEM, EXT, LBTESTCD_SYSTEM, LOINC, UCUM  # noqa: E402
-from mappings.fhir.patient import MRN_SYSTEM  # noqa: E402
-from mappings.study import load_study  # noqa: E402
+
+from trialbridge.converters.formats import records as records_io  # noqa: E402
+from trialbridge.converters.formats.fhir import io as fhir_io
+from trialbridge.converters.core.issues import IssueLog  # noqa: E402
+from trialbridge.mappings.fhir import CPTESTCD_SYSTEM, EXT, LBTESTCD_SYSTEM, LOINC, UCUM  # noqa: E402
+from trialbridge.mappings.fhir.patient import MRN_SYSTEM  # noqa: E402
+from trialbridge.mappings.study import load_study  # noqa: E402
 
 SOURCE = ROOT / "samples" / "nct04387942"
 TARGET = ROOT / "samples" / "nct04387942-fhir"

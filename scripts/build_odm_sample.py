@@ -16,11 +16,12 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from converters import odm_io, records_io  # noqa: E402
-from converters.issues import IssueLog  # noqa: E402
-from mappings.study import load_study  # noqa: E402
+
+from trialbridge.converters.formats import records as records_io  # noqa: E402
+from trialbridge.converters.formats import odm as odm_io
+from trialbridge.converters.core.issues import IssueLog  # noqa: E402
+from trialbridge.mappings.study import load_study  # noqa: E402
 
 SOURCE = ROOT / "samples" / "nct04387942"
 TARGET = ROOT / "samples" / "nct04387942-odm" / "edc-export.xml"

@@ -5,13 +5,12 @@ Schemas in schemas/internal, so the documentation cannot drift from the contract
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from converters.model import record_types  # noqa: E402
+
+from trialbridge.converters.core.records import record_types  # noqa: E402
 
 
 def main() -> int:

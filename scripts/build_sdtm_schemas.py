@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 from lxml import etree
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from converters.files import atomic_open  # noqa: E402
+
+from trialbridge.converters.core.files import atomic_open  # noqa: E402
 
 NS = {
     "odm": "http://www.cdisc.org/ns/odm/v1.3",

@@ -22,9 +22,9 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from converters.files import atomic_open  # noqa: E402
+
+from trialbridge.converters.core.files import atomic_open  # noqa: E402
 
 # Codelists by submission short name (C-code in the comment); keep sorted by purpose.
 CODELISTS = [

@@ -30,8 +30,8 @@ import yaml
 from jsonschema import Draft202012Validator
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from converters.files import atomic_open  # noqa: E402
+
+from trialbridge.converters.core.files import atomic_open  # noqa: E402
 
 SCHEMA_DIR = ROOT / "schemas" / "internal"
 CONFIG = ROOT / "mappings" / "studies" / "nct04387942.yaml"

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from converters import records_io, sdtm_io
-from converters.issues import IssueLog
-from converters.rules import validate_datasets
-from converters.sdtm_convert import records_to_sdtm
-from mappings.study import load_study
+from trialbridge.converters.formats import records as records_io
+from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.validation.rules import validate_datasets
+from trialbridge.converters.spokes import records_to_sdtm
+from trialbridge.mappings.study import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "nct04387942"

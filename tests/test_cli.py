@@ -10,8 +10,8 @@ import pyreadstat
 import pytest
 from click.testing import CliRunner
 
-from cli import main
-from converters.sdtm_io import dataset_json_schema
+from trialbridge.cli import main
+from trialbridge.converters.formats.sdtm import dataset_json_schema
 from tests.conftest import SAMPLE, reference
 
 
@@ -155,7 +155,7 @@ def test_dataset_json_msg_example_validates_with_its_define(tmp_path):
 def test_version_matches_pyproject():
     import tomllib
 
-    from converters import __version__
+    from trialbridge.converters import __version__
     from tests.conftest import ROOT
 
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == __version__

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from converters.ct import CT_VERSION, codelist, codelists, has_codelist
+from trialbridge.mappings.terminology.ct import CT_VERSION, codelist, codelists, has_codelist
 
 
 def test_version():

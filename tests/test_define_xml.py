@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from converters import define_xml, sdtm_io
-from converters.define_xml import DEF21_NS, ODM_NS, XLINK_NS
-from converters.issues import IssueLog
+from trialbridge.converters.formats import define as define_xml
+from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.formats.define import DEF21_NS, ODM_NS, XLINK_NS
+from trialbridge.converters.core.issues import IssueLog
 from tests.xml_attacks import LAUGH_ENTITIES
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from mappings import derive
+from trialbridge.mappings import derive
 
 
 @pytest.mark.parametrize("dtc, ref, expected", [

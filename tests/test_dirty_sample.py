@@ -9,7 +9,7 @@ import re
 
 from click.testing import CliRunner
 
-from cli import main
+from trialbridge.cli import main
 from tests.conftest import DIRTY
 
 
@@ -54,8 +54,8 @@ def test_dirty_sample_accounts_for_every_row(tmp_path):
 
 def test_valid_records_of_a_dirty_subject_still_convert(tmp_path):
     """Subject 103 has the pre-consent dose: its other 10 doses and all its labs convert."""
-    from converters.sdtm_io import read_sdtm_folder
-    from converters.issues import IssueLog
+    from trialbridge.converters.formats.sdtm import read_sdtm_folder
+    from trialbridge.converters.core.issues import IssueLog
 
     CliRunner().invoke(main, ["convert", str(DIRTY), "--to", "sdtm", "-o", str(tmp_path / "out")])
     datasets = read_sdtm_folder(tmp_path / "out", IssueLog())

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from converters import fhir_io, fhir_validate, records_io
-from converters.issues import IssueLog
-from converters.runner import convert
+from trialbridge.converters.formats.fhir import io as fhir_io
+from trialbridge.converters.formats.fhir import validate as fhir_validate
+from trialbridge.converters.formats import records as records_io
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.pipeline import convert
 from tests.conftest import ROOT, SAMPLE
 
 HOSPITAL = ROOT / "samples" / "nct04387942-fhir"

@@ -5,12 +5,13 @@ from decimal import Decimal
 
 import pytest
 
-from converters import fhir_io, fhir_validate
-from converters.issues import IssueLog
-from converters.model import Records, public
-from mappings.fhir import (EXT_LOCAL_DATETIME, LBTESTCD_SYSTEM, LOINC, UCUM, FhirContext, adverse_event, encounter,
+from trialbridge.converters.formats.fhir import io as fhir_io
+from trialbridge.converters.formats.fhir import validate as fhir_validate
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import Records, public
+from trialbridge.mappings.fhir import (EXT_LOCAL_DATETIME, LBTESTCD_SYSTEM, LOINC, UCUM, FhirContext, adverse_event, encounter,
                            medication_administration, observation, patient, research_subject)
-from mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir.ids import resource_id
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from decimal import Decimal
 
 import pytest
 
-from converters import fhir_io
-from converters.issues import IssueLog
-from converters.model import public, record_types
-from mappings.fhir import r5
-from mappings.fhir.patient import patient_id
+from trialbridge.converters.formats.fhir import io as fhir_io
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import public, record_types
+from trialbridge.converters.formats.fhir import versions as r5
+from trialbridge.mappings.fhir.patient import patient_id
 
 STASH_URLS = {r5.STASH[r5.R4], r5.STASH[r5.R5]}
 

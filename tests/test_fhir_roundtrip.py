@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from converters import fhir_io, fhir_validate
-from converters.issues import IssueLog
-from converters.model import RECORD_ORDER, public, record_types
-from converters.sdtm_convert import records_to_sdtm
+from trialbridge.converters.formats.fhir import io as fhir_io
+from trialbridge.converters.formats.fhir import validate as fhir_validate
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import RECORD_ORDER, public, record_types
+from trialbridge.converters.spokes import records_to_sdtm
 
 MAPPED = RECORD_ORDER  # all seven record types
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from converters.issues import IssueLog
-from converters.model import Records
-from converters.sdtm_convert import records_to_sdtm
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import Records
+from trialbridge.converters.spokes import records_to_sdtm
 
 
 def _records(labs, cells=()):

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from converters import odm_io, records_io
-from converters.issues import IssueLog, TrialbridgeError
-from converters.model import RECORD_ORDER, public, record_types
-from converters.sdtm_convert import records_to_sdtm
-from mappings.study import load_study
+from trialbridge.converters.formats import odm as odm_io
+from trialbridge.converters.formats import records as records_io
+from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
+from trialbridge.converters.core.records import RECORD_ORDER, public, record_types
+from trialbridge.converters.spokes import records_to_sdtm
+from trialbridge.mappings.study import load_study
 from tests.conftest import ROOT, SAMPLE, reference
 from tests.xml_attacks import LAUGH_ENTITIES
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from click.testing import CliRunner
 
-from cli import main
+from trialbridge.cli import main
 from tests.conftest import reference
 
 

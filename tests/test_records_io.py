@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from converters import records_io
-from converters.issues import IssueLog, TrialbridgeError
+from trialbridge.converters.formats import records as records_io
+from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from tests.conftest import ROOT, SAMPLE
 
 
@@ -75,7 +75,7 @@ def test_write_records_round_trip(sample_records, tmp_path):
 
 def test_every_finding_code_in_the_source_is_documented():
     documented = "".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
-    sources = [p.read_text() for p in list((ROOT / "converters").glob("*.py")) + list((ROOT / "mappings").rglob("*.py"))]
+    sources = [p.read_text() for p in list((ROOT / "converters").rglob("*.py")) + list((ROOT / "mappings").rglob("*.py"))]
     codes = set()
     for text in sources:
         codes.update(re.findall(r'\.(?:error|warning|info|add\([^,]+,)\(?\s*f?"([A-Z]{2,6}-[A-Z0-9-]+)"', text))

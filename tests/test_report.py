@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from lxml import html
 
-from converters.datasets import Dataset
-from converters.issues import IssueLog
-from converters.report import (MAX_FINDINGS_PER_RULE, json_report, render_html, write_html_report,
+from trialbridge.converters.core.datasets import Dataset
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.validation.report import (MAX_FINDINGS_PER_RULE, json_report, render_html, write_html_report,
                                write_json_report)
-from converters.rules import RULES_BY_ID, validate_datasets
+from trialbridge.converters.validation.rules import RULES_BY_ID, validate_datasets
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(

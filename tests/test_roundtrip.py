@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import pytest
 
-from converters import sdtm_io
-from converters.issues import IssueLog
-from converters.model import public, record_types
-from converters.sdtm_convert import records_to_sdtm, sdtm_to_records
-from mappings import terminology
-from mappings.sdtm import ae, dm, ex
-from mappings.sdtm import ds as ds_module
+from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import public, record_types
+from trialbridge.converters.spokes import records_to_sdtm, sdtm_to_records
+from trialbridge.mappings import terminology
+from trialbridge.mappings.sdtm import ae, dm, ex
+from trialbridge.mappings.sdtm import ds as ds_module
 
 # record type -> {field: terminology table}: values given as synonyms ("Q2W") come back as
 # the CDISC submission value ("EVERY 2 WEEKS"), as the mapping modules document.

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from converters.datasets import Dataset, Variable
-from converters.issues import IssueLog
-from converters.rules import RULES, RULES_BY_ID, iso8601_ok, validate_datasets
-from mappings.derive import day_number as study_day
-from converters.sdtm_spec import load_spec
+from trialbridge.converters.core.datasets import Dataset, Variable
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.validation.rules import RULES, RULES_BY_ID, iso8601_ok, validate_datasets
+from trialbridge.mappings.derive import day_number as study_day
+from trialbridge.converters.core.sdtm_spec import load_spec
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 PILOT = REFERENCE / "sdtm" / "cdiscpilot01"

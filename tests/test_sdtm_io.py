@@ -10,9 +10,9 @@ import pandas as pd
 import pyreadstat
 import pytest
 
-from converters.datasets import Dataset
-from converters.issues import IssueLog
-from converters.sdtm_io import (
+from trialbridge.converters.core.datasets import Dataset
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.formats.sdtm import (
     format_number,
     read_dataset,
     read_sdtm_folder,
@@ -22,7 +22,7 @@ from converters.sdtm_io import (
     write_datasets,
     write_xpt,
 )
-from converters.sdtm_spec import make_dataset
+from trialbridge.converters.core.sdtm_spec import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

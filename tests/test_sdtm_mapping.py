@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from mappings.sdtm.ae import treatment_emergent
+from trialbridge.mappings.sdtm.ae import treatment_emergent
 
 
 def rows_of(datasets, name, usubjid=None, **match):

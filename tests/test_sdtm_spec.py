@@ -6,7 +6,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from converters.sdtm_spec import (
+from trialbridge.converters.core.sdtm_spec import (
     available_domains, load_spec, make_dataset, row_validator, spec_from_columns,
 )
 

@@ -9,9 +9,9 @@ import jsonschema
 import pytest
 import yaml
 
-import mappings.terminology as term
-from converters import ct
-from converters.issues import IssueLog
+import trialbridge.mappings.terminology as term
+from trialbridge.mappings.terminology import ct
+from trialbridge.converters.core.issues import IssueLog
 
 TABLES = term.table_names()
 EXPECTED_TABLES = {
@@ -26,12 +26,12 @@ SAMPLE_POPULATIONS = ["CD3+ T cells", "CD3+CD4+ T cells", "CD3+CD8+ T cells", "C
 
 
 def _raw(name: str) -> dict:
-    text = resources.files("mappings.terminology").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+    text = resources.files("trialbridge.mappings.terminology").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 
 def _schema() -> dict:
-    return json.loads(resources.files("schemas").joinpath("config", "terminology.schema.json").read_text())
+    return json.loads(resources.files("trialbridge.schemas").joinpath("config", "terminology.schema.json").read_text())
 
 
 @pytest.fixture(autouse=True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from mappings import terminology
+from trialbridge.mappings import terminology
 
 TB = "urn:trialbridge:fhir:"
 EXT = TB + "extension:"

@@ -18,10 +18,10 @@ NOT RELATED; WHO-UMC Certain comes back as RELATED.
 """
 from __future__ import annotations
 
-from mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, clean, coded, decode, extensions, get_datetime,
+from trialbridge.mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, clean, coded, decode, extensions, get_datetime,
                            read_extensions, set_datetime, subject_of)
-from mappings.fhir.ids import resource_id
-from mappings.fhir.patient import patient_id
+from trialbridge.mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir.patient import patient_id
 
 EXTRA = ("end", "body_system", "grade", "serious_criteria", "action_taken")
 MEDDRA = "http://terminology.hl7.org/CodeSystem/mdr"

@@ -26,9 +26,9 @@ record fields.
 """
 from __future__ import annotations
 
-from mappings.fhir import (EXT, FhirContext, clean, get_datetime, read_extensions, set_datetime, subject_of)
-from mappings.fhir.ids import resource_id
-from mappings.fhir.patient import patient_id
+from trialbridge.mappings.fhir import (EXT, FhirContext, clean, get_datetime, read_extensions, set_datetime, subject_of)
+from trialbridge.mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir.patient import patient_id
 
 EXT_VISIT = EXT + "visit"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"

@@ -14,10 +14,10 @@ text comes back as the CDISC term of its SNOMED code.
 """
 from __future__ import annotations
 
-from mappings.fhir import (FhirContext, clean, coded, decode, extensions, get_datetime, number_text, quantity,
+from trialbridge.mappings.fhir import (FhirContext, clean, coded, decode, extensions, get_datetime, number_text, quantity,
                            quantity_unit, read_extensions, set_datetime, subject_of)
-from mappings.fhir.ids import resource_id
-from mappings.fhir.patient import patient_id
+from trialbridge.mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir.patient import patient_id
 
 EXTRA = ("planned_dose_per_bsa", "bsa_m2", "frequency", "course", "adjustment_reason")
 

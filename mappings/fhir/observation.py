@@ -24,12 +24,12 @@ an Observation whose code is neither in the lab_tests nor the cell_phenotypes ta
 """
 from __future__ import annotations
 
-from mappings import terminology
-from mappings.fhir import (COMPARATOR, CPTESTCD_SYSTEM, LBTESTCD_SYSTEM, LOINC, SPECTYPE_SYSTEM, FhirContext, clean,
+from trialbridge.mappings import terminology
+from trialbridge.mappings.fhir import (COMPARATOR, CPTESTCD_SYSTEM, LBTESTCD_SYSTEM, LOINC, SPECTYPE_SYSTEM, FhirContext, clean,
                            exact_decimal, get_datetime, number_text, quantity, quantity_unit, set_datetime,
                            subject_of)
-from mappings.fhir.ids import resource_id
-from mappings.fhir.patient import patient_id
+from trialbridge.mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir.patient import patient_id
 
 LABORATORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                           "code": "laboratory", "display": "Laboratory"}]}
@@ -130,7 +130,7 @@ def _interpretation(result: str | None, record: dict) -> dict | None:
     reference range, both in the reported unit — the same rule as --NRIND
     (``derive.reference_range_indicator``), coded through the nrind table.  Derived, so
     not read back (the range is)."""
-    from mappings import derive
+    from trialbridge.mappings import derive
 
     value = derive.to_number(result)
     indicator = derive.reference_range_indicator(value, derive.to_number(record.get("ref_low")),

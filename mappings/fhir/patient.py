@@ -11,9 +11,9 @@ and read back only with that flag.  Not round-tripped by default: those five fie
 """
 from __future__ import annotations
 
-from mappings.fhir import (FhirContext, SUBJECT_ID_SYSTEM, clean, coded, decode, extensions, get_datetime,
+from trialbridge.mappings.fhir import (FhirContext, SUBJECT_ID_SYSTEM, clean, coded, decode, extensions, get_datetime,
                            identifier_value, read_extensions, set_datetime)
-from mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir.ids import resource_id
 
 EXTRA = ("race", "ethnicity", "country", "height_cm", "weight_kg")
 MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",

@@ -15,8 +15,8 @@ no site extension).
 """
 from __future__ import annotations
 
-from mappings.fhir import TB, FhirContext
-from mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir import TB, FhirContext
+from trialbridge.mappings.fhir.ids import resource_id
 
 REGISTRY_SYSTEM = "https://clinicaltrials.gov"
 STUDY_ID_SYSTEM = TB + "study-id"

@@ -34,12 +34,12 @@ disposition records and, unless it is ineligible/on-study/candidate, no screen_f
 """
 from __future__ import annotations
 
-from mappings import terminology
-from mappings.fhir import (EXT, FHIR_DATETIME, FhirContext, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, clean, extensions,
+from trialbridge.mappings import terminology
+from trialbridge.mappings.fhir import (EXT, FHIR_DATETIME, FhirContext, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, clean, extensions,
                            get_datetime, identifier_value, read_extensions, set_datetime)
-from mappings.fhir.ids import resource_id
-from mappings.fhir.patient import patient_id
-from mappings.fhir.research_study import site_study_id_of, study_id_of
+from trialbridge.mappings.fhir.ids import resource_id
+from trialbridge.mappings.fhir.patient import patient_id
+from trialbridge.mappings.fhir.research_study import site_study_id_of, study_id_of
 
 EXTRA = ("site_id", "cohort", "relapse_date")
 STATUS = {"Y": "ineligible", "N": "on-study", "": "candidate"}

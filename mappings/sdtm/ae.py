@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.model import where
-from mappings import derive, terminology
-from mappings.sdtm.common import Field, backward, base_row, clean, forward, ny, subject_id_of, subject_index
-from mappings.sdtm.context import Context
+from trialbridge.converters.core.records import where
+from trialbridge.mappings import derive, terminology
+from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, ny, subject_id_of, subject_index
+from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "AE"
 ORDER = 40

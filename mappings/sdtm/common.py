@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from converters import ct
-from converters.model import where
-from mappings import derive, terminology
-from mappings.sdtm.context import Context
+from trialbridge.mappings.terminology import ct
+from trialbridge.converters.core.records import where
+from trialbridge.mappings import derive, terminology
+from trialbridge.mappings.sdtm.context import Context
 
 
 @dataclass(frozen=True)

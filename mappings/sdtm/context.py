@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from converters.issues import IssueLog
-from converters.model import Records, where
-from mappings import derive
-from mappings.study import Study
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import Records, where
+from trialbridge.mappings import derive
+from trialbridge.mappings.study import Study
 
 
 @dataclass

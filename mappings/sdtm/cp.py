@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from mappings import terminology
-from mappings.sdtm.common import clean, subject_id_of, subject_index
-from mappings.sdtm.context import Context
-from mappings.sdtm.findings import finding_row, flag_last_before_exposure, result_record
+from trialbridge.mappings import terminology
+from trialbridge.mappings.sdtm.common import clean, subject_id_of, subject_index
+from trialbridge.mappings.sdtm.context import Context
+from trialbridge.mappings.sdtm.findings import finding_row, flag_last_before_exposure, result_record
 
 DOMAIN = "CP"
 ORDER = 35

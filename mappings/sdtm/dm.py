@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.model import where
-from mappings import derive
-from mappings.sdtm.common import Field, backward, clean, forward
-from mappings.sdtm.context import Context
+from trialbridge.converters.core.records import where
+from trialbridge.mappings import derive
+from trialbridge.mappings.sdtm.common import Field, backward, clean, forward
+from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "DM"
 ORDER = 10

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
-from converters.model import where
-from mappings import derive, terminology
-from mappings.sdtm.common import base_row, visit_label
-from mappings.sdtm.context import Context
+from trialbridge.converters.core.records import where
+from trialbridge.mappings import derive, terminology
+from trialbridge.mappings.sdtm.common import base_row, visit_label
+from trialbridge.mappings.sdtm.context import Context
 
 _COMPARATOR = re.compile(r"^\s*(<=|>=|<|>)\s*(.+)$")
 

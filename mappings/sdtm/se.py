@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mappings.sdtm.context import Context
+from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "SE"
 ORDER = 70

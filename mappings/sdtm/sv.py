@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters.model import where
-from mappings import derive
-from mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
-from mappings.sdtm.context import Context
+from trialbridge.converters.core.records import where
+from trialbridge.mappings import derive
+from trialbridge.mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
+from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "SV"
 ORDER = 60

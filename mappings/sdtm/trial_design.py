@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from converters import ct
-from mappings.study import Study
+from trialbridge.mappings.terminology import ct
+from trialbridge.mappings.study import Study
 
 
 def ta(study: Study) -> list[dict[str, Any]]:

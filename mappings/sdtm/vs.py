@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mappings import derive
-from mappings.sdtm.common import base_row, subject_id_of, subject_index
-from mappings.sdtm.context import Context
+from trialbridge.mappings import derive
+from trialbridge.mappings.sdtm.common import base_row, subject_id_of, subject_index
+from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "VS"
 ORDER = 80

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from converters import ct
+from trialbridge.mappings.terminology import ct
 
 __all__ = [
     "TermTable", "table_names", "load_table", "map_term", "unmapped_counts", "reset_unmapped_counts",
@@ -127,7 +127,7 @@ class TermTable:
 def _validator():
     import jsonschema
 
-    text = resources.files("schemas").joinpath("config", "terminology.schema.json").read_text(encoding="utf-8")
+    text = resources.files("trialbridge.schemas").joinpath("config", "terminology.schema.json").read_text(encoding="utf-8")
     schema = json.loads(text)
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)

@@ -61,7 +61,7 @@ def _build_index(terms, preferred, synonyms) -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def _all() -> dict[str, Codelist]:
-    text = resources.files("mappings").joinpath("terminology", "ct", CT_FILE).read_text(encoding="utf-8")
+    text = resources.files("trialbridge.mappings").joinpath("terminology", "ct", CT_FILE).read_text(encoding="utf-8")
     raw: dict[str, dict] = {}
     for row in csv.DictReader(io.StringIO(text, newline="")):
         cl = raw.setdefault(row["codelist"], {

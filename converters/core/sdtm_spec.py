@@ -17,9 +17,9 @@ from typing import Any, Iterable
 
 import jsonschema_rs
 
-from converters.datasets import Dataset, Variable
+from trialbridge.converters.core.datasets import Dataset, Variable
 
-SCHEMA_PACKAGE = "schemas"
+SCHEMA_PACKAGE = "trialbridge.schemas"
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ from collections import Counter
 from decimal import Decimal
 from typing import Any, Callable, Iterable
 
-from mappings.fhir import EXT
+from trialbridge.mappings.fhir import EXT
 
 R4, R5 = "R4", "R5"
 STASH = {R4: EXT + "r4-element", R5: EXT + "r5-element"}  # key: version the element belongs to
@@ -198,7 +198,7 @@ ENCOUNTER_STATUS_TO_R4 = {"on-hold": "onleave", "completed": "finished", "discha
 
 
 def _json(value: Any) -> str:
-    from converters.fhir_io import dumps  # lazy: converters imports mappings
+    from trialbridge.converters.formats.fhir.io import dumps  # lazy: converters imports mappings
 
     return dumps(value)
 

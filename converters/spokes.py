@@ -14,21 +14,21 @@ from collections import defaultdict
 from types import ModuleType
 from typing import Any
 
-from converters.datasets import Dataset
-from converters.issues import IssueLog
-from converters.model import Records
-from converters.sdtm_spec import load_spec, make_dataset
-from mappings import derive
-import mappings.sdtm as sdtm_pkg
-from mappings.sdtm import trial_design
-from mappings.sdtm.context import Context
-from mappings.study import Study
+from trialbridge.converters.core.datasets import Dataset
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import Records
+from trialbridge.converters.core.sdtm_spec import load_spec, make_dataset
+from trialbridge.mappings import derive
+import trialbridge.mappings.sdtm as sdtm_pkg
+from trialbridge.mappings.sdtm import trial_design
+from trialbridge.mappings.sdtm.context import Context
+from trialbridge.mappings.study import Study
 
 
 def domain_modules() -> list[ModuleType]:
     mods = []
     for info in pkgutil.iter_modules(sdtm_pkg.__path__):
-        mod = importlib.import_module(f"mappings.sdtm.{info.name}")
+        mod = importlib.import_module(f"{sdtm_pkg.__name__}.{info.name}")
         if hasattr(mod, "DOMAIN") and hasattr(mod, "to_sdtm"):
             mods.append(mod)
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.DOMAIN))
@@ -104,7 +104,7 @@ def sdtm_to_records(datasets: dict[str, Dataset], study: Study | None, log: Issu
     dm = datasets.get("DM")
     if dm is not None and dm.rows:
         records.study_id = str(dm.rows[0].get("STUDYID") or "")
-    from mappings.sdtm import vs  # height/weight return to the subject record
+    from trialbridge.mappings.sdtm import vs  # height/weight return to the subject record
     extra = vs.subject_fields(datasets)
     targets = {"DM": "subject", "EX": "exposure", "LB": "lab_result", "CP": "cell_phenotype",
                "AE": "adverse_event", "SV": "visit", "DS": "disposition"}

@@ -23,13 +23,13 @@ from typing import Any, Iterable, Iterator
 
 import jsonschema_rs
 
-from converters.fhir_io import dumps
-from converters.issues import IssueLog
+from trialbridge.converters.formats.fhir.io import dumps
+from trialbridge.converters.core.issues import IssueLog
 
 
 @lru_cache(maxsize=1)
 def _schema() -> dict:
-    text = package_files.files("schemas").joinpath("fhir", "fhir.r4.schema.json").read_text("utf-8")
+    text = package_files.files("trialbridge.schemas").joinpath("fhir", "fhir.r4.schema.json").read_text("utf-8")
     return json.loads(text)
 
 

@@ -26,11 +26,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from converters.files import atomic_open
-from converters.issues import IssueLog, TrialbridgeError
-from converters.model import Records, public, record_types, where
-from mappings.fhir import FhirContext, adverse_event, encounter, medication_administration, observation, patient
-from mappings.fhir import research_study, research_subject
+from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
+from trialbridge.converters.core.records import Records, public, record_types, where
+from trialbridge.mappings.fhir import FhirContext, adverse_event, encounter, medication_administration, observation, patient
+from trialbridge.mappings.fhir import research_study, research_subject
 
 RESOURCE_ORDER = ("ResearchStudy", "Patient", "ResearchSubject", "Encounter", "MedicationAdministration",
                   "Observation", "AdverseEvent")
@@ -256,7 +256,7 @@ def _link(rec: dict, res: dict, links: dict[str, dict], log: IssueLog) -> dict:
     record number: the subject's trial facts (not its identifying fields) fill the record;
     where the EHR and the trial records disagree, the EHR value is kept and the difference
     reported."""
-    from converters.model import record_types
+    from trialbridge.converters.core.records import record_types
 
     linked = next((links[m] for m in _medical_record_numbers(res) if m in links), None)
     if linked is None:

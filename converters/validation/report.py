@@ -25,9 +25,9 @@ import orjson
 from lxml import html
 from lxml.html import builder as E
 
-from converters.files import atomic_open
-from converters.issues import SEVERITIES
-from converters.rules import RULES_BY_ID
+from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.issues import SEVERITIES
+from trialbridge.converters.validation.rules import RULES_BY_ID
 
 MAX_FINDINGS_PER_RULE = 200
 MAX_VALUE_CHARS = 300

@@ -49,7 +49,7 @@ class RecordType:
 
 @lru_cache(maxsize=1)
 def record_types() -> dict[str, RecordType]:
-    folder = resources.files("schemas").joinpath("internal")
+    folder = resources.files("trialbridge.schemas").joinpath("internal")
     out = {}
     for name in RECORD_ORDER:
         schema = json.loads(folder.joinpath(f"{name}.schema.json").read_text("utf-8"))

@@ -38,11 +38,11 @@ import orjson
 import pandas as pd
 import pyreadstat
 
-from converters.datasets import Dataset, Variable
-from converters.files import atomic_open, atomic_path
-from converters.issues import IssueLog, TrialbridgeError
-from converters.sdtm_spec import load_spec
-from mappings.derive import format_number
+from trialbridge.converters.core.datasets import Dataset, Variable
+from trialbridge.converters.core.files import atomic_open, atomic_path
+from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
+from trialbridge.converters.core.sdtm_spec import load_spec
+from trialbridge.mappings.derive import format_number
 
 FORMATS = ("xpt", "dataset-json", "csv")
 SUFFIX = {"xpt": ".xpt", "dataset-json": ".json", "csv": ".csv"}
@@ -199,7 +199,7 @@ def _read_xpt(path: Path, log: IssueLog) -> Dataset:
 # ---------------------------------------------------------------------------------- Dataset-JSON
 @lru_cache(maxsize=1)
 def dataset_json_schema() -> dict:
-    text = resources.files("schemas").joinpath("dataset-json", "dataset.schema.json").read_text(
+    text = resources.files("trialbridge.schemas").joinpath("dataset-json", "dataset.schema.json").read_text(
         encoding="utf-8")
     return orjson.loads(text)
 
@@ -273,7 +273,7 @@ def dataset_json_obj(ds: Dataset, *, study_oid: str, metadata_version_oid: str =
 
 
 def _version() -> str:
-    from converters import __version__
+    from trialbridge.converters import __version__
 
     return __version__
 

@@ -32,12 +32,13 @@ from typing import Any, Iterable, Mapping
 
 from lxml import etree
 
-from converters import ct, sdtm_io
-from converters.datasets import Dataset, Variable
-from converters.files import atomic_path
-from converters.issues import IssueLog
-from converters.sdtm_io import _char, _missing_num
-from converters.sdtm_spec import governed_codelists, load_spec, split_parent
+from trialbridge.mappings.terminology import ct
+from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.core.datasets import Dataset, Variable
+from trialbridge.converters.core.files import atomic_path
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.formats.sdtm import _char, _missing_num
+from trialbridge.converters.core.sdtm_spec import governed_codelists, load_spec, split_parent
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 DEF21_NS = "http://www.cdisc.org/ns/def/v2.1"
@@ -670,7 +671,7 @@ _SCHEMAS = {
 
 @lru_cache(maxsize=None)
 def _schema(key: str) -> etree.XMLSchema:
-    base = resources.files("schemas").joinpath("define-xml")
+    base = resources.files("trialbridge.schemas").joinpath("define-xml")
     path = Path(str(base.joinpath(*_SCHEMAS[key])))
     return etree.XMLSchema(etree.parse(str(path), _safe_parser()))
 

@@ -17,9 +17,9 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from converters.files import atomic_open
-from converters.issues import IssueLog, TrialbridgeError
-from converters.model import RECORD_ORDER, Records, RecordType, public, record_types
+from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
+from trialbridge.converters.core.records import RECORD_ORDER, Records, RecordType, public, record_types
 
 SUFFIXES = (".csv", ".json", ".ndjson")
 
@@ -221,7 +221,7 @@ class _CalendarError:
 
 
 def _calendar_errors(rtype: RecordType, row: dict[str, Any]) -> list:
-    from mappings.derive import is_iso8601
+    from trialbridge.mappings.derive import is_iso8601
 
     out = []
     for name, prop in rtype.schema["properties"].items():

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Iterable
 
-from converters.datasets import Dataset, Variable
-from converters.issues import IssueLog
-from converters.sdtm_io import XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME  # the writer's FDA limits
-from mappings import derive
+from trialbridge.converters.core.datasets import Dataset, Variable
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.formats.sdtm import XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME  # the writer's FDA limits
+from trialbridge.mappings import derive
 
 # Trial design and other datasets without subject-level records.
 TRIAL_DESIGN = frozenset({"TA", "TE", "TV", "TI", "TS", "TD", "TM"})
@@ -177,7 +177,7 @@ class Context:
         if name not in self._validators:
             self._validators[name] = None
             if self.spec(ds) is not None:
-                from converters import sdtm_spec
+                from trialbridge.converters.core import sdtm_spec
 
                 self._validators[name] = sdtm_spec.row_validator(name)
         return self._validators[name]
@@ -244,7 +244,7 @@ class Context:
 
 
 def _load_spec(name: str) -> Any | None:
-    from converters import sdtm_spec
+    from trialbridge.converters.core import sdtm_spec
 
     spec = sdtm_spec.load_spec(name)  # SUPPxx -> SUPPQUAL metadata; unknown -> known=False
     return spec if spec.known else None
@@ -400,7 +400,7 @@ def check_dtc_iso8601(ctx: Context, rule: Rule) -> None:
 
 
 def check_ct(ctx: Context, rule: Rule) -> None:
-    from converters import ct
+    from trialbridge.mappings.terminology import ct
 
     for ds in ctx.datasets.values():
         present = set(ds.names)
@@ -451,7 +451,7 @@ _NUMERIC_RESULT = re.compile(r"^(<=|>=|<|>)?\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]
 
 def _governed(name: str) -> dict[str, tuple[str, dict[str, str]]]:
     """Codelists chosen by another variable's value (DSDECOD by DSCAT), from the schemas."""
-    from converters.sdtm_spec import governed_codelists
+    from trialbridge.converters.core.sdtm_spec import governed_codelists
 
     spec = _load_spec(name)
     return governed_codelists(name) if spec is not None else {}

@@ -55,10 +55,10 @@ import jsonschema
 import yaml
 from lxml import etree
 
-from converters import records_io
-from converters.files import atomic_open
-from converters.issues import IssueLog, TrialbridgeError, schema_problem
-from converters.model import RECORD_ORDER, Records, public, record_types
+from trialbridge.converters.formats import records as records_io
+from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.issues import IssueLog, TrialbridgeError, schema_problem
+from trialbridge.converters.core.records import RECORD_ORDER, Records, public, record_types
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
 XML_NS = "http://www.w3.org/XML/1998/namespace"
@@ -142,14 +142,14 @@ class OdmMapping:
 
 @lru_cache(maxsize=1)
 def _mapping_validator() -> jsonschema.Draft202012Validator:
-    text = resources.files("schemas").joinpath("config", "odm-mapping.schema.json").read_text("utf-8")
+    text = resources.files("trialbridge.schemas").joinpath("config", "odm-mapping.schema.json").read_text("utf-8")
     return jsonschema.Draft202012Validator(json.loads(text))
 
 
 def mapping_resource(study_oid: str):
     """The bundled mapping file for a study id: ``mappings/odm/<study id lower>.yaml``."""
     safe = re.sub(r"[^a-z0-9_.-]", "_", study_oid.strip().lower())
-    return resources.files("mappings").joinpath("odm", f"{safe}.yaml")
+    return resources.files("trialbridge.mappings").joinpath("odm", f"{safe}.yaml")
 
 
 def load_mapping(ref: str | Path | dict | OdmMapping | None = None, study_oid: str | None = None) -> OdmMapping:

@@ -9,17 +9,21 @@ from pathlib import Path
 
 import orjson
 
-from converters import define_xml, fhir_io, odm_io, records_io, sdtm_io
-from converters.fhir_validate import validate_resources
-from converters.datasets import Dataset
-from converters.files import atomic_open
-from converters.issues import IssueLog, TrialbridgeError
-from converters.model import Records
-from converters.rules import validate_datasets
-from converters.sdtm_convert import records_to_sdtm, sdtm_to_records
-from mappings import terminology
-from mappings.fhir import r5
-from mappings.study import Study, load_study, study_from_sdtm
+from trialbridge.converters.formats import define as define_xml
+from trialbridge.converters.formats.fhir import io as fhir_io
+from trialbridge.converters.formats import odm as odm_io
+from trialbridge.converters.formats import records as records_io
+from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.formats.fhir.validate import validate_resources
+from trialbridge.converters.core.datasets import Dataset
+from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
+from trialbridge.converters.core.records import Records
+from trialbridge.converters.validation.rules import validate_datasets
+from trialbridge.converters.spokes import records_to_sdtm, sdtm_to_records
+from trialbridge.mappings import terminology
+from trialbridge.converters.formats.fhir import versions as r5
+from trialbridge.mappings.study import Study, load_study, study_from_sdtm
 
 TARGETS = ("sdtm", "records", "fhir")
 SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
@@ -218,7 +222,7 @@ def _report_stale(output: Path, written: list[Path], log: IssueLog) -> None:
 
 
 def _fhir_study_id(resources: list[dict]) -> str | None:
-    from mappings.fhir import research_study
+    from trialbridge.mappings.fhir import research_study
 
     for res in resources:
         if res.get("resourceType") == "ResearchStudy":
@@ -277,7 +281,7 @@ def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> st
 def _write_report(log: IssueLog, report: Path, *, title: str, rows: dict | None = None,
                   define_status: str | None = None) -> Path:
     """--report: a browsable HTML page for .html/.htm, else JSON (issues.json plus rule texts)."""
-    from converters.report import write_html_report, write_json_report
+    from trialbridge.converters.validation.report import write_html_report, write_json_report
 
     log_json = log.to_json_obj()
     if report.suffix.lower() in (".html", ".htm"):
@@ -306,8 +310,8 @@ def _report_unmapped(log: IssueLog) -> None:
 
 
 def run_metadata(**extra) -> dict:
-    from converters import __version__
-    from converters.ct import CT_VERSION
+    from trialbridge.converters import __version__
+    from trialbridge.mappings.terminology.ct import CT_VERSION
 
     return {"trialbridge": __version__, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"NCI EVS SDTM CT {CT_VERSION}",
             **extra}
