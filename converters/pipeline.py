@@ -21,7 +21,6 @@ from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import Records
 from trialbridge.converters.validation.rules import validate_datasets
 from trialbridge.converters.spokes import records_to_sdtm, sdtm_to_records
-from trialbridge.mappings import terminology
 from trialbridge.converters.formats.fhir import versions as r5
 from trialbridge.mappings.study import Study, load_study, study_from_sdtm
 
@@ -114,7 +113,6 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     if to not in TARGETS:
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
-    terminology.reset_unmapped_counts()
     kind = detect_input(input_path)
     if output.exists() and not output.is_dir():
         raise TrialbridgeError(f"{output}: exists and is not a folder")
@@ -303,7 +301,7 @@ def _account_converted(log: IssueLog) -> None:
 
 
 def _report_unmapped(log: IssueLog) -> None:
-    for table, counts in sorted(terminology.unmapped_counts().items()):
+    for table, counts in sorted(log.unmapped.items()):
         for value, n in sorted(counts.items()):
             log.info("TERM-UNMAPPED-COUNT", f"{n} value(s) {value!r} not mapped by table {table}", field=table,
                      value=value)

@@ -34,13 +34,6 @@ def _schema() -> dict:
     return json.loads(resources.files("trialbridge.schemas").joinpath("config", "terminology.schema.json").read_text())
 
 
-@pytest.fixture(autouse=True)
-def _clean_counts():
-    term.reset_unmapped_counts()
-    yield
-    term.reset_unmapped_counts()
-
-
 # --- schema -------------------------------------------------------------------------------
 
 
@@ -235,7 +228,7 @@ def test_map_term_known_values(table, value, expected):
     log = IssueLog()
     assert term.map_term(table, value, log=log) == expected
     assert not log.issues
-    assert term.unmapped_counts() == {}
+    assert log.unmapped == {}
 
 
 def test_relatedness_goes_out_as_probably_likely():
@@ -256,7 +249,7 @@ def test_unmapped_route_error_mode():
     assert issue.code == "TERM-UNMAPPED-ROUTE"
     assert (issue.file, issue.record, issue.field, issue.value) == ("ex.csv", 7, "route", "Intrathecal pump")
     assert issue.usubjid == "NCT04387942-01-001"
-    assert term.unmapped_counts() == {"routes": {"Intrathecal pump": 1}}
+    assert log.unmapped == {"routes": {"Intrathecal pump": 1}}
 
 
 def test_unmapped_unit_passthrough_mode():
@@ -266,9 +259,8 @@ def test_unmapped_unit_passthrough_mode():
     assert [i.severity for i in log.issues] == ["warning", "warning"]
     assert {i.code for i in log.issues} == {"TERM-UNMAPPED-UNIT"}
     assert log.issues[0].field == "EXDOSU"
-    assert term.unmapped_counts()["units"]["[iU]/m2"] == 2
-    term.reset_unmapped_counts()
-    assert term.unmapped_counts() == {}
+    assert log.unmapped == {"units": {"[iU]/m2": 2}}
+    assert IssueLog().unmapped == {}  # counts live in the run's log, not in the module
 
 
 def test_unmapped_fixed_mode():
@@ -284,16 +276,17 @@ def test_unmapped_fixed_mode():
 
 def test_count_unmapped_for_direct_lookups():
     assert term.lab_test("Ferritin") is None  # CT knows FERRITIN, but the study table does not
-    term.count_unmapped("lab_tests", "Ferritin")
-    term.count_unmapped("lab_tests", "Ferritin")
-    assert term.unmapped_counts() == {"lab_tests": {"Ferritin": 2}}
+    log = IssueLog()
+    term.count_unmapped("lab_tests", "Ferritin", log)
+    term.count_unmapped("lab_tests", "Ferritin", log)
+    assert log.unmapped == {"lab_tests": {"Ferritin": 2}}
 
 
 def test_empty_values_are_not_reported():
     log = IssueLog()
     assert term.map_term("routes", None, log=log) is None
     assert term.map_term("routes", "  ", log=log) is None
-    assert not log.issues and term.unmapped_counts() == {}
+    assert not log.issues and log.unmapped == {}
 
 
 def test_unknown_table_is_a_programming_error():

@@ -48,6 +48,9 @@ class IssueLog:
     accounting: dict[str, Counter] = field(default_factory=dict)
     # what produced the findings (tool and standard versions, study); no wall-clock time
     run: dict[str, Any] = field(default_factory=dict)
+    # values a terminology lookup could not map: table -> Counter(value -> count); reported
+    # once per distinct value at the end of a run (design rule 2), never module-global
+    unmapped: dict[str, Counter] = field(default_factory=dict)
 
     def add(self, severity: str, code: str, message: str, **where: Any) -> Issue:
         if severity not in SEVERITIES:
@@ -68,8 +71,20 @@ class IssueLog:
     def extend(self, issues: Iterable[Issue]) -> None:
         self.issues.extend(issues)
 
-    def count_row(self, file: str, status: str) -> None:
-        self.accounting.setdefault(file, Counter())[status] += 1
+    def count_row(self, file: str, status: str, n: int = 1) -> None:
+        self.accounting.setdefault(file, Counter())[status] += n
+
+    def count_unmapped(self, table: str, value: Any) -> None:
+        self.unmapped.setdefault(table, Counter())[str(value)] += 1
+
+    def merge(self, other: "IssueLog") -> None:
+        """Take in the findings, row counts and unmapped counts of a log kept elsewhere (a
+        worker's, one subject's); the sums do not depend on the order logs are merged in."""
+        self.issues.extend(other.issues)
+        for file, counts in other.accounting.items():
+            self.accounting.setdefault(file, Counter()).update(counts)
+        for table, counts in other.unmapped.items():
+            self.unmapped.setdefault(table, Counter()).update(counts)
 
     def counts(self) -> Counter:
         return Counter(i.severity for i in self.issues)

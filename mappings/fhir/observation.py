@@ -56,7 +56,7 @@ def _code(kind: str, record: dict, ctx: FhirContext) -> dict:
         table, field_name = "lab_tests", "test"
     coding = []
     if entry is None:
-        terminology.count_unmapped(table, text)
+        terminology.count_unmapped(table, text, ctx.log)
         ctx.issue("error", "FHIR-UNMAPPED-CODE", f"{text!r} is not in terminology table {table}; Observation.code "
                   "carries the text only and cannot be read back", field=field_name, value=text)
     else:

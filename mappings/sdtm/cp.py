@@ -26,7 +26,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
     for rec in ctx.records["cell_phenotype"]:
         test = terminology.cp_test(rec["population"], rec["measure"])
         if test is None:
-            terminology.count_unmapped("cell_phenotypes", f"{rec['population']} / {rec['measure']}")
+            terminology.count_unmapped("cell_phenotypes", f"{rec['population']} / {rec['measure']}", ctx.log)
             ctx.reject(rec, "TERM-UNMAPPED-CPTEST", f"cell population {rec['population']!r} ({rec['measure']}) is "
                        "not in the cell phenotype table", "population")
             continue

@@ -31,7 +31,7 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
     if unit_text and unit is None:
         ctx.log.warning("TERM-UNMAPPED-UNIT", f"unit {unit_text!r} is not a known UCUM or CDISC unit; "
                         f"{p}ORRESU kept as given, no standard result", **where(rec, "unit"), value=unit_text)
-        terminology.count_unmapped("units", unit_text)
+        terminology.count_unmapped("units", unit_text, ctx.log)
     out[f"{p}ORRESU"] = unit["cdisc"] if unit else unit_text
     std_unit = test.get("standard_unit") or ""
     std = terminology.unit(std_unit) if std_unit else None

@@ -26,7 +26,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
     for rec in ctx.records["lab_result"]:
         test = terminology.lab_test(rec["test"])
         if test is None:
-            terminology.count_unmapped("lab_tests", rec["test"])
+            terminology.count_unmapped("lab_tests", rec["test"], ctx.log)
             ctx.reject(rec, "TERM-UNMAPPED-LABTEST", f"lab test {rec['test']!r} is not in the lab test table", "test")
             continue
         rows.append(finding_row(ctx, rec, DOMAIN, test, {

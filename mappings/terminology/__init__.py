@@ -13,7 +13,7 @@ entries carry more than the code) CT synonyms only lead to entries the table lis
 Unmapped values are never dropped silently (design rule 2): ``error`` gives ``None`` and an error
 issue, ``passthrough`` keeps the value and adds a warning, ``fixed`` substitutes ``fixed_value``
 and adds a warning.  Every unmapped value is also counted per table
-(:func:`unmapped_counts`), so the run can report each with its count.
+(:meth:`IssueLog.count_unmapped`), so the run can report each with its count.
 
 Unit conversion (:func:`convert_value`) is done by ucumvert's pint registry; the factor for a
 (from, to, molar mass) triple is computed once and cached.  No factors are written by hand.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -34,8 +33,7 @@ import yaml
 from trialbridge.mappings.terminology import ct
 
 __all__ = [
-    "TermTable", "table_names", "load_table", "map_term", "unmapped_counts", "reset_unmapped_counts",
-    "count_unmapped", "apply_unmapped",
+    "TermTable", "table_names", "load_table", "map_term", "count_unmapped", "apply_unmapped",
     "lab_test", "lab_test_by_code", "lab_test_by_loinc", "cp_test", "cp_test_by_code", "cp_test_by_loinc",
     "unit", "ucum_to_cdisc", "cdisc_to_ucum", "convert_value",
 ]
@@ -170,32 +168,18 @@ def load_table(name: str) -> TermTable:
 # ---------------------------------------------------------------------------------------------
 # mapping with a declared unmapped mode
 
-_unmapped: dict[str, Counter] = {}
-_unmapped_lock = threading.Lock()
-
-
-def unmapped_counts() -> dict[str, Counter]:
-    """Unmapped values seen since the last reset: table name -> Counter(value -> count)."""
-    with _unmapped_lock:
-        return {t: Counter(c) for t, c in sorted(_unmapped.items())}
-
-
-def reset_unmapped_counts() -> None:
-    with _unmapped_lock:
-        _unmapped.clear()
-
-
-def count_unmapped(table_name: str, value: Any) -> None:
-    """Count a value that a lookup (lab_test, cp_test, unit ...) could not map; the caller
-    reports the issue itself.  map_term counts on its own."""
-    with _unmapped_lock:
-        _unmapped.setdefault(table_name, Counter())[str(value)] += 1
+def count_unmapped(table_name: str, value: Any, log=None) -> None:
+    """Count a value that a lookup (lab_test, cp_test, unit ...) could not map, in the run's
+    log (:meth:`IssueLog.count_unmapped`); the caller reports the issue itself.  map_term
+    counts on its own."""
+    if log is not None:
+        log.count_unmapped(table_name, value)
 
 
 def apply_unmapped(table: TermTable, value: Any, *, log=None, where: dict | None = None) -> str | None:
     """What ``table`` gives for a value it cannot map, reporting it to ``log`` and the counter."""
     text = str(value)
-    count_unmapped(table.name, text)
+    count_unmapped(table.name, text, log)
     if table.unmapped == "error":
         result, severity = None, "error"
         message = f"{text!r} is not in terminology table {table.name}"

@@ -1,0 +1,145 @@
+"""Sorted spill: items go in in any order and come out sorted by key, in bounded memory.
+
+Everything that must be grouped or ordered on the way through trialbridge goes through one
+of these: the input records grouped by subject, and every output table (SDTM domain,
+record type, FHIR resource type) put in its final row order.  Items are held in memory up
+to ``chunk`` of them; each full chunk is sorted and written to a run file in a temporary
+folder; reading merges the runs (``heapq.merge``).  Memory therefore depends on the chunk
+size and the number of runs, never on the input size.  A spill that never filled a chunk
+never touches the disk.
+
+Keys are tuples of text, numbers and None; :func:`sortable` makes mixed tuples comparable
+(None < numbers < text, as the SDTM writers always ordered them).  Ties keep the order in
+which the items were added (the sort and the merge are both stable), so a key that is not
+unique still gives the same output for the same input — callers that add items from
+several workers make their keys unique (a row's subject plus its index in that subject).
+
+Payloads are ``bytes``: each caller chooses its encoding (orjson for rows, the original
+line for FHIR resources) so nothing is parsed or serialised here.
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import pickle
+import shutil
+import tempfile
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+DEFAULT_CHUNK = 50_000
+_KEY = itemgetter(0)
+
+
+def sortable(value: Any) -> tuple:
+    """One key component made comparable with any other: None < numbers < text."""
+    if value is None:
+        return (0, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, value)
+    return (2, str(value))
+
+
+def sort_key(values: Iterable[Any]) -> tuple:
+    return tuple(sortable(v) for v in values)
+
+
+class SortedSpill:
+    """Items ``(key, payload)`` added in any order, read back sorted by key."""
+
+    def __init__(self, name: str = "spill", *, chunk: int = DEFAULT_CHUNK, folder: str | os.PathLike | None = None):
+        self.name = name
+        self.chunk = chunk
+        self._folder = Path(folder) if folder is not None else None
+        self._own_folder = False
+        self._buffer: list[tuple[Any, bytes]] = []
+        self._runs: list[Path] = []
+        self.count = 0
+        self._closed = False
+
+    # -- writing ----------------------------------------------------------------------
+    def add(self, key: Any, payload: bytes) -> None:
+        self._buffer.append((key, payload))
+        self.count += 1
+        if len(self._buffer) >= self.chunk:
+            self._flush()
+
+    def extend(self, items: Iterable[tuple[Any, bytes]]) -> None:
+        for key, payload in items:
+            self.add(key, payload)
+
+    def _run_folder(self) -> Path:
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="trialbridge-spill-"))
+            self._own_folder = True
+        return self._folder
+
+    def _flush(self) -> None:
+        if not self._buffer:
+            return
+        self._buffer.sort(key=_KEY)
+        path = self._run_folder() / f"{self.name}.{len(self._runs):05d}.run"
+        with open(path, "wb") as fh:
+            pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
+            for item in self._buffer:
+                pickler.dump(item)
+        self._runs.append(path)
+        self._buffer = []
+
+    # -- reading ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[tuple[Any, bytes]]:
+        """Every item, sorted by key (stable)."""
+        if not self._runs:
+            self._buffer.sort(key=_KEY)
+            yield from self._buffer
+            return
+        self._flush()
+        yield from heapq.merge(*(_read_run(p) for p in self._runs), key=_KEY)
+
+    def payloads(self) -> Iterator[bytes]:
+        for _key, payload in self:
+            yield payload
+
+    def groups(self, group_of=lambda key: key[0]) -> Iterator[tuple[Any, list[tuple[Any, bytes]]]]:
+        """Consecutive items whose keys share ``group_of(key)``: one group per subject."""
+        for group, items in groupby(self, key=lambda item: group_of(item[0])):
+            yield group, list(items)
+
+    def __len__(self) -> int:
+        return self.count
+
+    # -- cleaning up ------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer = []
+        for p in self._runs:
+            p.unlink(missing_ok=True)
+        self._runs = []
+        if self._own_folder and self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> "SortedSpill":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # a spill dropped without close still leaves no files behind
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def _read_run(path: Path) -> Iterator[tuple[Any, bytes]]:
+    with open(path, "rb") as fh:
+        unpickler = pickle.Unpickler(fh)
+        while True:
+            try:
+                yield unpickler.load()
+            except EOFError:
+                return
