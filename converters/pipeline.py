@@ -3,25 +3,30 @@
 """
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import orjson
 
-from trialbridge.converters.formats import define as define_xml
-from trialbridge.converters.formats.fhir import io as fhir_io
-from trialbridge.converters.formats import odm as odm_io
-from trialbridge.converters.formats import records as records_io
-from trialbridge.converters.formats import sdtm as sdtm_io
-from trialbridge.converters.formats.fhir.validate import validate_resources
+from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
-from trialbridge.converters.core.records import Records
-from trialbridge.converters.validation.rules import validate_datasets
-from trialbridge.converters.spokes import records_to_sdtm, sdtm_to_records
+from trialbridge.converters.core.records import RECORD_ORDER
+from trialbridge.converters.core.sdtm_spec import make_dataset
+from trialbridge.converters.core.spill import SortedSpill
+from trialbridge.converters.formats import define as define_xml
+from trialbridge.converters.formats import odm as odm_io
+from trialbridge.converters.formats import records as records_io
+from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.formats.fhir import io as fhir_io
+from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.formats.fhir import versions as r5
+from trialbridge.converters.formats.fhir.validate import validate_resources
+from trialbridge.converters.validation.rules import validate_datasets
 from trialbridge.mappings.study import Study, load_study, study_from_sdtm
 
 TARGETS = ("sdtm", "records", "fhir")
@@ -107,9 +112,14 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
-            link_subjects: Path | None = None) -> RunResult:
+            link_subjects: Path | None = None, workers: int = 1, engine_name: str = "local",
+            scheduler: str | None = None, progress: bool = False) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
-    what is written, write it and ``issues.json`` into ``output``."""
+    what is written, write it and ``issues.json`` into ``output``.
+
+    The input streams into a spill grouped by subject; subjects are mapped one at a time
+    (``workers`` processes, or Dask with ``engine_name="dask"``); outputs are written from
+    sorted sinks (:mod:`trialbridge.converters.engine`)."""
     if to not in TARGETS:
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
@@ -124,85 +134,326 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             raise TrialbridgeError(f"--fhir-version {fhir_version} is not supported yet; supported: "
                                    f"{', '.join(FHIR_VERSIONS)}")
     result = RunResult(log=log, kind=kind)
-    records: Records | None = None
-    datasets: dict[str, Dataset] | None = None
-    study: Study | None = None
-    if kind == "records":
-        records = records_io.read_records(input_path, log)
-        study = _study(study_ref, records.study_id, log, required=True)
-    elif kind == "odm":
-        records = odm_io.read_odm(input_path, log)
-        if not records.rows["subject"] and log.has_errors:
-            write_issues(log, output / "issues.json")
-            first = next(i for i in log.sorted() if i.severity == "error")
-            raise TrialbridgeError(f"{input_path}: {first.code}: {first.message}", exit_code=1)
-        study = _study(study_ref, records.study_id, log, required=True)
-    elif kind == "fhir":
-        # R5 input is detected from the resources' shape (or named by the user) and read
-        # through its R4 form
-        resources = list(fhir_io.read_fhir(input_path, log))
-        version = r5.detect_versions(resources, log) if input_fhir_version == "auto" else input_fhir_version
-        # every resource read is validated too: the R4 schema (models for precise messages on
-        # the ones it rejects), or the R5 models; references are checked by the reader
-        if version == "R5":
-            r5.validate_r5(resources, log)
+    reporter = _Progress(progress)
+    with SortedSpill("input") as spill:
+        job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to)
+        groups: set[str] = set()  # one key per subject: the number of subjects to map
+        if kind == "sdtm":
+            datasets = sdtm_io.read_sdtm_folder(input_path, log)
+            named = _studyid(datasets)
+            study = _study(study_ref, named, log, required=False)
+            if study is None and to == "fhir":
+                study = study_from_sdtm(datasets)
+                log.warning("STUDY-FROM-SDTM", f"no configuration for study {named!r}: study facts for FHIR "
+                            "(ResearchStudy, arms, sites) taken from the folder's own TS/TA/TE/TV/DM")
+            result.study_id = study.study_id if study else (named or "")
+            if to == "sdtm":  # a change of format: the datasets themselves are the output
+                result.written = _write_sdtm(datasets, study, output, sdtm_formats, log, result.study_id)
+                return _finish(result, log, output, input_path, kind, to)
+            _spill_sdtm(datasets, spill, job, groups, log)
+            del datasets
+        elif kind == "fhir":
+            study = _spill_fhir(input_path, spill, job, groups, log, study_ref, input_fhir_version, link_subjects, reporter)
         else:
-            validate_resources(resources, log, model_check="failed", check_references=False)
-        if input_fhir_version == "auto":
-            resources = r5.normalise_to_r4(resources)
-        elif input_fhir_version == "R5":
-            resources = [r5.to_r4(r) for r in resources]
-        study = _study(study_ref, _fhir_study_id(resources), log, required=True)
-        links = None
-        if link_subjects is not None:
-            folder = link_subjects if link_subjects.is_dir() else link_subjects.parent
-            links = fhir_io.mrn_index(records_io.read_records(folder, IssueLog())["subject"])
-            if not links:
-                raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
-        records = fhir_io.fhir_to_records(resources, study, log, links=links)
-        del resources
-    else:
-        datasets = sdtm_io.read_sdtm_folder(input_path, log)
-        named = _studyid(datasets)
-        study = _study(study_ref, named, log, required=False)
-        if study is None and to == "fhir":
-            study = study_from_sdtm(datasets)
-            log.warning("STUDY-FROM-SDTM", f"no configuration for study {named!r}: study facts for FHIR "
-                        "(ResearchStudy, arms, sites) taken from the folder's own TS/TA/TE/TV/DM")
-        if to != "sdtm":
-            records = sdtm_to_records(datasets, study, log)
-    result.study_id = study.study_id if study else (_studyid(datasets or {}) or "")
-    if to == "records":
-        result.written = records_io.write_records(records, output, log)
-    elif to == "sdtm":
-        if datasets is None:
-            datasets = records_to_sdtm(records, study, log)
-        validate_datasets(datasets, log)
-        result.written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, result.study_id or "UNKNOWN")
-        # define.xml describing exactly what was written, validated against the XSD and
-        # read back to check it agrees with the datasets (lengths, labels, variables)
-        dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats)
-        result.written.append(dpath)
-        meta = define_xml.read_define(dpath, log)
-        if meta is not None:
-            define_xml.check_define_against_datasets(meta, datasets, log, exact_lengths=True)
-    else:
-        resources = list(fhir_io.records_to_fhir(records, study, log))
-        validate_resources(resources, log)  # R4 schema + models on what the mappings made
-        if fhir_version == "R5":
-            resources = [r5.to_r5(r) for r in resources]
-            r5.validate_r5(resources, log)
-        if (formats or "ndjson") == "bundle":
-            result.written = [fhir_io.write_bundle(resources, output / "bundle.json", bundle_type)]
+            study = _spill_records(input_path, kind, output, spill, groups, log, study_ref, reporter)
+        job.study = study
+        result.study_id = result.study_id or (study.study_id if study else "")
+        reporter.phase("map", len(groups))
+        del groups
+        sinks = engine.run(job, spill, log, workers=workers, engine=engine_name, scheduler=scheduler,
+                           progress=reporter.advance)
+    reporter.phase("write", None)
+    try:
+        if job.source == "sdtm":
+            spokes.report_unread((e["unread"] for e in sinks.extra if "unread" in e), job.sdtm_variables,
+                                 job.sdtm_sources, log)
+        if job.source == "fhir":
+            _report_fhir_unmapped_codes(log)
+        if to == "records":
+            result.written = _write_records(sinks, output)
+        elif to == "sdtm":
+            datasets = {name: make_dataset(name, list(sinks.rows(name))) for name in sorted(sinks.tables)}
+            datasets.setdefault("DM", make_dataset("DM", []))
+            for name, rows in spokes.trial_design_rows(study).items():
+                datasets[name] = make_dataset(name, rows)
+            result.written = _write_sdtm(dict(sorted(datasets.items())), study, output, sdtm_formats, log,
+                                         result.study_id)
         else:
-            result.written = fhir_io.write_ndjson(resources, output)
+            result.written = _write_fhir(sinks, study, log, output, formats or "ndjson", bundle_type, fhir_version)
+    finally:
+        sinks.close()
+        reporter.close()
     if kind in ("records", "fhir", "odm"):
         _account_converted(log)
+    return _finish(result, log, output, input_path, kind, to)
+
+
+def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, kind: str, to: str) -> RunResult:
     _report_stale(output, result.written, log)
     _report_unmapped(log)
     log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
     result.written.append(write_issues(log, output / "issues.json"))
     return result
+
+
+# ----------------------------------------------------------------------------- readers -> spill
+
+
+def _spill_records(input_path: Path, kind: str, output: Path, spill: SortedSpill, groups: set[str], log: IssueLog,
+                   study_ref: str | None, reporter: "_Progress") -> Study:
+    """Records (a records folder, or an ODM export read into records) into the spill by subject."""
+    if kind == "odm":
+        records = odm_io.read_odm(input_path, log)
+        if not records.rows["subject"] and log.has_errors:
+            write_issues(log, output / "issues.json")
+            first = next(i for i in log.sorted() if i.severity == "error")
+            raise TrialbridgeError(f"{input_path}: {first.code}: {first.message}", exit_code=1)
+        stream = ((name, row) for name, rows in records.items() for row in rows)
+        study_id = records.study_id
+    else:
+        records_stream = records_io.RecordStream(input_path, log)
+        stream = records_stream
+        study_id = None
+    n = 0
+    for name, row in stream:
+        group = row.get("subject_id", "")
+        groups.add(group)
+        spill.add((group, n), engine.pack(name, orjson.dumps(row)))
+        n += 1
+        reporter.advance_read()
+    if kind != "odm":
+        study_id = records_stream.study_id
+    return _study(study_ref, study_id, log, required=True)
+
+
+def _spill_sdtm(datasets: dict[str, Dataset], spill: SortedSpill, job: engine.Job, groups: set[str],
+                log: IssueLog) -> None:
+    """SDTM rows into the spill by USUBJID; trial design datasets stay out (rebuilt from the
+    study), datasets with no mapping are reported."""
+    job.sdtm_variables = {name: ds.names for name, ds in datasets.items()}
+    job.sdtm_sources = {name: ds.source or name for name, ds in datasets.items()}
+    n = 0
+    for name, ds in sorted(datasets.items()):
+        if name in spokes.DESIGN_DATASETS:
+            continue
+        if name not in spokes._KNOWN and name not in spokes.DERIVED_DATASETS:
+            log.warning("SDTM-NOT-MAPPED", f"dataset {name} has no mapping to records; its {len(ds.rows)} row(s) "
+                        "were not converted", file=ds.source or name)
+            continue
+        for row in ds.rows:
+            group = str(row.get("USUBJID") or "")
+            groups.add(group)
+            spill.add((group, n), engine.pack(name, orjson.dumps(row)))
+            n += 1
+
+
+def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: set[str], log: IssueLog,
+                study_ref: str | None,
+                input_fhir_version: str, link_subjects: Path | None, reporter: "_Progress") -> Study:
+    """FHIR resources into the spill by the Patient they belong to.  Each resource is checked
+    as it passes (R4 schema, models only for the ones it rejects; R5 models), read through its
+    R4 form, and counted; study-level resources are kept aside, unmapped types counted."""
+    from trialbridge.mappings.fhir import assemble
+
+    study_level: list[dict] = []
+    unmapped: Counter = Counter()
+    versions: Counter = Counter()
+    mapped = assemble.mapped_types()
+    files: dict[str, int] = {}
+    ids = SortedSpill("ids")
+    n = 0
+    try:
+        for path, res in fhir_io.read_fhir_located(input_path, log):
+            reporter.advance_read()
+            file_no = files.setdefault(path, len(files))
+            found = r5.detect_version(res) if input_fhir_version == "auto" else input_fhir_version
+            version = found or "R4"
+            if found:
+                versions[found] += 1
+            rid = f"{res.get('resourceType')}/{res.get('id')}"
+            ids.add((rid,), path.encode())
+            if version == "R5":
+                r5.validate_r5([res], log)
+                res = r5.to_r4(res)
+            else:
+                validate_resources([res], log, model_check="failed", check_references=False, check_ids=False)
+            rtype = res.get("resourceType")
+            if rtype not in mapped:
+                unmapped[str(rtype)] += 1
+                continue
+            if rtype == "ResearchStudy":
+                study_level.append(res)
+                continue
+            group = assemble.person_of(res)
+            groups.add(group)
+            spill.add((group, file_no, n), engine.pack("fhir", fhir_io.dumps(res).encode("utf-8")))
+            n += 1
+        _report_duplicate_ids(ids, log)
+    finally:
+        ids.close()
+    if versions["R4"] and versions["R5"]:
+        log.warning("FHIR-VERSION-MIXED", f"input mixes FHIR versions: {versions['R4']} resource(s) look R4, "
+                    f"{versions['R5']} look R5; resources that show neither are read as R4",
+                    value=f"R4:{versions['R4']} R5:{versions['R5']}")
+    for rtype, count in sorted(unmapped.items()):
+        log.warning("FHIR-UNMAPPED-RESOURCE", f"{count} {rtype} resource(s) have no mapping to records; not converted",
+                    record=rtype, value=count)
+    study = _study(study_ref, assemble.study_id_named(study_level), log, required=True)
+    job.files = list(files)
+    job.facts = assemble.read_study(study_level, study, log)
+    if link_subjects is not None:
+        folder = link_subjects if link_subjects.is_dir() else link_subjects.parent
+        job.links = assemble.mrn_index(records_io.read_records(folder, IssueLog())["subject"])
+        if not job.links:
+            raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
+    return study
+
+
+def _report_duplicate_ids(ids: SortedSpill, log: IssueLog) -> None:
+    """Two resources of one type with one id: found by sorting the ids (bounded memory)."""
+    previous = None
+    for (rid,), _file in ids:
+        if rid == previous:
+            log.error("FHIR-DUPLICATE-ID", "a resource with this type and id came earlier in the input",
+                      record=rid, field="id", value=rid.split("/", 1)[1])
+        previous = rid
+
+
+def _report_fhir_unmapped_codes(log: IssueLog) -> None:
+    """One summary line per distinct code that did not map, with its count."""
+    unmapped = Counter((i.field, str(i.value)) for i in log.issues if i.code == "FHIR-UNMAPPED-CODE")
+    for (field_name, value), count in sorted(unmapped.items()):
+        log.info("FHIR-UNMAPPED-COUNT", f"{count} resource(s) with {field_name} {value!r} not mapped",
+                 field=field_name, value=value)
+
+
+# ----------------------------------------------------------------------------- sinks -> writers
+
+
+def _write_records(sinks: engine.Sinks, output: Path) -> list[Path]:
+    written = []
+    for name in RECORD_ORDER:
+        if name in sinks.tables or name == "subject":
+            written.append(records_io.write_record_file(name, sinks.rows(name), output))
+    return written
+
+
+def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path, sdtm_formats: list[str],
+                log: IssueLog, study_id: str) -> list[Path]:
+    validate_datasets(datasets, log)
+    written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN")
+    # define.xml describing exactly what was written, validated against the XSD and read back
+    # to check it agrees with the datasets (lengths, labels, variables)
+    dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats)
+    written.append(dpath)
+    meta = define_xml.read_define(dpath, log)
+    if meta is not None:
+        define_xml.check_define_against_datasets(meta, datasets, log, exact_lengths=True)
+    return written
+
+
+def _write_fhir(sinks: engine.Sinks, study: Study, log: IssueLog, output: Path, fmt: str, bundle_type: str,
+                fhir_version: str) -> list[Path]:
+    """Study-level resources, then every resource type in its order; every resource checked
+    (R4 schema, models for the rejected; R5 models), references resolved across the output."""
+    from trialbridge.mappings.fhir import assemble
+
+    def resources() -> Iterator[dict]:
+        yield from assemble.study_resources(study, log)
+        for rtype in assemble.RESOURCE_ORDER:
+            if rtype == "ResearchStudy":
+                continue
+            for payload in sinks.payloads(rtype):
+                yield fhir_io.loads(payload)
+
+    def checked() -> Iterator[dict]:
+        stream = resources()
+        validate = _OutputCheck(log)
+        for res in stream:
+            validate(res)
+            if fhir_version == "R5":
+                res = r5.to_r5(res)
+                r5.validate_r5([res], log)
+            yield res
+        validate.finish()
+
+    if fmt == "bundle":
+        return [fhir_io.write_bundle(checked(), output / "bundle.json", bundle_type)]
+    return fhir_io.write_ndjson(checked(), output)
+
+
+class _OutputCheck:
+    """Schema and model check of every written resource as it streams by; ids and references
+    go to sorted spills and are matched at the end, so nothing is held per resource."""
+
+    def __init__(self, log: IssueLog):
+        self.log = log
+        self.refs = SortedSpill("refs")
+
+    def __call__(self, res: dict) -> None:
+        rid = f"{res.get('resourceType')}/{res.get('id')}"
+        validate_resources([res], self.log, model_check=True, check_references=False, check_ids=False)
+        self.refs.add((rid, 0), b"")
+        contained = {f"#{c.get('id')}" for c in res.get("contained", []) or []}
+        for ref in fhir_validate.references(res):
+            if ref.startswith("#"):
+                if ref not in contained:
+                    self.log.error("FHIR-REF-UNRESOLVED", f"reference {ref!r} names no contained resource",
+                                   record=rid, field="reference", value=ref)
+            else:
+                self.refs.add((ref, 1), rid.encode())
+
+    def finish(self) -> None:
+        try:
+            current, known, seen = None, False, set()
+            for (target, kind), source in self.refs:
+                if target != current:
+                    current, known = target, False
+                if kind == 0:
+                    if known:
+                        self.log.error("FHIR-DUPLICATE-ID", "a resource with this type and id came earlier in the "
+                                       "output", record=target, field="id", value=target.split("/", 1)[-1])
+                    known = True
+                elif not known and (source, target) not in seen:
+                    seen.add((source, target))
+                    self.log.error("FHIR-REF-UNRESOLVED", f"reference {target!r} names no resource in the input",
+                                   record=source.decode(), field="reference", value=target)
+        finally:
+            self.refs.close()
+
+
+class _Progress:
+    """A progress bar on a terminal (records read, subjects mapped, records/s, ETA); silent
+    when output is not a terminal or the user asked for quiet."""
+
+    def __init__(self, enabled: bool):
+        self.bar = None
+        self.enabled = enabled
+        self.read = 0
+        if enabled:
+            from tqdm import tqdm
+
+            self._tqdm = tqdm
+            self.bar = tqdm(desc="read", unit=" rec", dynamic_ncols=True, leave=False, file=sys.stderr)
+
+    def advance_read(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def phase(self, name: str, total: int | None) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = self._tqdm(desc=name, total=total, unit=" subj" if name == "map" else " it",
+                                  dynamic_ncols=True, leave=False, file=sys.stderr)
+
+    def advance(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 OUTPUT_SUFFIXES = (".xpt", ".json", ".csv", ".ndjson", ".xml")
@@ -217,17 +468,6 @@ def _report_stale(output: Path, written: list[Path], log: IssueLog) -> None:
             log.warning("OUT-STALE-FILE", "file in the output folder was not written by this run (an earlier run's "
                         "output?); it would be read together with this output — remove it or use a new folder",
                         file=str(p))
-
-
-def _fhir_study_id(resources: list[dict]) -> str | None:
-    from trialbridge.mappings.fhir import research_study
-
-    for res in resources:
-        if res.get("resourceType") == "ResearchStudy":
-            found = research_study.from_fhir(res, None).get("study_id")
-            if found:
-                return found
-    return None
 
 
 def validate(path: Path, report: Path | None = None) -> RunResult:

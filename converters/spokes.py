@@ -9,10 +9,11 @@ registry to edit.
 from __future__ import annotations
 
 import importlib
+from functools import lru_cache
 import pkgutil
 from collections import defaultdict
 from types import ModuleType
-from typing import Any
+from typing import Any, Iterable
 
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core.issues import IssueLog
@@ -25,18 +26,22 @@ from trialbridge.mappings.sdtm.context import Context
 from trialbridge.mappings.study import Study
 
 
-def domain_modules() -> list[ModuleType]:
+@lru_cache(maxsize=1)
+def domain_modules() -> tuple[ModuleType, ...]:
     mods = []
     for info in pkgutil.iter_modules(sdtm_pkg.__path__):
         mod = importlib.import_module(f"{sdtm_pkg.__name__}.{info.name}")
         if hasattr(mod, "DOMAIN") and hasattr(mod, "to_sdtm"):
             mods.append(mod)
-    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.DOMAIN))
+    return tuple(sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.DOMAIN)))
 
 
-def records_to_sdtm(records: Records, study: Study, log: IssueLog) -> dict[str, Dataset]:
+def records_to_sdtm_rows(records: Records, study: Study, log: IssueLog) -> dict[str, list[dict[str, Any]]]:
+    """Subject-level rows of every domain (SUPP-- included) for the records of one subject
+    (or several): --SEQ assigned within each subject, rows in their final order within it,
+    every spec variable the rows use with missing values normalised."""
     ctx = Context(records, study, log)
-    out: dict[str, Dataset] = {}
+    out: dict[str, list[dict[str, Any]]] = {}
     for mod in domain_modules():
         rows = mod.to_sdtm(ctx)
         seq_var = f"{mod.DOMAIN}SEQ"
@@ -47,15 +52,36 @@ def records_to_sdtm(records: Records, study: Study, log: IssueLog) -> dict[str, 
             rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in spec.keys))
         if hasattr(mod, "supplemental"):
             mod.supplemental(ctx, rows)
-        if rows or mod.DOMAIN == "DM":
-            out[mod.DOMAIN] = make_dataset(mod.DOMAIN, [_fill(spec, r) for r in rows])
+        if rows:
+            out[mod.DOMAIN] = [_fill(spec, r) for r in rows]
+    for name, rows in _supp_rows(ctx).items():
+        out[name] = rows
+    return out
+
+
+def trial_design_rows(study: Study) -> dict[str, list[dict[str, Any]]]:
+    """TA, TE, TV, TI, TS from the study configuration, sorted by their keys."""
+    out = {}
     for name, build in trial_design.BUILDERS.items():
         rows = build(study)
         spec = load_spec(name)
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in spec.keys))
         if rows:
-            out[name] = make_dataset(name, [_fill(spec, r) for r in rows])
-    for name, rows in _supp_rows(ctx).items():
+            out[name] = [_fill(spec, r) for r in rows]
+    return out
+
+
+def records_to_sdtm(records: Records, study: Study, log: IssueLog) -> dict[str, Dataset]:
+    """Every dataset for a whole set of records held in memory (tests, small inputs); the
+    engine calls :func:`records_to_sdtm_rows` one subject at a time instead."""
+    tables = records_to_sdtm_rows(records, study, log)
+    by_subject: dict[str, list[dict[str, Any]]] = {}
+    for name, rows in tables.items():
+        by_subject[name] = sorted(rows, key=lambda r: r["USUBJID"])  # stable: keeps the order within a subject
+    out = {name: make_dataset(name, rows) for name, rows in by_subject.items()}
+    if "DM" not in out:
+        out["DM"] = make_dataset("DM", [])
+    for name, rows in trial_design_rows(study).items():
         out[name] = make_dataset(name, rows)
     return dict(sorted(out.items()))
 
@@ -99,36 +125,98 @@ def _idvarval_key(v: str) -> tuple:
     return (0, n, "") if n is not None else (1, 0, v)
 
 
-def sdtm_to_records(datasets: dict[str, Dataset], study: Study | None, log: IssueLog) -> Records:
+SDTM_TARGETS = {"DM": "subject", "EX": "exposure", "LB": "lab_result", "CP": "cell_phenotype",
+                "AE": "adverse_event", "SV": "visit", "DS": "disposition"}
+DESIGN_DATASETS = frozenset({"TA", "TE", "TV", "TI", "TS"})  # rebuilt from the study configuration
+DERIVED_DATASETS = frozenset({"SE"})  # read by the mappings (courses), derived again, never reported
+
+
+def sdtm_subject_to_records(rows: dict[str, list[dict[str, Any]]], study: Study | None, log: IssueLog
+                            ) -> tuple[Records, dict[str, dict[str, Any]]]:
+    """Records from one subject's SDTM rows ({dataset: rows}); also what no mapping read:
+    {dataset: {"read": set of variables, "counts": {variable: non-empty values},
+    "supp": {QNAM: values}}} for the summary findings (:func:`report_unread`)."""
+    from trialbridge.mappings.sdtm import vs  # height/weight return to the subject record
+
+    datasets = {name: Dataset(name, name, [], [_Tracked(r) for r in rs]) for name, rs in rows.items()}
     records = Records()
     dm = datasets.get("DM")
     if dm is not None and dm.rows:
         records.study_id = str(dm.rows[0].get("STUDYID") or "")
-    from trialbridge.mappings.sdtm import vs  # height/weight return to the subject record
     extra = vs.subject_fields(datasets)
-    targets = {"DM": "subject", "EX": "exposure", "LB": "lab_result", "CP": "cell_phenotype",
-               "AE": "adverse_event", "SV": "visit", "DS": "disposition"}
-    tracked = {name: Dataset(ds.name, ds.label, ds.variables, [_Tracked(r) for r in ds.rows], ds.keys, ds.source)
-               for name, ds in datasets.items()}
-    datasets = tracked
     for mod in domain_modules():
-        if not hasattr(mod, "from_sdtm") or mod.DOMAIN not in targets:
+        if not hasattr(mod, "from_sdtm") or mod.DOMAIN not in SDTM_TARGETS:
             continue
-        rows = mod.from_sdtm(datasets, study)
+        got = mod.from_sdtm(datasets, study)
         if mod.DOMAIN == "DM":
-            for r in rows:
+            for r in got:
                 r.update(extra.get(r.get("subject_id", ""), {}))
-        records.rows[targets[mod.DOMAIN]] = rows
-    known = set(targets) | {"VS"} | {f"SUPP{d}" for d in ("DM", "EX", "AE")}
-    design = {"SE", "TA", "TE", "TV", "TI", "TS"}  # rebuilt from the study configuration
-    for name, ds in sorted(datasets.items()):
-        if name in design:
+        records.rows[SDTM_TARGETS[mod.DOMAIN]] = got
+    unread: dict[str, dict[str, Any]] = {}
+    for name, ds in datasets.items():
+        if name in DESIGN_DATASETS or name in DERIVED_DATASETS or name not in _KNOWN:
             continue
-        if name not in known:
+        info = unread.setdefault(name, {"read": set(), "counts": {}, "supp": {}})
+        for r in ds.rows:
+            if name.startswith("SUPP"):
+                if r.get("QNAM") not in _SUPP_CONSUMED.get(name, set()) and r.get("QVAL") not in (None, ""):
+                    info["supp"][r["QNAM"]] = info["supp"].get(r["QNAM"], 0) + 1
+                continue
+            info["read"] |= r.read
+            for k, v in r.items():
+                if v not in (None, ""):
+                    info["counts"][k] = info["counts"].get(k, 0) + 1
+    return records, unread
+
+
+def report_unread(unread_parts: Iterable[dict[str, dict[str, Any]]], variables: dict[str, list[str]],
+                  sources: dict[str, str], log: IssueLog) -> None:
+    """Every variable (or SUPP QNAM) with values that no mapping read, with its count, summed
+    over subjects; datasets with no mapping at all are reported by the caller."""
+    merged: dict[str, dict[str, Any]] = {}
+    for part in unread_parts:
+        for name, info in part.items():
+            m = merged.setdefault(name, {"read": set(), "counts": {}, "supp": {}})
+            m["read"] |= info["read"]
+            for k, n in info["counts"].items():
+                m["counts"][k] = m["counts"].get(k, 0) + n
+            for k, n in info["supp"].items():
+                m["supp"][k] = m["supp"].get(k, 0) + n
+    for name, info in sorted(merged.items()):
+        source = sources.get(name) or name
+        for qnam, n in sorted(info["supp"].items()):
+            log.info("SDTM-VAR-NOT-MAPPED", f"{name} QNAM {qnam}: {n} value(s) have no record field and were "
+                     "not carried to records", file=source, field=qnam, value=n)
+        for var in variables.get(name, []):
+            if var not in info["read"] and info["counts"].get(var) and var not in ("STUDYID", "DOMAIN"):
+                log.info("SDTM-VAR-NOT-MAPPED", f"{name}.{var}: {info['counts'][var]} value(s) not carried to "
+                         "records (derived again on conversion to SDTM, or no record field)", file=source,
+                         field=var, value=info["counts"][var])
+
+
+def sdtm_to_records(datasets: dict[str, Dataset], study: Study | None, log: IssueLog) -> Records:
+    """Records from whole datasets held in memory (tests, small inputs); the engine calls
+    :func:`sdtm_subject_to_records` one subject at a time instead."""
+    by_subject: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for name, ds in datasets.items():
+        if name in DESIGN_DATASETS:
+            continue
+        if name not in _KNOWN and name not in DERIVED_DATASETS:
             log.warning("SDTM-NOT-MAPPED", f"dataset {name} has no mapping to records; its {len(ds.rows)} row(s) "
                         "were not converted", file=ds.source or name)
             continue
-        _report_unread(ds, log)
+        for r in ds.rows:
+            by_subject.setdefault(str(r.get("USUBJID") or ""), {}).setdefault(name, []).append(r)
+    records = Records()
+    parts = []
+    for usubjid in sorted(by_subject):
+        got, unread = sdtm_subject_to_records(by_subject[usubjid], study, log)
+        parts.append(unread)
+        records.study_id = records.study_id or got.study_id
+        for name, rows in got.items():
+            records.rows[name].extend(rows)
+    report_unread(parts, {n: ds.names for n, ds in datasets.items()},
+                  {n: ds.source or n for n, ds in datasets.items()}, log)
     return records
 
 
@@ -148,30 +236,37 @@ class _Tracked(dict):
         return super().__getitem__(key)
 
 
-def _report_unread(ds: Dataset, log: IssueLog) -> None:
-    """Every variable (or SUPP QNAM) with values that no mapping read is reported with its count."""
-    if ds.name.startswith("SUPP"):
-        unread: dict[str, int] = {}
-        consumed = _SUPP_CONSUMED.get(ds.name, set())
-        for r in ds.rows:
-            if r.get("QNAM") not in consumed and r.get("QVAL") not in (None, ""):
-                unread[r["QNAM"]] = unread.get(r["QNAM"], 0) + 1
-        for qnam, n in sorted(unread.items()):
-            log.info("SDTM-VAR-NOT-MAPPED", f"{ds.name} QNAM {qnam}: {n} value(s) have no record field and were "
-                     "not carried to records", file=ds.source or ds.name, field=qnam, value=n)
-        return
-    read: set[str] = set()
-    counts: dict[str, int] = {}
-    for r in ds.rows:
-        read |= r.read
-        for k, v in r.items():
-            if v not in (None, ""):
-                counts[k] = counts.get(k, 0) + 1
-    for var in ds.names:
-        if var not in read and counts.get(var) and var not in ("STUDYID", "DOMAIN"):
-            log.info("SDTM-VAR-NOT-MAPPED", f"{ds.name}.{var}: {counts[var]} value(s) not carried to records "
-                     "(derived again on conversion to SDTM, or no record field)", file=ds.source or ds.name,
-                     field=var, value=counts[var])
-
-
 _SUPP_CONSUMED = {"SUPPDM": {"RELAPSDT"}, "SUPPEX": {"BSA", "DOSEBSA"}, "SUPPAE": {"AETRTEM"}}
+_KNOWN = set(SDTM_TARGETS) | {"VS"} | set(_SUPP_CONSUMED)
+
+
+# --------------------------------------------------------------------------- FHIR side
+
+
+def fhir_dumps(resource: dict) -> bytes:
+    from trialbridge.converters.formats.fhir.io import dumps
+
+    return dumps(resource).encode("utf-8")
+
+
+def records_to_fhir_rows(records: Records, study: Study, log: IssueLog, include_identifiers: bool = False):
+    from trialbridge.mappings.fhir import assemble
+
+    return assemble.subject_resources(records, study, log, include_identifiers)
+
+
+def fhir_group_to_records(job, items, log: IssueLog) -> Records:
+    """One person's resources (spilled as JSON, any FHIR version) -> canonical records."""
+    from trialbridge.converters.engine import unpack
+    from trialbridge.converters.formats.fhir.io import loads
+    from trialbridge.mappings.fhir import assemble
+
+    resources = []
+    files = set()
+    for key, payload in items:
+        _kind, data = unpack(payload)
+        resources.append(loads(data))
+        files.add(job.files[key[1]] if job.files else "")
+    where = {"file": files.pop()} if len(files) == 1 and "" not in files else {}
+    return assemble.subject_records(resources, job.study, log, job.facts, links=job.links,
+                                    include_identifiers=job.include_identifiers, where=where)

@@ -6,7 +6,7 @@ The export holds the subjects in ``SUBJECTS`` (24 of the 59: every kind the samp
 HSP and HSPN, relapse with re-treatment, each kind of dropout, the screen failure, a partial
 birth date), which keeps each file small enough to read and ship.  Writes ``bundle.json`` (a ``collection`` Bundle) and ``ndjson/<ResourceType>.ndjson`` with
 the same resources.  Built from the records of ``samples/nct04387942`` by
-``fhir_io.records_to_fhir`` (with ``include_identifiers=True``), then post-processed to look
+``assemble.records_to_fhir`` (with ``include_identifiers=True``), then post-processed to look
 like what a hospital sends:
 
 * **Identifiers present**: Patient name, telecom (phone), address and a medical record
@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+from trialbridge.mappings.fhir import assemble
 from trialbridge.converters.formats import records as records_io  # noqa: E402
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.core.issues import IssueLog  # noqa: E402
@@ -120,7 +121,7 @@ def build(target: Path) -> IssueLog:
     for name, rows in records.items():
         records.rows[name] = [r for r in rows if r["subject_id"] in SUBJECTS]
     study = load_study(records.study_id or "NCT04387942")
-    resources = [hospitalise(r) for r in fhir_io.records_to_fhir(records, study, log, include_identifiers=True)]
+    resources = [hospitalise(r) for r in assemble.records_to_fhir(records, study, log, include_identifiers=True)]
     target.mkdir(parents=True, exist_ok=True)
     fhir_io.write_bundle(resources, target / "bundle.json", "collection")
     fhir_io.write_ndjson(resources, target / "ndjson")

@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 
+from trialbridge.mappings.fhir import assemble
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.core.issues import IssueLog
@@ -183,7 +184,7 @@ def test_unmapped_resources_and_codes_are_reported(study):
     orphan = {"resourceType": "AdverseEvent", "id": "a1", "actuality": "actual",
               "subject": {"reference": "Patient/missing"}, "event": {"text": "x"}}
     others = [{"resourceType": "Condition", "id": f"c{n}"} for n in range(2)]
-    records = fhir_io.fhir_to_records([pat, unknown_obs, orphan, *others], study, log)
+    records = assemble.fhir_to_records([pat, unknown_obs, orphan, *others], study, log)
     codes = {i.code: i for i in log.issues}
     assert codes["FHIR-UNMAPPED-RESOURCE"].value == 2 and "Condition" in codes["FHIR-UNMAPPED-RESOURCE"].message
     assert codes["FHIR-UNMAPPED-CODE"].value == f"{LOINC}#0000-0"
@@ -279,7 +280,7 @@ def test_observation_links_to_the_encounter_of_its_visit(study):
     records.rows["lab_result"] = [lab, _lab(visit="UNSCHEDULED", collected="2020-06-13T08:00")]
     records.rows["exposure"] = [exposure]
     log = IssueLog()
-    resources = list(fhir_io.records_to_fhir(records, study, log))
+    resources = list(assemble.records_to_fhir(records, study, log))
     enc_ref = f"Encounter/{encounter.encounter_id('NCT04387942', visits[0])}"
     obs = [r for r in resources if r["resourceType"] == "Observation"]
     linked = next(o for o in obs if o["encounter"]["display"] == "DAY 7")
@@ -292,7 +293,7 @@ def test_observation_links_to_the_encounter_of_its_visit(study):
     # a reference without display gets its label from the Encounter
     linked.pop("encounter")
     linked["encounter"] = {"reference": enc_ref}
-    back = fhir_io.fhir_to_records(resources, study, IssueLog())
+    back = assemble.fhir_to_records(resources, study, IssueLog())
     assert sorted(r["visit"] for r in back["lab_result"]) == ["DAY 7", "UNSCHEDULED"]
     assert [public(v) for v in back["visit"]] == [{**v, "status": "DONE"} for v in visits]
 
@@ -335,7 +336,7 @@ def test_disposition_of_unknown_subject_is_reported(study):
     records.rows["disposition"] = [{"subject_id": "999", "event": "COMPLETED", "date": "2021-01-01"}]
     log = IssueLog()
     # only the study and its site study: no ResearchSubject for a subject that does not exist
-    assert [r["resourceType"] for r in fhir_io.records_to_fhir(records, study, log)] == ["ResearchStudy"] * 2
+    assert [r["resourceType"] for r in assemble.records_to_fhir(records, study, log)] == ["ResearchStudy"] * 2
     assert [i.code for i in log.issues if i.severity != "info"] == ["FHIR-DISPOSITION-NO-SUBJECT"]
 
 
@@ -343,7 +344,7 @@ def test_site_level_study_part_of_the_sponsor_study(sample_records, study):
     """FHIR-to-CDISC IG shape: ResearchSubject.study is the site's study, partOf the sponsor
     study; a ResearchSubject without our site extension still gets its site from it."""
     records, _ = sample_records
-    resources = list(fhir_io.records_to_fhir(records, study, IssueLog()))
+    resources = list(assemble.records_to_fhir(records, study, IssueLog()))
     studies = [r for r in resources if r["resourceType"] == "ResearchStudy"]
     assert len(studies) == 2
     sponsor, site = studies
@@ -354,5 +355,5 @@ def test_site_level_study_part_of_the_sponsor_study(sample_records, study):
     assert all(any(e["url"].endswith("site-id") for e in s.get("extension", [])) for s in subjects)
     for s in subjects:  # as another system would send it: no local site extension
         s["extension"] = [e for e in s.get("extension", []) if not e["url"].endswith("site-id")]
-    back = fhir_io.fhir_to_records(resources, study, IssueLog())
+    back = assemble.fhir_to_records(resources, study, IssueLog())
     assert {r["site_id"] for r in back["subject"]} == {"01"}

@@ -14,6 +14,7 @@ from decimal import Decimal
 
 import pytest
 
+from trialbridge.mappings.fhir import assemble
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import public, record_types
@@ -26,7 +27,7 @@ STASH_URLS = {r5.STASH[r5.R4], r5.STASH[r5.R5]}
 @pytest.fixture(scope="module")
 def sample_r4(sample_records, study):
     records, _ = sample_records
-    return list(fhir_io.records_to_fhir(records, study, IssueLog()))
+    return list(assemble.records_to_fhir(records, study, IssueLog()))
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,8 @@ def test_records_r5_records_is_identity(sample_records, sample_r4, sample_r5, st
     log = IssueLog()
     assert r5.detect_versions(read, log) == "R5"
     assert not [i for i in log.issues if i.code == "FHIR-VERSION-MIXED"]
-    via_r5 = fhir_io.fhir_to_records(r5.normalise_to_r4(read, log), study, log)
-    via_r4 = fhir_io.fhir_to_records(sample_r4, study, IssueLog())
+    via_r5 = assemble.fhir_to_records(r5.normalise_to_r4(read, log), study, log)
+    via_r4 = assemble.fhir_to_records(sample_r4, study, IssueLog())
     assert not [i for i in log.issues if i.severity == "error"]
     for name in record_types():
         assert [public(r) for r in via_r5[name]] == [public(r) for r in via_r4[name]], name

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from trialbridge.mappings.fhir import assemble
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.core.issues import IssueLog
@@ -23,7 +24,7 @@ MAPPED = RECORD_ORDER  # all seven record types
 def sample_fhir(sample_records, study):
     records, _ = sample_records
     log = IssueLog()
-    return list(fhir_io.records_to_fhir(records, study, log)), log
+    return list(assemble.records_to_fhir(records, study, log)), log
 
 
 def _normalise(name, rows, keep_identifying=False):
@@ -110,7 +111,7 @@ def test_final_disposition_event_is_the_research_subject_status(sample_fhir, sam
 def test_same_input_same_bytes(sample_records, study, sample_fhir):
     records, _ = sample_records
     resources, _ = sample_fhir
-    again = list(fhir_io.records_to_fhir(records, study, IssueLog()))
+    again = list(assemble.records_to_fhir(records, study, IssueLog()))
     assert [fhir_io.dumps(r) for r in again] == [fhir_io.dumps(r) for r in resources]
 
 
@@ -120,7 +121,7 @@ def test_records_fhir_records_is_identity(sample_records, sample_fhir, study, tm
     resources, _ = sample_fhir
     if form == "ndjson":
         paths = fhir_io.write_ndjson(resources, tmp_path / "out")
-        assert sorted(p.name for p in paths) == sorted(f"{t}.ndjson" for t in fhir_io.RESOURCE_ORDER)
+        assert sorted(p.name for p in paths) == sorted(f"{t}.ndjson" for t in assemble.RESOURCE_ORDER)
         source = tmp_path / "out"
     else:
         source = fhir_io.write_bundle(resources, tmp_path / "bundle.json", bundle_type=form)
@@ -134,7 +135,7 @@ def test_records_fhir_records_is_identity(sample_records, sample_fhir, study, tm
     log = IssueLog()
     read = list(fhir_io.read_fhir(source, log))
     assert len(read) == len(resources)
-    back = fhir_io.fhir_to_records(read, study, log)
+    back = assemble.fhir_to_records(read, study, log)
     assert [i for i in log.issues if i.severity != "info"] == []
     _assert_identity(records, back)
 
@@ -144,7 +145,7 @@ def test_fhir_to_sdtm_equals_records_to_sdtm(sample_records, sample_fhir, sample
     expected, _ = sample_sdtm
     read = [fhir_io.loads(fhir_io.dumps(r)) for r in resources]
     log = IssueLog()
-    datasets = records_to_sdtm(fhir_io.fhir_to_records(read, study, log), study, log)
+    datasets = records_to_sdtm(assemble.fhir_to_records(read, study, log), study, log)
     assert sorted(datasets) == sorted(expected)
     for name, ds in expected.items():
         assert datasets[name].rows == ds.rows, name
@@ -153,12 +154,12 @@ def test_fhir_to_sdtm_equals_records_to_sdtm(sample_records, sample_fhir, sample
 def test_identity_with_identifiers_when_asked(sample_records, study):
     records, _ = sample_records
     resources = [fhir_io.loads(fhir_io.dumps(r))
-                 for r in fhir_io.records_to_fhir(records, study, IssueLog(), include_identifiers=True)]
+                 for r in assemble.records_to_fhir(records, study, IssueLog(), include_identifiers=True)]
     log = IssueLog()
     assert fhir_validate.validate_resources(resources, log, model_check=False)["invalid"] == 0
-    _assert_identity(records, fhir_io.fhir_to_records(resources, study, IssueLog(), include_identifiers=True),
+    _assert_identity(records, assemble.fhir_to_records(resources, study, IssueLog(), include_identifiers=True),
                      keep_identifying=True)
     # the default reader keeps them out of the records even when the input has them
-    back = fhir_io.fhir_to_records(resources, study, IssueLog())
+    back = assemble.fhir_to_records(resources, study, IssueLog())
     identifying = set(record_types()["subject"].identifying)
     assert not any(identifying & set(r) for r in back["subject"])

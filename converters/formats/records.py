@@ -96,40 +96,66 @@ def is_records_folder(folder: Path) -> bool:
     return folder.is_dir() and any((folder / f"{record_types()['subject'].file}{s}").exists() for s in SUFFIXES)
 
 
-def read_records(folder: Path, log: IssueLog) -> Records:
-    """Read every record file in ``folder``; reject bad rows with issues."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TrialbridgeError(f"{folder}: not a folder of record files")
-    files = find_record_files(folder, log)
-    if "subject" not in files:
-        raise TrialbridgeError(f"{folder}: no subjects.csv / subjects.json found — not a records folder")
-    known = {p.name for p in files.values()} | {"README.md", "README.txt"}
-    for p in sorted(folder.iterdir()):
-        if p.is_file() and p.name not in known and not p.name.startswith("."):
-            log.info("REC-IGNORED-FILE", "file is not a record file of any known type; not read", file=str(p))
-    records = Records()
-    types = record_types()
-    subject_ids: set[str] | None = None
-    for name in RECORD_ORDER:
-        if name not in files:
-            continue
-        rows = list(_read_file(files[name], types[name], log, subject_ids))
-        records.rows[name] = rows
-        if name == "subject":
-            if not rows:
-                counts = log.accounting.get(str(files[name]), {})
+class RecordStream:
+    """The rows of every record file in a folder, as ``(record type, row)``, subjects first
+    (the rows of other files are checked against the subject ids); ``study_id`` is known
+    once the subjects file has been read.  Bad rows are rejected with issues."""
+
+    def __init__(self, folder: Path, log: IssueLog):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise TrialbridgeError(f"{folder}: not a folder of record files")
+        self.folder = folder
+        self.log = log
+        self.files = find_record_files(folder, log)
+        if "subject" not in self.files:
+            raise TrialbridgeError(f"{folder}: no subjects.csv / subjects.json found — not a records folder")
+        known = {p.name for p in self.files.values()} | {"README.md", "README.txt"}
+        for p in sorted(folder.iterdir()):
+            if p.is_file() and p.name not in known and not p.name.startswith("."):
+                log.info("REC-IGNORED-FILE", "file is not a record file of any known type; not read", file=str(p))
+        self.study_id: str | None = None
+
+    def __iter__(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        types = record_types()
+        subject_ids: set[str] | None = None
+        log = self.log
+        for name in RECORD_ORDER:
+            if name not in self.files:
+                continue
+            if name != "subject":
+                for row in _read_file(self.files[name], types[name], log, subject_ids):
+                    yield name, row
+                continue
+            ids: set[str] = set()
+            study_ids: set[str] = set()
+            for row in _read_file(self.files[name], types[name], log, None):
+                ids.add(row["subject_id"])
+                study_ids.add(row["study_id"])
+                yield name, row
+            if not ids:
+                counts = log.accounting.get(str(self.files[name]), {})
                 first = next((i for i in log.issues if i.severity == "error"), None)
                 raise TrialbridgeError(
-                    f"{files[name]}: no subject row could be read ({counts.get('read', 0)} row(s) read, "
+                    f"{self.files[name]}: no subject row could be read ({counts.get('read', 0)} row(s) read, "
                     f"{counts.get('rejected', 0)} rejected" + (f"; first: row {first.record} {first.field}: "
                                                               f"{first.message}" if first else "") + ")")
-            subject_ids = {r["subject_id"] for r in rows}
-            study_ids = sorted({r["study_id"] for r in rows})
-            records.study_id = study_ids[0] if study_ids else None
-            if len(study_ids) > 1:
-                log.error("REC-SEVERAL-STUDIES", f"subjects name several studies ({', '.join(study_ids)}); "
-                          f"converting with {study_ids[0]}", file=str(files[name]), field="study_id")
+            subject_ids = ids
+            ordered = sorted(study_ids)
+            self.study_id = ordered[0]
+            if len(ordered) > 1:
+                log.error("REC-SEVERAL-STUDIES", f"subjects name several studies ({', '.join(ordered)}); "
+                          f"converting with {ordered[0]}", file=str(self.files[name]), field="study_id")
+
+
+def read_records(folder: Path, log: IssueLog) -> Records:
+    """Every record file in ``folder`` held in memory (tests, small inputs, the subjects of
+    ``--link-subjects``); the engine streams :class:`RecordStream` instead."""
+    stream = RecordStream(folder, log)
+    records = Records()
+    for name, row in stream:
+        records.rows[name].append(row)
+    records.study_id = stream.study_id
     return records
 
 
@@ -247,21 +273,26 @@ def _describe(err) -> str:
     return err.message
 
 
+def write_record_file(name: str, rows: Iterable[dict[str, Any]], folder: Path) -> Path:
+    """One CSV of record type ``name`` (header in schema order) from rows already in their
+    final order; streamed, written atomically."""
+    rtype = record_types()[name]
+    path = Path(folder) / f"{rtype.file}.csv"
+    with atomic_open(path) as fh:
+        writer = csv.DictWriter(fh, fieldnames=rtype.fields, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in rtype.fields})
+    return path
+
+
 def write_records(records: Records, folder: Path, log: IssueLog) -> list[Path]:
     """Write one CSV per record type (header in schema order, rows sorted by key)."""
-    folder = Path(folder)
     written = []
     for name, rows in records.items():
-        rtype = record_types()[name]
         if not rows and name != "subject":
             continue
-        path = folder / f"{rtype.file}.csv"
-        key = rtype.key
+        key = record_types()[name].key
         ordered = sorted((public(r) for r in rows), key=lambda r: tuple(r.get(k, "") for k in key))
-        with atomic_open(path) as fh:
-            writer = csv.DictWriter(fh, fieldnames=rtype.fields, extrasaction="raise", lineterminator="\n")
-            writer.writeheader()
-            for row in ordered:
-                writer.writerow({k: row.get(k, "") for k in rtype.fields})
-        written.append(path)
+        written.append(write_record_file(name, ordered, folder))
     return written

@@ -72,6 +72,7 @@ class FhirContext:
     include_identifiers: bool = False
     where: dict = field(default_factory=dict)
     subjects: dict[str, str] = field(default_factory=dict)
+    base_where: dict = field(default_factory=dict)  # the input file, added to every finding
 
     @property
     def study_id(self) -> str:

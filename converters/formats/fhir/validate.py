@@ -100,7 +100,7 @@ def references(node: Any) -> Iterator[str]:
 
 
 def validate_resources(resources: Iterable[dict], log: IssueLog, model_check: bool | str = True,
-                       check_references: bool = True) -> dict[str, int]:
+                       check_references: bool = True, check_ids: bool = True) -> dict[str, int]:
     """Check every resource as it streams by; report to ``log``; returns counts
     {"resources", "invalid"}.  Only ids and not-yet-resolved references are kept, and the
     references are resolved against every id of the input at the end."""
@@ -111,7 +111,7 @@ def validate_resources(resources: Iterable[dict], log: IssueLog, model_check: bo
     for res in resources:
         count += 1
         rid = f"{res.get('resourceType')}/{res.get('id')}"
-        if rid in known:
+        if check_ids and rid in known:
             invalid.add(rid)
             log.error("FHIR-DUPLICATE-ID", "a resource with this type and id came earlier in the input",
                       record=rid, field="id", value=res.get("id"))

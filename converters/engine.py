@@ -1,0 +1,231 @@
+"""The engine: records stream from a reader into a spill grouped by subject, each subject is
+mapped on its own (in this process, in worker processes, or on Dask), and the rows of every
+output table go into a sorted sink that the writers read in their final order.
+
+    reader --(group key, item)--> SortedSpill --groups--> process_group() --rows--> sinks --> writers
+
+* **Items** are what readers give: a record of the internal model, a FHIR resource, or an
+  SDTM row, each as bytes with its kind (see :func:`pack`).  They are spilled under the key
+  ``(group, file number, record number)``, so a group's items come back in input order.
+* **A group** is everything one subject owns: the subject id for records, the Patient
+  reference for FHIR, USUBJID for SDTM.  ``process_group`` turns a group into canonical
+  records through the source side's spoke, then into output rows through the target side's
+  spoke, and returns them with the findings of that group.  It is a pure function of the
+  group and the :class:`Job` (picklable), so any worker can run it.
+* **Sinks** are sorted spills too: each output row carries a key (USUBJID and its index
+  within the subject for SDTM; the record type's natural key for records and FHIR) so the
+  output order never depends on which worker finished first.  Same input, same bytes.
+
+Memory depends on the largest subject and the spill's chunk size, not on the input.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator
+
+import orjson
+
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import RECORD_ORDER, Records, record_types
+from trialbridge.converters.core.spill import SortedSpill, sort_key
+
+SEP = b"\x00"
+
+
+def pack(kind: str, data: bytes) -> bytes:
+    """An item as spilled: its kind (record type, ``fhir``, SDTM dataset name) and its JSON."""
+    return kind.encode() + SEP + data
+
+
+def unpack(payload: bytes) -> tuple[str, bytes]:
+    kind, _, data = payload.partition(SEP)
+    return kind.decode(), data
+
+
+@dataclass
+class Job:
+    """What every group needs besides its own items (sent to each worker once)."""
+
+    source: str  # records | fhir | sdtm
+    target: str  # sdtm | records | fhir
+    study: Any = None  # mappings.study.Study (None for SDTM -> SDTM)
+    files: list[str] = field(default_factory=list)  # file number -> path, for findings
+    facts: Any = None  # FHIR input: mappings.fhir.assemble.StudyFacts
+    links: dict | None = None  # FHIR input: medical record number -> trial subject record
+    include_identifiers: bool = False
+    sdtm_variables: dict[str, list[str]] = field(default_factory=dict)  # SDTM input: dataset -> its variables
+    sdtm_sources: dict[str, str] = field(default_factory=dict)  # SDTM input: dataset -> file
+
+
+@dataclass
+class GroupResult:
+    tables: dict[str, list[tuple[tuple, bytes]]]
+    log: IssueLog
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------- one group
+
+
+def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> GroupResult:
+    """Map one subject's items to output rows (see the module docstring)."""
+    from trialbridge.converters import spokes
+
+    log = IssueLog()
+    extra: dict[str, Any] = {}
+    if job.source == "sdtm":
+        rows = _sdtm_rows(job, items)
+        if job.target == "sdtm":
+            return GroupResult({name: [((r.get("USUBJID") or "", n), orjson.dumps(r)) for n, r in enumerate(rs)]
+                                for name, rs in rows.items()}, log)
+        records, extra["unread"] = spokes.sdtm_subject_to_records(rows, job.study, log)
+    elif job.source == "fhir":
+        records = spokes.fhir_group_to_records(job, items, log)
+    else:
+        records = Records(study_id=job.study.study_id if job.study else None)
+        for _key, payload in items:
+            kind, data = unpack(payload)
+            records.rows[kind].append(orjson.loads(data))
+    if job.target == "sdtm":
+        tables = spokes.records_to_sdtm_rows(records, job.study, log)
+        out = {name: [((r["USUBJID"], n), orjson.dumps(r)) for n, r in enumerate(rows)] for name, rows in tables.items()}
+    elif job.target == "records":
+        out = {}
+        for name, rows in records.items():
+            key = record_types()[name].key
+            out[name] = [(sort_key([*(r.get(k, "") for k in key), n]), orjson.dumps(r)) for n, r in enumerate(rows)]
+    else:
+        out = {}
+        for n, (rtype, key, res) in enumerate(spokes.records_to_fhir_rows(records, job.study, log,
+                                                                          job.include_identifiers)):
+            out.setdefault(rtype, []).append((sort_key([*key, n]), spokes.fhir_dumps(res)))
+    return GroupResult(out, log, extra)
+
+
+def _sdtm_rows(job: Job, items: list[tuple[tuple, bytes]]) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for _key, payload in items:
+        kind, data = unpack(payload)
+        rows.setdefault(kind, []).append(orjson.loads(data))
+    return rows
+
+
+# ------------------------------------------------------------------------------- executors
+
+
+def _chunks(groups: Iterator, size: int) -> Iterator[list]:
+    while True:
+        chunk = list(islice(groups, size))
+        if not chunk:
+            return
+        yield chunk
+
+
+_WORKER_JOB: Job | None = None
+
+
+def _init_worker(job_bytes: bytes) -> None:
+    global _WORKER_JOB
+    _WORKER_JOB = pickle.loads(job_bytes)
+
+
+def _run_chunk(chunk: list) -> list[GroupResult]:
+    assert _WORKER_JOB is not None
+    return [process_group(_WORKER_JOB, group, items) for group, items in chunk]
+
+
+def run_local(job: Job, groups: Iterable, workers: int = 1, *, chunk_items: int = 2000) -> Iterator[GroupResult]:
+    """Results of every group, in group order.  ``workers`` > 1 runs groups in that many
+    processes, at most two chunks per worker in flight (memory stays bounded)."""
+    if workers <= 1:
+        for group, items in groups:
+            yield process_group(job, group, items)
+        return
+    chunks = _item_chunks(groups, chunk_items)
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                             initargs=(pickle.dumps(job),)) as pool:
+        pending = []
+        for chunk in chunks:
+            pending.append(pool.submit(_run_chunk, chunk))
+            if len(pending) >= 2 * workers:
+                yield from pending.pop(0).result()
+        for fut in pending:
+            yield from fut.result()
+
+
+def _item_chunks(groups: Iterable, chunk_items: int) -> Iterator[list]:
+    """Groups packed into chunks of about ``chunk_items`` items (never splitting a group)."""
+    chunk: list = []
+    size = 0
+    for group, items in groups:
+        chunk.append((group, items))
+        size += len(items)
+        if size >= chunk_items:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def default_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+# ------------------------------------------------------------------------------- sinks
+
+
+class Sinks:
+    """One sorted spill per output table; takes group results in any order."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, SortedSpill] = {}
+        self.extra: list[dict[str, Any]] = []
+
+    def take(self, result: GroupResult, log: IssueLog) -> None:
+        log.merge(result.log)
+        for name, rows in result.tables.items():
+            sink = self.tables.get(name)
+            if sink is None:
+                sink = self.tables[name] = SortedSpill(name.lower())
+            sink.extend(rows)
+        if result.extra:
+            self.extra.append(result.extra)
+
+    def rows(self, name: str) -> Iterator[dict]:
+        sink = self.tables.get(name)
+        if sink is None:
+            return iter(())
+        return (orjson.loads(p) for p in sink.payloads())
+
+    def payloads(self, name: str) -> Iterator[bytes]:
+        sink = self.tables.get(name)
+        return sink.payloads() if sink is not None else iter(())
+
+    def close(self) -> None:
+        for sink in self.tables.values():
+            sink.close()
+
+
+def run(job: Job, spill: SortedSpill, log: IssueLog, *, workers: int = 1, engine: str = "local",
+        scheduler: str | None = None, progress: Callable[[int], None] | None = None) -> Sinks:
+    """Process every group of ``spill`` and gather the rows into sinks."""
+    sinks = Sinks()
+    groups = spill.groups()
+    if engine == "dask":
+        from trialbridge.converters import dask_engine
+
+        results = dask_engine.run(job, groups, scheduler=scheduler, workers=workers)
+    else:
+        results = run_local(job, groups, workers)
+    for result in results:
+        sinks.take(result, log)
+        if progress is not None:
+            progress(1)
+    return sinks
+
+
+__all__ = ["Job", "GroupResult", "process_group", "run", "run_local", "Sinks", "pack", "unpack", "RECORD_ORDER"]
