@@ -67,3 +67,24 @@ def test_not_done_result(study):
     datasets, _ = _lb([{"test": "IgE", "not_done_reason": "Sample haemolysed"}], study)
     (row,) = datasets["LB"].rows
     assert (row["LBSTAT"], row["LBREASND"], row["LBORRES"]) == ("NOT DONE", "Sample haemolysed", "")
+
+
+def test_unit_factor_table_is_what_the_ucum_library_computes():
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_unit_factors.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_molar_mass_conversion_from_the_table_matches_the_library():
+    from trialbridge.mappings import terminology as term
+
+    # creatinine, 113.12 g/mol: 1 mg/dL = 10 mg/L = 10/113.12 mmol/L = 88.4016973 umol/L (by hand)
+    table = term._factor("mg/dL", "umol/L", 113.12)
+    library = term.library_factor("mg/dL", "umol/L", 113.12)
+    assert table[0] == pytest.approx(88.40169731, rel=1e-9) and library[0] == pytest.approx(table[0], rel=1e-12)
+    assert term._factor("mg/dL", "umol/L", None) is None

@@ -44,7 +44,15 @@ class RecordType:
 
     @cached_property
     def validator(self) -> jsonschema.Draft202012Validator:
+        """The exact path: precise errors (field, keyword) for a row the fast check rejected."""
         return jsonschema.Draft202012Validator(self.schema)
+
+    @cached_property
+    def fast_validator(self):
+        """The fast path: a compiled validator (jsonschema-rs) that only says yes or no."""
+        import jsonschema_rs
+
+        return jsonschema_rs.validator_for(self.schema, validate_formats=False)
 
 
 @lru_cache(maxsize=1)

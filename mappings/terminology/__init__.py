@@ -330,9 +330,37 @@ def _arbitrary_units(code: str) -> Counter:
     return Counter(m.group(0).replace("[IU]", "[iU]") for m in _ARBITRARY.finditer(code))
 
 
+@lru_cache(maxsize=1)
+def _factor_table() -> tuple[dict, dict]:
+    """The factors the UCUM library gives between the units of the units table, computed once
+    (scripts/build_unit_factors.py), so most runs never load the library."""
+    data = yaml.safe_load(resources.files(__name__).joinpath("derived").joinpath("unit_factors.yaml").read_text(encoding="utf-8"))
+    same = {(e["from"], e["to"]): (e["scale"], e["offset"]) for e in data["same_dimension"]}
+    molar = {(e["from"], e["to"]): (e["scale"], e["molar_mass"]) for e in data["through_molar_mass"]}
+    return same, molar
+
+
 @lru_cache(maxsize=4096)
 def _factor(from_code: str, to_code: str, molar_mass: float | None) -> tuple[float, float] | None:
     """(scale, offset) so that to = scale * from + offset, or None when not convertible."""
+    if from_code == to_code:
+        return (1.0, 0.0)
+    same, molar = _factor_table()
+    if (from_code, to_code) in same:
+        return same[(from_code, to_code)]
+    if (from_code, to_code) in molar:
+        if not molar_mass:
+            return None
+        scale, how = molar[(from_code, to_code)]
+        return (float(f"{scale * molar_mass if how == 'multiply' else scale / molar_mass:.15g}"), 0.0)
+    known = {e["ucum"] for e in load_table("units").entries if e.get("ucum")}
+    if from_code in known and to_code in known:
+        return None  # both in the table and not listed: not convertible
+    return library_factor(from_code, to_code, molar_mass)
+
+
+def library_factor(from_code: str, to_code: str, molar_mass: float | None) -> tuple[float, float] | None:
+    """(scale, offset) computed by the UCUM library itself (ucumvert on pint)."""
     import pint
     from lark.exceptions import LarkError
 
