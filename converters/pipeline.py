@@ -360,7 +360,7 @@ def _write_fhir(sinks: engine.Sinks, study: Study, log: IssueLog, output: Path, 
 
     def resources() -> Iterator[dict]:
         yield from assemble.study_resources(study, log)
-        for rtype in assemble.RESOURCE_ORDER:
+        for rtype in assemble.resource_order():
             if rtype == "ResearchStudy":
                 continue
             for payload in sinks.payloads(rtype):

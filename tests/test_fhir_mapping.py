@@ -357,3 +357,13 @@ def test_site_level_study_part_of_the_sponsor_study(sample_records, study):
         s["extension"] = [e for e in s.get("extension", []) if not e["url"].endswith("site-id")]
     back = assemble.fhir_to_records(resources, study, IssueLog())
     assert {r["site_id"] for r in back["subject"]} == {"01"}
+
+
+def test_resource_modules_are_discovered_with_their_declarations():
+    """The FHIR side finds its modules as the SDTM side does: by what they declare."""
+    found = [(m.RESOURCE_TYPE, m.RECORD_TYPES, m.ORDER) for m in assemble.resource_modules()]
+    assert found == [("ResearchStudy", (), 10), ("Patient", ("subject",), 20), ("ResearchSubject", ("subject",), 30),
+                     ("Encounter", ("visit",), 40), ("MedicationAdministration", ("exposure",), 50),
+                     ("Observation", ("lab_result", "cell_phenotype"), 60), ("AdverseEvent", ("adverse_event",), 70)]
+    assert assemble.resource_order() == ("ResearchStudy", "Patient", "ResearchSubject", "Encounter",
+                                         "MedicationAdministration", "Observation", "AdverseEvent")

@@ -121,7 +121,7 @@ def test_records_fhir_records_is_identity(sample_records, sample_fhir, study, tm
     resources, _ = sample_fhir
     if form == "ndjson":
         paths = fhir_io.write_ndjson(resources, tmp_path / "out")
-        assert sorted(p.name for p in paths) == sorted(f"{t}.ndjson" for t in assemble.RESOURCE_ORDER)
+        assert sorted(p.name for p in paths) == sorted(f"{t}.ndjson" for t in assemble.resource_order())
         source = tmp_path / "out"
     else:
         source = fhir_io.write_bundle(resources, tmp_path / "bundle.json", bundle_type=form)

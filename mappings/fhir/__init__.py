@@ -73,6 +73,13 @@ class FhirContext:
     where: dict = field(default_factory=dict)
     subjects: dict[str, str] = field(default_factory=dict)
     base_where: dict = field(default_factory=dict)  # the input file, added to every finding
+    # what one subject's resources share, set by mappings.fhir.assemble: the record type being
+    # written, the Encounters of the subject's visits (to link results and doses), the
+    # subject's disposition records (carried by ResearchSubject), Encounter -> visit label
+    record_type: str | None = None
+    encounters: Any = None
+    dispositions: dict[str, list[dict]] = field(default_factory=dict)
+    encounter_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def study_id(self) -> str:

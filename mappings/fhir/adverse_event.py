@@ -23,6 +23,10 @@ from trialbridge.mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, clean, cod
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 
+RESOURCE_TYPE = "AdverseEvent"
+RECORD_TYPES = ("adverse_event",)
+ORDER = 70
+
 EXTRA = ("end", "body_system", "grade", "serious_criteria", "action_taken")
 MEDDRA = "http://terminology.hl7.org/CodeSystem/mdr"
 SERIOUSNESS_SYSTEM = "http://terminology.hl7.org/CodeSystem/adverse-event-seriousness"

@@ -6,7 +6,7 @@ input.  What is study-wide — the sponsor and site ResearchStudy resources, whi
 site-level study stands for — is built once (:func:`study_resources`, :func:`read_study`).
 
 Order of the written resources: ResearchStudy (sponsor, then sites), then per type in
-:data:`RESOURCE_ORDER`, each type sorted by its record's natural key; the sort keys are
+:func:`resource_order` (the resource modules' ``ORDER``), each type sorted by its record's natural key; the sort keys are
 returned with the resources so that the engine's sorted sinks give the same order whatever
 the order subjects were processed in.  Same input, same bytes.
 
@@ -18,17 +18,43 @@ written.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
+from functools import lru_cache
+from types import ModuleType
 from typing import Iterable, Iterator
 
+import trialbridge.mappings.fhir as fhir_pkg
 from trialbridge.converters.core.records import Records, public, record_types, where
-from trialbridge.mappings.fhir import FhirContext, adverse_event, encounter, medication_administration, observation
-from trialbridge.mappings.fhir import patient, research_study, research_subject
+from trialbridge.mappings.fhir import FhirContext, encounter, patient, research_study, research_subject
 
-RESOURCE_ORDER = ("ResearchStudy", "Patient", "ResearchSubject", "Encounter", "MedicationAdministration",
-                  "Observation", "AdverseEvent")
-# record types that become Observations, in the order they are written
-_OBSERVATION_KINDS = ("lab_result", "cell_phenotype")
+# Resources that make up trial membership: built from the study configuration (ResearchStudy)
+# or joined here (Patient + ResearchSubject = one subject record); every other resource module
+# maps one resource to one record on its own.
+MEMBERSHIP = ("ResearchStudy", "Patient", "ResearchSubject")
+
+
+@lru_cache(maxsize=1)
+def resource_modules() -> tuple[ModuleType, ...]:
+    """Every module of this package that declares ``RESOURCE_TYPE``, ``RECORD_TYPES`` and
+    ``ORDER`` (and ``to_fhir``/``from_fhir``), in ``ORDER``: found by scanning the package, as
+    the SDTM domain modules are, so a new resource is a new module — no list to edit."""
+    mods = []
+    for info in pkgutil.iter_modules(fhir_pkg.__path__):
+        mod = importlib.import_module(f"{fhir_pkg.__name__}.{info.name}")
+        if hasattr(mod, "RESOURCE_TYPE") and hasattr(mod, "to_fhir") and hasattr(mod, "from_fhir"):
+            mods.append(mod)
+    return tuple(sorted(mods, key=lambda m: (m.ORDER, m.RESOURCE_TYPE, m.__name__)))
+
+
+def resource_order() -> tuple[str, ...]:
+    """Resource types in the order they are written."""
+    out: list[str] = []
+    for mod in resource_modules():
+        if mod.RESOURCE_TYPE not in out:
+            out.append(mod.RESOURCE_TYPE)
+    return tuple(out)
 
 
 def _natural_key(name: str, row: dict) -> tuple:
@@ -55,43 +81,26 @@ def study_resources(study, log, include_identifiers: bool = False) -> list[dict]
 def subject_resources(records: Records, study, log, include_identifiers: bool = False
                       ) -> Iterator[tuple[str, tuple, dict]]:
     """``(resourceType, sort key, resource)`` for the records of one subject (or several);
-    the sort key orders resources of one type across all subjects."""
+    the sort key orders resources of one type across all subjects.  Each resource module
+    writes one resource per record of its ``RECORD_TYPES``."""
     ctx = FhirContext(study, log, include_identifiers)
-    dispositions: dict[str, list[dict]] = {}
+    subject_ids = {r.get("subject_id") for r in records["subject"]}
     for row in sorted(records["disposition"], key=lambda r: _natural_key("disposition", r)):
-        dispositions.setdefault(row.get("subject_id", ""), []).append(row)
-    subjects = sorted(records["subject"], key=lambda r: _natural_key("subject", r))
-    for row in subjects:
-        ctx.where = _loc(row)
-        yield "Patient", _natural_key("subject", row), patient.to_fhir(public(row), ctx)
-    for row in subjects:
-        ctx.where = _loc(row)
-        yield "ResearchSubject", _natural_key("subject", row), research_subject.to_fhir(
-            public(row), ctx, [public(d) for d in dispositions.pop(row["subject_id"], [])])
-    for rows in dispositions.values():  # subjects with no subject record
-        for row in rows:
+        if row.get("subject_id") in subject_ids:
+            ctx.dispositions.setdefault(row["subject_id"], []).append(public(row))
+        else:  # no subject record: no ResearchSubject to carry it
             log.warning("FHIR-DISPOSITION-NO-SUBJECT", f"disposition record of subject {row.get('subject_id')!r}, "
                         "who has no subject record: no ResearchSubject to carry it; not written",
                         **_loc(row), field="subject_id", value=row.get("subject_id"))
     visits = sorted(records["visit"], key=lambda r: _natural_key("visit", r))
-    for row in visits:
-        ctx.where = _loc(row)
-        yield "Encounter", _natural_key("visit", row), encounter.to_fhir(public(row), ctx)
-    encounters = encounter.index(study.study_id, visits)
-    for row in sorted(records["exposure"], key=lambda r: _natural_key("exposure", r)):
-        ctx.where = _loc(row)
-        res = medication_administration.to_fhir(public(row), ctx)
-        encounter.link(res, "context", encounters.for_dose(row, row.get("start")))
-        yield "MedicationAdministration", _natural_key("exposure", row), res
-    for n, name in enumerate(_OBSERVATION_KINDS):
-        for row in sorted(records[name], key=lambda r: _natural_key(name, r)):
-            ctx.where = _loc(row)
-            res = observation.to_fhir(public(row), ctx, kind=name)
-            encounter.link(res, "encounter", encounters.for_result(row, row.get("collected")))
-            yield "Observation", (n, *_natural_key(name, row)), res
-    for row in sorted(records["adverse_event"], key=lambda r: _natural_key("adverse_event", r)):
-        ctx.where = _loc(row)
-        yield "AdverseEvent", _natural_key("adverse_event", row), adverse_event.to_fhir(public(row), ctx)
+    ctx.encounters = encounter.index(study.study_id, visits)
+    for mod in resource_modules():
+        for n, name in enumerate(mod.RECORD_TYPES):
+            ctx.record_type = name
+            for row in sorted(records[name], key=lambda r: _natural_key(name, r)):
+                ctx.where = _loc(row)
+                yield mod.RESOURCE_TYPE, (n, *_natural_key(name, row)), mod.to_fhir(public(row), ctx)
+    ctx.where, ctx.record_type = {}, None
 
 
 # --------------------------------------------------------------------------- FHIR -> records
@@ -223,23 +232,16 @@ def subject_records(resources: list[dict], study, log, facts: StudyFacts, *, lin
                         "no study facts (site, arm, consent date)", **ctx.base_where, record=ref,
                         value=rec["subject_id"])
             records["subject"].append({"study_id": study.study_id, **rec})
-    for res in by_type.get("Encounter", []):
-        rec = encounter.from_fhir(res, _ctx_for(ctx, res))
-        if rec is not None:
-            records["visit"].append(rec)
-    labels = encounter.labels(by_type.get("Encounter", []))
-    for res in by_type.get("MedicationAdministration", []):
-        rec = medication_administration.from_fhir(res, _ctx_for(ctx, res))
-        if rec is not None:
-            records["exposure"].append(rec)
-    for res in by_type.get("Observation", []):
-        got = observation.from_fhir(encounter.fill_display(res, "encounter", labels), _ctx_for(ctx, res))
-        if got is not None:
-            records[got[0]].append(got[1])
-    for res in by_type.get("AdverseEvent", []):
-        rec = adverse_event.from_fhir(res, _ctx_for(ctx, res))
-        if rec is not None:
-            records["adverse_event"].append(rec)
+    ctx.encounter_labels = encounter.labels(by_type.get("Encounter", []))
+    for mod in resource_modules():
+        if mod.RESOURCE_TYPE in MEMBERSHIP:
+            continue
+        for res in by_type.get(mod.RESOURCE_TYPE, []):
+            got = mod.from_fhir(res, _ctx_for(ctx, res))
+            if got is None:
+                continue
+            name, rec = got if isinstance(got, tuple) else (mod.RECORD_TYPES[0], got)
+            records[name].append(rec)
     for name, rows in records.items():
         rows.sort(key=record_order(name))
     return records
@@ -253,7 +255,7 @@ def record_order(name: str):
 
 
 def mapped_types() -> frozenset[str]:
-    return frozenset(RESOURCE_ORDER)
+    return frozenset(resource_order())
 
 
 def person_of(resource: dict) -> str:
@@ -269,7 +271,7 @@ def person_of(resource: dict) -> str:
     return ""
 
 
-__all__ = ["RESOURCE_ORDER", "study_resources", "subject_resources", "StudyFacts", "read_study", "study_id_named",
+__all__ = ["resource_modules", "resource_order", "study_resources", "subject_resources", "StudyFacts", "read_study", "study_id_named",
            "mrn_index", "subject_records", "person_of", "record_order", "mapped_types"]
 
 
@@ -281,7 +283,7 @@ def records_to_fhir(records: Records, study, log, include_identifiers: bool = Fa
     """Every resource for records held in memory (scripts, tests), in the order the engine
     writes them; the engine calls :func:`subject_resources` one subject at a time instead."""
     yield from study_resources(study, log, include_identifiers)
-    order = {t: n for n, t in enumerate(RESOURCE_ORDER)}
+    order = {t: n for n, t in enumerate(resource_order())}
     made = list(subject_resources(records, study, log, include_identifiers))
     made.sort(key=lambda item: (order[item[0]], tuple(_comparable(v) for v in item[1])))
     for _rtype, _key, res in made:
@@ -306,7 +308,7 @@ def fhir_to_records(resources: Iterable[dict], study, log, include_identifiers: 
     unmapped: dict[str, int] = {}
     for res in resources:
         rtype = str(res.get("resourceType"))
-        if rtype not in RESOURCE_ORDER:
+        if rtype not in mapped_types():
             unmapped[rtype] = unmapped.get(rtype, 0) + 1
         elif rtype != "ResearchStudy":
             groups.setdefault(person_of(res), []).append(res)

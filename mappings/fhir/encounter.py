@@ -30,6 +30,10 @@ from trialbridge.mappings.fhir import (EXT, FhirContext, clean, get_datetime, re
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 
+RESOURCE_TYPE = "Encounter"
+RECORD_TYPES = ("visit",)
+ORDER = 40
+
 EXT_VISIT = EXT + "visit"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 AMBULATORY = {"system": ACT_CODE, "code": "AMB", "display": "ambulatory"}

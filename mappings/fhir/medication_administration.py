@@ -16,8 +16,13 @@ from __future__ import annotations
 
 from trialbridge.mappings.fhir import (FhirContext, clean, coded, decode, extensions, get_datetime, number_text, quantity,
                            quantity_unit, read_extensions, set_datetime, subject_of)
+from trialbridge.mappings.fhir import encounter
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
+
+RESOURCE_TYPE = "MedicationAdministration"
+RECORD_TYPES = ("exposure",)
+ORDER = 50
 
 EXTRA = ("planned_dose_per_bsa", "bsa_m2", "frequency", "course", "adjustment_reason")
 
@@ -56,6 +61,8 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     else:
         dosage["dose"] = dose
     res["dosage"] = dosage
+    if ctx.encounters is not None:  # the Encounter of the visit on the dose's day
+        encounter.link(res, "context", ctx.encounters.for_dose(record, record.get("start")))
     return res
 
 

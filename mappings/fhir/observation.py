@@ -28,8 +28,13 @@ from trialbridge.mappings import terminology
 from trialbridge.mappings.fhir import (COMPARATOR, CPTESTCD_SYSTEM, LBTESTCD_SYSTEM, LOINC, SPECTYPE_SYSTEM, FhirContext, clean,
                            exact_decimal, get_datetime, number_text, quantity, quantity_unit, set_datetime,
                            subject_of)
+from trialbridge.mappings.fhir import encounter
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
+
+RESOURCE_TYPE = "Observation"
+RECORD_TYPES = ("lab_result", "cell_phenotype")
+ORDER = 60
 
 LABORATORY = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
                           "code": "laboratory", "display": "Laboratory"}]}
@@ -66,7 +71,8 @@ def _code(kind: str, record: dict, ctx: FhirContext) -> dict:
     return {"coding": coding, "text": text} if coding else {"text": text}
 
 
-def to_fhir(record: dict, ctx: FhirContext, kind: str = "lab_result") -> dict:
+def to_fhir(record: dict, ctx: FhirContext, kind: str | None = None) -> dict:
+    kind = kind or ctx.record_type or "lab_result"
     sid = record["subject_id"]
     res: dict = {"resourceType": "Observation", "id": observation_id(kind, ctx.study_id, record)}
     if record.get("specimen"):
@@ -122,6 +128,8 @@ def to_fhir(record: dict, ctx: FhirContext, kind: str = "lab_result") -> dict:
             res["interpretation"] = [interpretation]
     if record.get("specimen"):
         res["specimen"] = {"reference": "#specimen"}
+    if ctx.encounters is not None:  # the Encounter of the visit, when the subject's visits are known
+        encounter.link(res, "encounter", ctx.encounters.for_result(record, record.get("collected")))
     return res
 
 
@@ -161,6 +169,7 @@ def kind_of(resource: dict) -> tuple[str | None, dict | None]:
 
 def from_fhir(resource: dict, ctx: FhirContext) -> tuple[str, dict] | None:
     """(record type, record) or None (reported) when the code is not one we map."""
+    resource = encounter.fill_display(resource, "encounter", ctx.encounter_labels)
     kind, entry = kind_of(resource)
     code = resource.get("code") or {}
     if kind is None:

@@ -15,6 +15,10 @@ from trialbridge.mappings.fhir import (FhirContext, SUBJECT_ID_SYSTEM, clean, co
                            identifier_value, read_extensions, set_datetime)
 from trialbridge.mappings.fhir.ids import resource_id
 
+RESOURCE_TYPE = "Patient"
+RECORD_TYPES = ("subject",)
+ORDER = 20
+
 EXTRA = ("race", "ethnicity", "country", "height_cm", "weight_kg")
 MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
                        "display": "Medical record number"}]}

@@ -18,6 +18,10 @@ from __future__ import annotations
 from trialbridge.mappings.fhir import TB, FhirContext
 from trialbridge.mappings.fhir.ids import resource_id
 
+RESOURCE_TYPE = "ResearchStudy"
+RECORD_TYPES = ()  # built from the study configuration, not from records
+ORDER = 10
+
 REGISTRY_SYSTEM = "https://clinicaltrials.gov"
 STUDY_ID_SYSTEM = TB + "study-id"
 SITE_ID_SYSTEM = TB + "site-id"

@@ -41,6 +41,10 @@ from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 from trialbridge.mappings.fhir.research_study import site_study_id_of, study_id_of
 
+RESOURCE_TYPE = "ResearchSubject"
+RECORD_TYPES = ("subject",)
+ORDER = 30
+
 EXTRA = ("site_id", "cohort", "relapse_date")
 STATUS = {"Y": "ineligible", "N": "on-study", "": "candidate"}
 SCREEN_FAILURE = {v: k for k, v in STATUS.items()}
@@ -53,8 +57,10 @@ STATUS_BY_EVENT = {"SCREEN FAILURE": "ineligible"}
 ENDED = "off-study"
 
 
-def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple = ()) -> dict:
+def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple | None = None) -> dict:
     sid = record["subject_id"]
+    if dispositions is None:  # the subject's disposition records, gathered by the caller
+        dispositions = ctx.dispositions.get(sid, [])
     res: dict = {"resourceType": "ResearchSubject", "id": resource_id("ResearchSubject", ctx.study_id, sid)}
     ext = extensions(record, EXTRA)
     final = final_event(dispositions)
