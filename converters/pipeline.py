@@ -236,7 +236,7 @@ def _spill_sdtm(datasets: dict[str, Dataset], spill: SortedSpill, job: engine.Jo
     for name, ds in sorted(datasets.items()):
         if name in spokes.DESIGN_DATASETS:
             continue
-        if name not in spokes._KNOWN and name not in spokes.DERIVED_DATASETS:
+        if name not in spokes.mapped_datasets() and name not in spokes.DERIVED_DATASETS:
             log.warning("SDTM-NOT-MAPPED", f"dataset {name} has no mapping to records; its {len(ds.rows)} row(s) "
                         "were not converted", file=ds.source or name)
             continue

@@ -125,8 +125,6 @@ def _idvarval_key(v: str) -> tuple:
     return (0, n, "") if n is not None else (1, 0, v)
 
 
-SDTM_TARGETS = {"DM": "subject", "EX": "exposure", "LB": "lab_result", "CP": "cell_phenotype",
-                "AE": "adverse_event", "SV": "visit", "DS": "disposition"}
 DESIGN_DATASETS = frozenset({"TA", "TE", "TV", "TI", "TS"})  # rebuilt from the study configuration
 DERIVED_DATASETS = frozenset({"SE"})  # read by the mappings (courses), derived again, never reported
 
@@ -136,30 +134,32 @@ def sdtm_subject_to_records(rows: dict[str, list[dict[str, Any]]], study: Study 
     """Records from one subject's SDTM rows ({dataset: rows}); also what no mapping read:
     {dataset: {"read": set of variables, "counts": {variable: non-empty values},
     "supp": {QNAM: values}}} for the summary findings (:func:`report_unread`)."""
-    from trialbridge.mappings.sdtm import vs  # height/weight return to the subject record
-
     datasets = {name: Dataset(name, name, [], [_Tracked(r) for r in rs]) for name, rs in rows.items()}
     records = Records()
     dm = datasets.get("DM")
     if dm is not None and dm.rows:
         records.study_id = str(dm.rows[0].get("STUDYID") or "")
-    extra = vs.subject_fields(datasets)
+    fills = []
     for mod in domain_modules():
-        if not hasattr(mod, "from_sdtm") or mod.DOMAIN not in SDTM_TARGETS:
+        if not hasattr(mod, "from_sdtm") or not hasattr(mod, "RECORD_TYPE"):
             continue
         got = mod.from_sdtm(datasets, study)
-        if mod.DOMAIN == "DM":
-            for r in got:
-                r.update(extra.get(r.get("subject_id", ""), {}))
-        records.rows[SDTM_TARGETS[mod.DOMAIN]] = got
+        if getattr(mod, "FILLS_RECORDS", False):
+            fills.append((mod.RECORD_TYPE, got))
+        else:
+            records.rows[mod.RECORD_TYPE] = got
+    for name, partial in fills:  # e.g. VS height/weight back into the subject records
+        by_subject = {r.get("subject_id", ""): r for r in partial}
+        for r in records.rows[name]:
+            r.update({k: v for k, v in by_subject.get(r.get("subject_id", ""), {}).items() if k != "subject_id"})
     unread: dict[str, dict[str, Any]] = {}
     for name, ds in datasets.items():
-        if name in DESIGN_DATASETS or name in DERIVED_DATASETS or name not in _KNOWN:
+        if name in DESIGN_DATASETS or name in DERIVED_DATASETS or name not in mapped_datasets():
             continue
         info = unread.setdefault(name, {"read": set(), "counts": {}, "supp": {}})
         for r in ds.rows:
             if name.startswith("SUPP"):
-                if r.get("QNAM") not in _SUPP_CONSUMED.get(name, set()) and r.get("QVAL") not in (None, ""):
+                if r.get("QNAM") not in supp_read().get(name, set()) and r.get("QVAL") not in (None, ""):
                     info["supp"][r["QNAM"]] = info["supp"].get(r["QNAM"], 0) + 1
                 continue
             info["read"] |= r.read
@@ -201,7 +201,7 @@ def sdtm_to_records(datasets: dict[str, Dataset], study: Study | None, log: Issu
     for name, ds in datasets.items():
         if name in DESIGN_DATASETS:
             continue
-        if name not in _KNOWN and name not in DERIVED_DATASETS:
+        if name not in mapped_datasets() and name not in DERIVED_DATASETS:
             log.warning("SDTM-NOT-MAPPED", f"dataset {name} has no mapping to records; its {len(ds.rows)} row(s) "
                         "were not converted", file=ds.source or name)
             continue
@@ -236,8 +236,17 @@ class _Tracked(dict):
         return super().__getitem__(key)
 
 
-_SUPP_CONSUMED = {"SUPPDM": {"RELAPSDT"}, "SUPPEX": {"BSA", "DOSEBSA"}, "SUPPAE": {"AETRTEM"}}
-_KNOWN = set(SDTM_TARGETS) | {"VS"} | set(_SUPP_CONSUMED)
+@lru_cache(maxsize=1)
+def supp_read() -> dict[str, frozenset[str]]:
+    """SUPP-- dataset -> the QNAMs its domain module reads back (``SUPP_QNAMS``)."""
+    return {f"SUPP{m.DOMAIN}": frozenset(m.SUPP_QNAMS) for m in domain_modules() if getattr(m, "SUPP_QNAMS", ())}
+
+
+@lru_cache(maxsize=1)
+def mapped_datasets() -> frozenset[str]:
+    """Datasets some domain module reads back to records (its own, and its SUPP--)."""
+    return frozenset({m.DOMAIN for m in domain_modules() if hasattr(m, "from_sdtm") and hasattr(m, "RECORD_TYPE")}
+                     | set(supp_read()))
 
 
 # --------------------------------------------------------------------------- FHIR side

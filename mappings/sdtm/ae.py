@@ -21,6 +21,8 @@ from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "AE"
 ORDER = 40
+RECORD_TYPE = "adverse_event"  # what from_sdtm gives back
+SUPP_QNAMS = ("AETRTEM",)  # SUPPAE qualifiers from_sdtm reads
 
 FIELDS = (
     Field("ae_number", "AESPID"),

@@ -19,6 +19,7 @@ from trialbridge.mappings.sdtm.findings import finding_row, flag_last_before_exp
 
 DOMAIN = "CP"
 ORDER = 35
+RECORD_TYPE = "cell_phenotype"  # what from_sdtm gives back
 
 
 def to_sdtm(ctx: Context) -> list[dict[str, Any]]:

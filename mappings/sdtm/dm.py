@@ -20,6 +20,8 @@ from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "DM"
 ORDER = 10
+RECORD_TYPE = "subject"  # what from_sdtm gives back
+SUPP_QNAMS = ("RELAPSDT",)  # SUPPDM qualifiers from_sdtm reads
 
 FIELDS = (
     Field("subject_id", "SUBJID"),

@@ -14,6 +14,7 @@ from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "DS"
 ORDER = 50
+RECORD_TYPE = "disposition"  # what from_sdtm gives back
 
 FIELDS = (
     Field("event", "DSDECOD", table="disposition"),

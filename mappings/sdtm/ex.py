@@ -21,6 +21,8 @@ from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "EX"
 ORDER = 20
+RECORD_TYPE = "exposure"  # what from_sdtm gives back
+SUPP_QNAMS = ("BSA", "DOSEBSA")  # SUPPEX qualifiers from_sdtm reads
 
 FIELDS = (
     Field("treatment", "EXTRT"),

@@ -19,6 +19,7 @@ from trialbridge.mappings.sdtm.findings import finding_row, flag_last_before_exp
 
 DOMAIN = "LB"
 ORDER = 30
+RECORD_TYPE = "lab_result"  # what from_sdtm gives back
 
 
 def to_sdtm(ctx: Context) -> list[dict[str, Any]]:

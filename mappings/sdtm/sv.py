@@ -18,6 +18,7 @@ from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "SV"
 ORDER = 60
+RECORD_TYPE = "visit"  # what from_sdtm gives back
 
 
 def to_sdtm(ctx: Context) -> list[dict[str, Any]]:

@@ -12,6 +12,8 @@ from trialbridge.mappings.sdtm.context import Context
 
 DOMAIN = "VS"
 ORDER = 80
+RECORD_TYPE = "subject"  # from_sdtm gives fields of the subject records (height, weight)
+FILLS_RECORDS = True  # its records fill in fields of records another domain gave, matched by subject_id
 
 TESTS = (("height_cm", "HEIGHT", "Height", "cm"), ("weight_kg", "WEIGHT", "Weight", "kg"))
 
@@ -37,6 +39,11 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
 
 def seq_key(row: dict[str, Any]):
     return (row["VSDTC"], row["VSTESTCD"])
+
+
+def from_sdtm(datasets: dict, study=None) -> list[dict[str, str]]:
+    """{subject_id, height_cm, weight_kg} per subject with a screening height or weight."""
+    return [{"subject_id": sid, **fields} for sid, fields in sorted(subject_fields(datasets).items())]
 
 
 def subject_fields(datasets: dict) -> dict[str, dict[str, str]]:
