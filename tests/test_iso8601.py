@@ -27,7 +27,7 @@ def test_valid(text):
 @pytest.mark.parametrize("text", [
     "2021-02-29",             # 2021 is not a leap year
     "1900-02-29",             # divisible by 100, not by 400: not a leap year
-    "2020-02-30", "2020-04-31", "2020-13-01", "2020-00-10", "2020-01-00",
+    "2020-02-30", "2020-04-31", "2020-13-01", "2020-13-45", "2020-00-10", "2020-01-00", "2020-07-15T25:00",
     "--02-30",                # no month has 30 February, whatever the year
     "2020-07-15T24:00",       # 24:00 refused: the next day's 00:00 has one spelling only
     "2020-07-15T23:60", "2020-07-15T23:59:60",  # no minute 60, no leap second

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, ny, subject_id_of, subject_index
@@ -57,8 +58,8 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             ctx.log.error("TERM-UNMAPPED-NY", "serious is not Y/N; AESER left empty", **where(rec, "serious"),
                           value=rec.get("serious"))
         _criteria(ctx, rec, row)
-        row["AESTDY"] = derive.study_day(row["AESTDTC"], info.rfstdtc)
-        row["AEENDY"] = derive.study_day(row["AEENDTC"], info.rfstdtc)
+        row["AESTDY"] = iso8601.study_day(row["AESTDTC"], info.rfstdtc)
+        row["AEENDY"] = iso8601.study_day(row["AEENDTC"], info.rfstdtc)
         row["EPOCH"] = ctx.epoch(sid, row["AESTDTC"])
         rows.append(row)
     return rows

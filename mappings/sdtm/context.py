@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import Records, where
 from trialbridge.mappings import derive
@@ -81,9 +82,9 @@ class Context:
                           key=lambda e: e["start"])
             if mine:
                 info.rfxstdtc = mine[0]["start"]
-                info.rfxendtc = derive.max_dtc(e.get("end") or e["start"] for e in mine)
+                info.rfxendtc = iso8601.latest(e.get("end") or e["start"] for e in mine) or ""
             contacts = last_contact.get(sid, []) + [info.rfxendtc, s.get("death_date", "")]
-            info.rfendtc = derive.max_dtc(contacts) if info.rfxstdtc else ""
+            info.rfendtc = (iso8601.latest(contacts) or "") if info.rfxstdtc else ""
             self.subjects[sid] = info
 
     def usubjid(self, subject_id: str) -> str:
@@ -107,7 +108,7 @@ class Context:
         disp_end: dict[str, str] = {}
         for d in self.records["disposition"]:
             if (d.get("category") or "DISPOSITION EVENT") == "DISPOSITION EVENT":
-                disp_end[d["subject_id"]] = derive.max_dtc([disp_end.get(d["subject_id"]), d["date"]])
+                disp_end[d["subject_id"]] = iso8601.latest([disp_end.get(d["subject_id"]), d["date"]]) or ""
         scrn = self._element_by_epoch("SCREENING")
         fu = self._element_by_epoch("FOLLOW-UP")
         for sid, info in self.subjects.items():
@@ -131,7 +132,7 @@ class Context:
                                    value=course)
                     continue
                 start = run[0]["start"]
-                last_end = derive.max_dtc(e.get("end") or e["start"] for e in run)
+                last_end = iso8601.latest(e.get("end") or e["start"] for e in run) or ""
                 fu_start = _next_day(last_end)
                 nxt = course_runs[i + 1][1][0]["start"] if i + 1 < len(course_runs) else None
                 gap_before_next = nxt is not None and fu and fu_start and fu_start[:10] < nxt[:10] and \
@@ -169,7 +170,7 @@ class Context:
     def epoch(self, subject_id: str, dtc: str | None) -> str:
         """EPOCH of a date/time: the subject element it falls in (SDTMIG 3.4 §4.1.3.1)."""
         info = self.subjects.get(subject_id)
-        if not info or not dtc or not derive.is_iso8601(dtc) or derive.is_partial(dtc):
+        if not info or iso8601.date_part(dtc) is None:  # partial dates have no epoch
             return ""
         found = ""
         for el in info.elements:
@@ -205,7 +206,7 @@ class Context:
                 info.unplanned[d] = self._unplanned_number(info, d)
 
     def _unplanned_number(self, info: SubjectInfo, day: str) -> float:
-        sd = derive.study_day(day, info.rfstdtc)
+        sd = iso8601.study_day(day, info.rfstdtc)
         base = 0.0
         for v in self.study.visits:
             if sd is not None and v.day <= sd:
@@ -233,7 +234,7 @@ class Context:
         if day in info.unplanned:
             n = info.unplanned[day]
             return n, unplanned_name(n)
-        sd = derive.study_day(dtc, info.rfstdtc)
+        sd = iso8601.study_day(dtc, info.rfstdtc)
         if sd is not None:
             fits = [v for v in self.study.visits if v.window[0] <= sd <= v.window[1]]
             if fits:
@@ -256,7 +257,7 @@ class Context:
 
 
 def _before(dtc: str, reference: str) -> bool:
-    d, ref = derive.date_part(dtc), derive.date_part(reference)
+    d, ref = iso8601.date_part(dtc), iso8601.date_part(reference)
     return bool(d and ref and d < ref)
 
 
@@ -265,5 +266,5 @@ def unplanned_name(number: float) -> str:
 
 
 def _next_day(dtc: str) -> str:
-    d = derive.date_part(dtc)
+    d = iso8601.date_part(dtc)
     return (d + timedelta(days=1)).isoformat() if d else ""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, subject_id_of, subject_index
@@ -45,11 +46,11 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         forward(ex, FIELDS, ctx, row)
         if not row["EXENDTC"]:
             row["EXENDTC"] = row["EXSTDTC"]
-        row["EXSTDY"] = derive.study_day(row["EXSTDTC"], info.rfstdtc)
-        row["EXENDY"] = derive.study_day(row["EXENDTC"], info.rfstdtc)
+        row["EXSTDY"] = iso8601.study_day(row["EXSTDTC"], info.rfstdtc)
+        row["EXENDY"] = iso8601.study_day(row["EXENDTC"], info.rfstdtc)
         row["EPOCH"] = ctx.epoch(sid, row["EXSTDTC"])
-        consent = derive.date_part(info.rficdtc)
-        start = derive.date_part(ex["start"])
+        consent = iso8601.date_part(info.rficdtc)
+        start = iso8601.date_part(ex["start"])
         if consent and start and start < consent:
             ctx.log.error("EX-BEFORE-CONSENT", f"dose on {ex['start']} is before informed consent on {info.rficdtc}",
                           **where(ex, "start"), value=ex["start"], usubjid=info.usubjid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import base_row, visit_label
@@ -111,12 +112,12 @@ def timing_variables(ctx: Context, rec: dict[str, Any], p: str) -> dict[str, Any
     sid = rec["subject_id"]
     info = ctx.subjects[sid]
     dtc = rec.get("collected", "")
-    if dtc and derive.is_partial(dtc):
+    if dtc and iso8601.is_partial(dtc):
         ctx.log.info("SDTM-PARTIAL-DATE", f"collection date is partial; kept as given in {p}DTC, study day left empty",
                      **where(rec, "collected"), value=dtc)
     visitnum, visit = ctx.visit_for(sid, dtc, rec.get("visit"))
     return {"VISITNUM": visitnum, "VISIT": visit, "EPOCH": ctx.epoch(sid, dtc), f"{p}DTC": dtc,
-            f"{p}DY": derive.study_day(dtc, info.rfstdtc)}
+            f"{p}DY": iso8601.study_day(dtc, info.rfstdtc)}
 
 
 def flag_last_before_exposure(ctx: Context, rows: list[dict[str, Any]], p: str, flags: tuple[str, ...],
