@@ -167,16 +167,32 @@ class Context:
                     return e["epoch"]
         return ""
 
-    def epoch(self, subject_id: str, dtc: str | None) -> str:
-        """EPOCH of a date/time: the subject element it falls in (SDTMIG 3.4 §4.1.3.1)."""
+    def epoch(self, subject_id: str, dtc: str | None, *, undecided: str) -> str:
+        """EPOCH of a date/time: the subject element it falls in (SDTMIG 3.4 §4.1.3.1);
+        a date after the last element takes the last element's; a partial date has none.
+
+        An element runs from SESTDTC up to, not including, SEENDTC, both instants (a
+        boundary without a time is the start of its day: :func:`iso8601.within`).  When the
+        value's precision cannot place it — a date without a time on the day the first
+        dose was given at 08:30 — ``undecided`` chooses: ``"earlier"`` for findings and
+        milestones, collected before the dose by protocol (and flagged --LOBXFL on that
+        basis), ``"later"`` for adverse events, which count as treatment-emergent on the
+        day of first dose (AETRTEM) and so must not fall in SCREENING."""
+        if undecided not in ("earlier", "later"):
+            raise ValueError("undecided must be 'earlier' or 'later'")
         info = self.subjects.get(subject_id)
-        if not info or iso8601.date_part(dtc) is None:  # partial dates have no epoch
+        if not info or iso8601.date_part(dtc) is None:
             return ""
-        found = ""
+        found, possible = "", []
         for el in info.elements:
-            if el["SESTDTC"] <= dtc and (not el["SEENDTC"] or dtc < el["SEENDTC"]):
+            inside = iso8601.within(dtc, el["SESTDTC"], el["SEENDTC"])
+            if inside:
                 found = el["EPOCH"]
-        if not found and info.elements and info.elements[-1]["SESTDTC"] <= dtc:
+            elif inside is None:
+                possible.append(el["EPOCH"])
+        if not found and possible:
+            found = possible[0] if undecided == "earlier" else possible[-1]
+        if not found and info.elements and iso8601.within(dtc, info.elements[-1]["SESTDTC"]):
             found = info.elements[-1]["EPOCH"]
         return found
 

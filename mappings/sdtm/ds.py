@@ -30,7 +30,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         row["DSTERM"] = rec.get("verbatim") or rec["event"]
         row["DSCAT"] = (rec.get("category") or "DISPOSITION EVENT").upper()
         row["DSSTDY"] = iso8601.study_day(row["DSSTDTC"], ctx.subjects[sid].rfstdtc)
-        row["EPOCH"] = ctx.epoch(sid, row["DSSTDTC"])
+        row["EPOCH"] = ctx.epoch(sid, row["DSSTDTC"], undecided="earlier")
         rows.append(row)
     return rows
 

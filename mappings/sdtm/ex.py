@@ -48,7 +48,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             row["EXENDTC"] = row["EXSTDTC"]
         row["EXSTDY"] = iso8601.study_day(row["EXSTDTC"], info.rfstdtc)
         row["EXENDY"] = iso8601.study_day(row["EXENDTC"], info.rfstdtc)
-        row["EPOCH"] = ctx.epoch(sid, row["EXSTDTC"])
+        row["EPOCH"] = ctx.epoch(sid, row["EXSTDTC"], undecided="later")  # a dose is in the element it starts
         consent = iso8601.date_part(info.rficdtc)
         start = iso8601.date_part(ex["start"])
         if consent and start and start < consent:

@@ -116,7 +116,7 @@ def timing_variables(ctx: Context, rec: dict[str, Any], p: str) -> dict[str, Any
         ctx.log.info("SDTM-PARTIAL-DATE", f"collection date is partial; kept as given in {p}DTC, study day left empty",
                      **where(rec, "collected"), value=dtc)
     visitnum, visit = ctx.visit_for(sid, dtc, rec.get("visit"))
-    return {"VISITNUM": visitnum, "VISIT": visit, "EPOCH": ctx.epoch(sid, dtc), f"{p}DTC": dtc,
+    return {"VISITNUM": visitnum, "VISIT": visit, "EPOCH": ctx.epoch(sid, dtc, undecided="earlier"), f"{p}DTC": dtc,
             f"{p}DY": iso8601.study_day(dtc, info.rfstdtc)}
 
 

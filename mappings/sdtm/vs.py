@@ -30,7 +30,8 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             row.update(VSTESTCD=code, VSTEST=name, VSORRES=s[field], VSORRESU=unit,
                        VSSTRESC=derive.format_number(value), VSSTRESN=value, VSSTRESU=unit,
                        VISITNUM=screening.number if screening else None, VISIT=screening.name if screening else "",
-                       EPOCH=ctx.epoch(sid, s.get("consent_date")), VSDTC=s.get("consent_date", ""),
+                       EPOCH=ctx.epoch(sid, s.get("consent_date"), undecided="earlier"),
+                       VSDTC=s.get("consent_date", ""),
                        VSDY=iso8601.study_day(s.get("consent_date"), info.rfstdtc))
             rows.append(row)
     return rows
