@@ -254,3 +254,25 @@ def test_seq_unique_and_rows_sorted(sample_sdtm):
     for name in ("AE", "EX", "LB", "CP", "DS", "VS"):
         keys = [(r["USUBJID"], r[f"{name}SEQ"]) for r in datasets[name].rows]
         assert len(keys) == len(set(keys)) and keys == sorted(keys), name
+
+
+def test_partial_date_is_no_baseline_unless_known_before_the_dose(study):
+    # first dose 2020-06-05T08:30.  "2020-06" may be any day of June: not known to be pre-dose
+    # (as text "2020-06" <= "2020-06-05T08:30" made it the baseline); 20 May is.
+    datasets, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}],
+                               labs=[{"collected": "2020-05-20"}, {"collected": "2020-06"}])
+    assert {r["LBDTC"]: r["LBLOBXFL"] for r in datasets["LB"].rows} == {"2020-05-20": "Y", "2020-06": ""}
+    alone, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}], labs=[{"collected": "2020-06"}])
+    assert [r["LBLOBXFL"] for r in alone["LB"].rows] == [""]
+
+
+def test_partial_dose_date_before_consent_is_reported_and_not_the_first_dose(study):
+    # consent 2020-06-04; a dose in May 2020 is before it whatever the day.  As text,
+    # "2020-05" sorted first and became RFXSTDTC, and the day-only check missed it.
+    datasets, log = _one_subject(study, exposures=[{"start": "2020-05"}, {"start": "2020-06-05T08:30"}])
+    (dm,) = datasets["DM"].rows
+    assert (dm["RFXSTDTC"], dm["RFSTDTC"]) == ("2020-06-05T08:30", "2020-06-05T08:30")
+    assert [i.value for i in log.issues if i.code == "EX-BEFORE-CONSENT"] == ["2020-05"]
+    # a dose some day in June is not known to be before 4 June consent: no finding
+    _, log = _one_subject(study, exposures=[{"start": "2020-06"}, {"start": "2020-06-05T08:30"}])
+    assert not [i for i in log.issues if i.code == "EX-BEFORE-CONSENT"]

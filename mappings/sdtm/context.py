@@ -78,10 +78,9 @@ class Context:
                                **where(s, "site_id"), value=s["site_id"])
             # a dose dated before consent is an error (EX-BEFORE-CONSENT); it stays in EX but
             # does not move the reference dates, so one typo does not shift every study day
-            mine = sorted((e for e in doses.get(sid, []) if not _before(e["start"], info.rficdtc)),
-                          key=lambda e: e["start"])
+            mine = [e for e in doses.get(sid, []) if not dosed_before_consent(e["start"], info.rficdtc)]
             if mine:
-                info.rfxstdtc = mine[0]["start"]
+                info.rfxstdtc = iso8601.earliest(e["start"] for e in mine) or ""
                 info.rfxendtc = iso8601.latest(e.get("end") or e["start"] for e in mine) or ""
             contacts = last_contact.get(sid, []) + [info.rfxendtc, s.get("death_date", "")]
             info.rfendtc = (iso8601.latest(contacts) or "") if info.rfxstdtc else ""
@@ -112,8 +111,8 @@ class Context:
         scrn = self._element_by_epoch("SCREENING")
         fu = self._element_by_epoch("FOLLOW-UP")
         for sid, info in self.subjects.items():
-            doses = sorted((e for e in by_subject.get(sid, []) if not _before(e["start"], info.rficdtc)),
-                           key=lambda e: e["start"])
+            doses = sorted((e for e in by_subject.get(sid, []) if not dosed_before_consent(e["start"], info.rficdtc)),
+                           key=lambda e: iso8601.sort_key(e["start"]))
             segments: list[list[str]] = []  # [ETCD, start, end]
             if scrn and info.rficdtc:
                 segments.append([scrn, info.rficdtc, info.rfxstdtc or disp_end.get(sid, "") or info.rficdtc])
@@ -135,7 +134,7 @@ class Context:
                 last_end = iso8601.latest(e.get("end") or e["start"] for e in run) or ""
                 fu_start = _next_day(last_end)
                 nxt = course_runs[i + 1][1][0]["start"] if i + 1 < len(course_runs) else None
-                gap_before_next = nxt is not None and fu and fu_start and fu_start[:10] < nxt[:10] and \
+                gap_before_next = nxt is not None and fu and iso8601.before(fu_start, nxt, precision="day") and \
                     course_runs[i + 1][0] == "RETREATMENT"
                 if nxt and not gap_before_next:
                     segments.append([element["code"], start, nxt])
@@ -272,9 +271,11 @@ class Context:
                                  qorig, qeval))
 
 
-def _before(dtc: str, reference: str) -> bool:
-    d, ref = iso8601.date_part(dtc), iso8601.date_part(reference)
-    return bool(d and ref and d < ref)
+def dosed_before_consent(start: str, consent: str) -> bool:
+    """A dose whose date is known to be before the day of informed consent (EX-BEFORE-CONSENT):
+    compared by day, so ``2020-05`` is before a consent on 4 June and ``2020-06`` is not known
+    to be."""
+    return iso8601.before(start, consent, precision="day")
 
 
 def unplanned_name(number: float) -> str:

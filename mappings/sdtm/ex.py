@@ -18,7 +18,7 @@ from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, subject_id_of, subject_index
-from trialbridge.mappings.sdtm.context import Context
+from trialbridge.mappings.sdtm.context import Context, dosed_before_consent
 
 DOMAIN = "EX"
 ORDER = 20
@@ -49,9 +49,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         row["EXSTDY"] = iso8601.study_day(row["EXSTDTC"], info.rfstdtc)
         row["EXENDY"] = iso8601.study_day(row["EXENDTC"], info.rfstdtc)
         row["EPOCH"] = ctx.epoch(sid, row["EXSTDTC"], undecided="later")  # a dose is in the element it starts
-        consent = iso8601.date_part(info.rficdtc)
-        start = iso8601.date_part(ex["start"])
-        if consent and start and start < consent:
+        if dosed_before_consent(ex["start"], info.rficdtc):
             ctx.log.error("EX-BEFORE-CONSENT", f"dose on {ex['start']} is before informed consent on {info.rficdtc}",
                           **where(ex, "start"), value=ex["start"], usubjid=info.usubjid)
         _check_bsa_dose(ctx, ex, info.usubjid)
