@@ -55,6 +55,7 @@ import jsonschema
 import yaml
 from lxml import etree
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.formats import records as records_io
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError, schema_problem
@@ -755,13 +756,13 @@ def _events_in_time_order(mp: OdmMapping, events: dict[str, dict[str, list]]) ->
     ties and undated events in mapping order.  Readers then see records in time order."""
     types = record_types()
 
-    def first_date(oid: str) -> str:
+    def first_date(oid: str) -> tuple:
         dates = []
         for form_oid, rows in events[oid].items():
             rtype = types[mp.forms[form_oid].record]
             date_field = next((k for k in rtype.key if rtype.schema["properties"][k].get("x-iso8601")), None)
             dates += [r[date_field] for r in rows if date_field and r.get(date_field)]
-        return min(dates) if dates else "\uffff"
+        return iso8601.sort_key(iso8601.earliest(dates))  # undated (None) sorts last
 
     order = {e["oid"]: n for n, e in enumerate(mp.events)}
     present = [e for e in mp.events if events.get(e["oid"])]
