@@ -276,3 +276,15 @@ def test_partial_dose_date_before_consent_is_reported_and_not_the_first_dose(stu
     # a dose some day in June is not known to be before 4 June consent: no finding
     _, log = _one_subject(study, exposures=[{"start": "2020-06"}, {"start": "2020-06-05T08:30"}])
     assert not [i for i in log.issues if i.code == "EX-BEFORE-CONSENT"]
+
+
+def test_course_read_back_from_the_element_a_date_only_dose_starts(study):
+    # SDTM -> records: the course of a dose comes from its SE element.  A dose dated
+    # 2020-06-05 without a time, on the day the treatment element starts at 08:30, is in
+    # that element (as EPOCH places doses); as text it fell in SCREENING, which has no course.
+    from trialbridge.mappings.sdtm import ex
+    datasets, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}])
+    assert [(r["ETCD"], r["SESTDTC"]) for r in datasets["SE"].rows][:2] == [("SCRN", "2020-06-04"),
+                                                                             ("IL2C1", "2020-06-05T08:30")]
+    datasets["EX"].rows[0]["EXSTDTC"] = "2020-06-05"
+    assert [r.get("course") for r in ex.from_sdtm(datasets, study)] == ["INITIAL"]

@@ -167,33 +167,17 @@ class Context:
         return ""
 
     def epoch(self, subject_id: str, dtc: str | None, *, undecided: str) -> str:
-        """EPOCH of a date/time: the subject element it falls in (SDTMIG 3.4 §4.1.3.1);
-        a date after the last element takes the last element's; a partial date has none.
-
-        An element runs from SESTDTC up to, not including, SEENDTC, both instants (a
-        boundary without a time is the start of its day: :func:`iso8601.within`).  When the
-        value's precision cannot place it — a date without a time on the day the first
-        dose was given at 08:30 — ``undecided`` chooses: ``"earlier"`` for findings and
-        milestones, collected before the dose by protocol (and flagged --LOBXFL on that
-        basis), ``"later"`` for adverse events, which count as treatment-emergent on the
-        day of first dose (AETRTEM) and so must not fall in SCREENING."""
-        if undecided not in ("earlier", "later"):
-            raise ValueError("undecided must be 'earlier' or 'later'")
+        """EPOCH of a date/time: that of the subject element it falls in (SDTMIG 3.4
+        §4.1.3.1, :func:`element_at`); a date after the last element takes the last
+        element's; a partial date has none."""
         info = self.subjects.get(subject_id)
-        if not info or iso8601.date_part(dtc) is None:
+        if not info:
             return ""
-        found, possible = "", []
-        for el in info.elements:
-            inside = iso8601.within(dtc, el["SESTDTC"], el["SEENDTC"])
-            if inside:
-                found = el["EPOCH"]
-            elif inside is None:
-                possible.append(el["EPOCH"])
-        if not found and possible:
-            found = possible[0] if undecided == "earlier" else possible[-1]
-        if not found and info.elements and iso8601.within(dtc, info.elements[-1]["SESTDTC"]):
-            found = info.elements[-1]["EPOCH"]
-        return found
+        el = element_at(info.elements, dtc, undecided=undecided)
+        if el is None and info.elements and iso8601.date_part(dtc) \
+                and iso8601.within(dtc, info.elements[-1]["SESTDTC"]):
+            el = info.elements[-1]
+        return el["EPOCH"] if el else ""
 
     # -- visits ------------------------------------------------------------------------
     def planned_visit(self, label: str | None):
@@ -269,6 +253,34 @@ class Context:
         self.supp.append(SuppRow(rdomain, usubjid, idvar, derive.format_number(idvarval)
                                  if isinstance(idvarval, (int, float)) else str(idvarval), qnam, qlabel, str(qval),
                                  qorig, qeval))
+
+
+def element_at(elements: list[dict[str, Any]], dtc: str | None, *, undecided: str) -> dict[str, Any] | None:
+    """The SE element (a row with SESTDTC, SEENDTC) a date/time complete to the day falls in.
+
+    An element runs from SESTDTC up to, not including, SEENDTC, both instants (a boundary
+    without a time is the start of its day: :func:`iso8601.within`).  When the value's
+    precision cannot place it — a date without a time on the day the first dose was given
+    at 08:30 — ``undecided`` chooses: ``"earlier"`` for findings and milestones, collected
+    before the dose by protocol (and flagged --LOBXFL on that basis), ``"later"`` for
+    adverse events, which count as treatment-emergent on the day of first dose (AETRTEM)
+    and so must not fall in SCREENING, and for doses, which belong to the element they start."""
+    if undecided not in ("earlier", "later"):
+        raise ValueError("undecided must be 'earlier' or 'later'")
+    if iso8601.date_part(dtc) is None:
+        return None
+    found, possible = None, []
+    for el in elements:
+        if iso8601.parse(el.get("SESTDTC")) is None:
+            continue
+        inside = iso8601.within(dtc, el["SESTDTC"], el.get("SEENDTC"))
+        if inside:
+            found = el
+        elif inside is None:
+            possible.append(el)
+    if found is None and possible:
+        found = possible[0] if undecided == "earlier" else possible[-1]
+    return found
 
 
 def dosed_before_consent(start: str, consent: str) -> bool:

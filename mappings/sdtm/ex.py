@@ -18,7 +18,7 @@ from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, subject_id_of, subject_index
-from trialbridge.mappings.sdtm.context import Context, dosed_before_consent
+from trialbridge.mappings.sdtm.context import Context, dosed_before_consent, element_at
 
 DOMAIN = "EX"
 ORDER = 20
@@ -120,8 +120,7 @@ def _elements(se) -> dict[str, list[dict]]:
 
 
 def _element_at(elements: list[dict], dtc: str) -> str:
-    found = ""
-    for el in sorted(elements, key=lambda r: r.get("SESTDTC", "")):
-        if el.get("SESTDTC", "") <= dtc and (not el.get("SEENDTC") or dtc < el["SEENDTC"]):
-            found = el["ETCD"]
-    return found
+    """ETCD of the SE element a dose starts in (as EPOCH places a dose: ``undecided="later"``)."""
+    ordered = sorted(elements, key=lambda r: iso8601.sort_key(r.get("SESTDTC")))
+    el = element_at(ordered, dtc, undecided="later")
+    return el["ETCD"] if el else ""
