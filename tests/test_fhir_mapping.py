@@ -356,3 +356,15 @@ def test_site_level_study_part_of_the_sponsor_study(sample_records, study):
         s["extension"] = [e for e in s.get("extension", []) if not e["url"].endswith("site-id")]
     back = fhir_io.fhir_to_records(resources, study, IssueLog())
     assert {r["site_id"] for r in back["subject"]} == {"01"}
+
+
+def test_final_disposition_event_is_the_latest_dated():
+    from trialbridge.mappings.fhir.research_subject import final_event
+    events = [{"event": "COMPLETED", "category": "DISPOSITION EVENT", "date": "2020-11-27"},
+              {"event": "INFORMED CONSENT OBTAINED", "category": "PROTOCOL MILESTONE", "date": "2020-12-01"},
+              {"event": "WITHDRAWAL BY SUBJECT", "category": "DISPOSITION EVENT", "date": "2020-11"},
+              {"event": "DEATH", "category": "DISPOSITION EVENT", "date": "2020-11-27"}]
+    # milestones do not count; "2020-11" cannot be placed against the 27th and sorts before
+    # it; of the two events on 2020-11-27 the one listed last (the hub's latest) is final
+    assert final_event(events)["event"] == "DEATH"
+    assert final_event(events[:2])["event"] == "COMPLETED" and final_event([]) is None
