@@ -1,30 +1,10 @@
-"""Derivations, checked against values worked out by hand."""
+"""Derivations, checked against values worked out by hand.  Date grammar and study day:
+tests/test_iso8601.py (the hub)."""
 import math
 
 import pytest
 
 from trialbridge.mappings import derive
-
-
-@pytest.mark.parametrize("dtc, ref, expected", [
-    ("2020-06-10", "2020-06-10", 1),          # reference day is day 1
-    ("2020-06-09", "2020-06-10", -1),         # the day before is -1: no day 0
-    ("2020-06-16T09:00", "2020-06-10T09:00", 7),
-    ("2020-09-08", "2020-06-10", 91),         # 20 + 31 + 31 + 8 = 90 days later -> day 91
-    ("2020-07", "2020-06-10", None),          # partial: no study day
-    ("", "2020-06-10", None),
-])
-def test_study_day(dtc, ref, expected):
-    assert derive.study_day(dtc, ref) == expected
-
-
-@pytest.mark.parametrize("value, ok", [
-    ("2020", True), ("2020-07", True), ("2020-07-15", True), ("2020-07-15T08:00", True),
-    ("2020-07-15T08:00:30+08:00", True), ("2020-13-45", False), ("2021-02-29", False),
-    ("2020-02-29", True), ("2020-07-15T25:00", False), ("15/07/2020", False), ("", False),
-])
-def test_is_iso8601_checks_the_calendar(value, ok):
-    assert derive.is_iso8601(value) is ok
 
 
 def test_age_complete_and_partial_birth_dates():

@@ -367,3 +367,15 @@ def test_resource_modules_are_discovered_with_their_declarations():
                      ("Observation", ("lab_result", "cell_phenotype"), 60), ("AdverseEvent", ("adverse_event",), 70)]
     assert assemble.resource_order() == ("ResearchStudy", "Patient", "ResearchSubject", "Encounter",
                                          "MedicationAdministration", "Observation", "AdverseEvent")
+
+
+def test_final_disposition_event_is_the_latest_dated():
+    from trialbridge.mappings.fhir.research_subject import final_event
+    events = [{"event": "COMPLETED", "category": "DISPOSITION EVENT", "date": "2020-11-27"},
+              {"event": "INFORMED CONSENT OBTAINED", "category": "PROTOCOL MILESTONE", "date": "2020-12-01"},
+              {"event": "WITHDRAWAL BY SUBJECT", "category": "DISPOSITION EVENT", "date": "2020-11"},
+              {"event": "DEATH", "category": "DISPOSITION EVENT", "date": "2020-11-27"}]
+    # milestones do not count; "2020-11" cannot be placed against the 27th and sorts before
+    # it; of the two events on 2020-11-27 the one listed last (the hub's latest) is final
+    assert final_event(events)["event"] == "DEATH"
+    assert final_event(events[:2])["event"] == "COMPLETED" and final_event([]) is None

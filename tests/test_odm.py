@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from trialbridge.converters.core import safexml
 from trialbridge.converters.formats import odm as odm_io
 from trialbridge.converters.formats import records as records_io
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
@@ -345,7 +346,7 @@ def test_external_entity_is_reported_not_read(tmp_path):
 
 
 def test_oversized_prolog_is_refused_unparsed(tmp_path):
-    padding = "<!--" + "x" * odm_io.PROLOG_LIMIT + "-->\n"
+    padding = "<!--" + "x" * safexml.PROLOG_LIMIT + "-->\n"
     _, log = _read(tmp_path, _odm(_dm("001"), prolog=padding + '<!DOCTYPE ODM [<!ENTITY a "b">]>\n'))
     assert _codes(log) == ["ODM-XML-UNSAFE"]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.datasets import Dataset, Variable
 from trialbridge.converters.core.issues import IssueLog
-from trialbridge.converters.validation.rules import RULES, RULES_BY_ID, iso8601_ok, validate_datasets
-from trialbridge.mappings.derive import day_number as study_day
+from trialbridge.converters.validation.rules import RULES, RULES_BY_ID, validate_datasets
 from trialbridge.converters.core.sdtm_spec import load_spec
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
@@ -162,12 +162,6 @@ def test_tsseq_is_unique_within_tsparmcd():
 # --------------------------------------------------------------------------- SDTM-DY-INCONSISTENT
 
 
-def test_study_day_has_no_day_zero():
-    from datetime import date
-    ref = date(2024, 1, 10)
-    assert [study_day(date(2024, 1, d), ref) for d in (8, 9, 10, 11)] == [-2, -1, 1, 2]
-
-
 def test_dy_pass():
     rows = [ae_row(AESTDTC="2024-01-09", AESTDY=-1.0, AEENDTC="2024-01-10T08:00", AEENDY=1.0),
             ae_row(seq=2.0, AESTDTC="2024-01", AESTDY=5.0)]  # partial date: not checked
@@ -187,13 +181,14 @@ def test_dy_fail():
                                   "2024-01-10T10:30:15.5", "2024-01-10T10:30+01:00", "2003---15",
                                   "--12-15", "2024-01-10/2024-01-12", "2024-01-10/P3D"])
 def test_iso8601_accepts(text):
-    assert iso8601_ok(text)
+    assert iso8601.is_valid(text)  # the rule's grammar is the hub's (tests/test_iso8601.py has more)
 
 
 @pytest.mark.parametrize("text", ["2024-13-01", "2024-02-30", "2024/01/10", "10JAN2024", "2024-01-",
-                                  "2024-01-10T25:00", "2024-1-5", "P3D/P4D", "-"])
+                                  "2024-01-10T25:00", "2024-1-5", "P3D/P4D", "-",
+                                  "2024-01-10T10:30+0100", "2024-01-10T10:30+01"])  # extended-format offsets only
 def test_iso8601_rejects(text):
-    assert not iso8601_ok(text)
+    assert not iso8601.is_valid(text)
 
 
 def test_dtc_iso8601_pass():
@@ -203,6 +198,13 @@ def test_dtc_iso8601_pass():
 def test_dtc_iso8601_fail():
     issues = run("SDTM-DTC-ISO8601", ds("AE", [ae_row(), ae_row(seq=2.0, AEENDTC="12/01/2024")]))
     assert where(issues) == [("ae.xpt", 2, "AEENDTC")] and issues[0].value == "12/01/2024"
+
+
+def test_dtc_iso8601_refuses_basic_format_offset():
+    # "+0100" is ISO 8601 basic format inside an extended-format value; the rule's old
+    # grammar let it through, the hub's (and Pinnacle 21's SD1011 pattern) does not
+    issues = run("SDTM-DTC-ISO8601", ds("AE", [ae_row(seq=1.0, AEENDTC="2024-01-12T10:30+0100")]))
+    assert where(issues) == [("ae.xpt", 1, "AEENDTC")]
 
 
 # --------------------------------------------------------------------------- SDTM-CT-INVALID

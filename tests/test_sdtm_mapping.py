@@ -8,6 +8,9 @@ from collections import Counter
 
 import pytest
 
+from trialbridge.converters.core.issues import IssueLog
+from trialbridge.converters.core.records import Records
+from trialbridge.converters.spokes import records_to_sdtm
 from trialbridge.mappings.sdtm.ae import treatment_emergent
 
 
@@ -166,13 +169,73 @@ def test_ae_serious_flags_and_treatment_emergence(sample_sdtm):
     assert len(temergent) == 45  # every sample AE starts on/after the first dose
 
 
-@pytest.mark.parametrize("start, first, flag", [("2020-06-05", "2020-06-05T08:30", "Y"),
+@pytest.mark.parametrize("start, first, flag", [("2020-06-05", "2020-06-05T08:30", "Y"),  # day of dose, no time
                                                 ("2020-06-04", "2020-06-05T08:30", "N"),
                                                 ("2020-06", "2020-06-05T08:30", ""),
                                                 ("2020-07", "2020-06-05T08:30", "Y"),
-                                                ("2020-06-10", "", "")])
+                                                ("2020-06-10", "", ""),
+                                                ("2020-06-05T08:00", "2020-06-05T08:30", "N"),  # half an hour before
+                                                ("2020-06-05T08:30", "2020-06-05T08:30", "Y"),
+                                                ("2020-06-05T08", "2020-06-05T08:30", "Y"),  # hour 8: undecided
+                                                ("2020-06-05", "2020-06-05", "Y")])
 def test_treatment_emergent(start, first, flag):
     assert treatment_emergent(start, first) == flag
+
+
+def test_ae_on_the_first_dose_day_is_emergent_and_in_treatment(sample_sdtm):
+    # subject 004: first dose 2020-06-08T09:00, fever from 2020-06-08 (no time).  Compared as
+    # strings, "2020-06-08" < "2020-06-08T09:00" put it in SCREENING while AETRTEM said Y.
+    datasets, _ = sample_sdtm
+    (fever,) = rows_of(datasets, "AE", U("004"), AESTDTC="2020-06-08")
+    assert fever["EPOCH"] == "TREATMENT"
+    (flag,) = rows_of(datasets, "SUPPAE", U("004"), IDVARVAL=str(fever["AESEQ"]), QNAM="AETRTEM")
+    assert flag["QVAL"] == "Y"
+
+
+def test_treatment_emergent_events_are_never_in_screening(sample_sdtm):
+    datasets, _ = sample_sdtm
+    emergent = {(r["USUBJID"], r["IDVARVAL"]) for r in datasets["SUPPAE"].rows
+                if r["QNAM"] == "AETRTEM" and r["QVAL"] == "Y"}
+    epochs = {r["EPOCH"] for r in datasets["AE"].rows if (r["USUBJID"], str(r["AESEQ"])) in emergent}
+    assert epochs and "SCREENING" not in epochs
+
+
+def _one_subject(study, *, exposures, labs=(), events=()):
+    """SDTM of one hand-made subject: consent 2020-06-04, the given doses, labs and AEs."""
+    r = Records(study_id="NCT04387942")
+    r.rows["subject"] = [{"study_id": "NCT04387942", "site_id": "01", "subject_id": "900", "sex": "F",
+                          "consent_date": "2020-06-04", "birth_date": "2012-01-01", "planned_arm": "HSP"}]
+    r.rows["exposure"] = [{"subject_id": "900", "treatment": "rhIL-2", "dose": "400000", "dose_unit": "[iU]",
+                           "course": "INITIAL", "_where": {"file": "exposures", "record": n}, **e}
+                          for n, e in enumerate(exposures, start=1)]
+    r.rows["lab_result"] = [{"subject_id": "900", "test": "IgG", "result": "10", "unit": "g/L",
+                             "_where": {"file": "labs", "record": n}, **lab} for n, lab in enumerate(labs, start=1)]
+    r.rows["adverse_event"] = [{"subject_id": "900", "ae_number": str(n), "term": "fever",
+                                "_where": {"file": "aes", "record": n}, **ae} for n, ae in enumerate(events, start=1)]
+    log = IssueLog()
+    return records_to_sdtm(r, study, log), log
+
+
+def test_day_of_first_dose_without_time(study):
+    # first dose 2020-06-05T08:30.  A lab and an AE dated 2020-06-05 without a time cannot be
+    # placed before or after it: the lab is taken as pre-dose (baseline, SCREENING), the AE as
+    # on/after the dose (treatment-emergent, TREATMENT) -- each domain's flag and EPOCH agree.
+    datasets, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}],
+                               labs=[{"collected": "2020-06-05"}], events=[{"start": "2020-06-05"}])
+    (lab,) = datasets["LB"].rows
+    assert (lab["EPOCH"], lab["LBLOBXFL"], lab["LBDY"]) == ("SCREENING", "Y", 1)
+    (ae,) = datasets["AE"].rows
+    assert (ae["EPOCH"], ae["AESTDY"]) == ("TREATMENT", 1)
+    assert [r["QVAL"] for r in datasets["SUPPAE"].rows if r["QNAM"] == "AETRTEM"] == ["Y"]
+
+
+def test_ae_half_an_hour_before_first_dose(study):
+    # 08:00 < 08:30: not treatment-emergent and in SCREENING (the day-level string compare
+    # said Y while EPOCH said SCREENING)
+    datasets, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}], events=[{"start": "2020-06-05T08:00"}])
+    (ae,) = datasets["AE"].rows
+    assert ae["EPOCH"] == "SCREENING"
+    assert [r["QVAL"] for r in datasets["SUPPAE"].rows if r["QNAM"] == "AETRTEM"] == ["N"]
 
 
 def test_trial_design_from_config(sample_sdtm):
@@ -191,3 +254,37 @@ def test_seq_unique_and_rows_sorted(sample_sdtm):
     for name in ("AE", "EX", "LB", "CP", "DS", "VS"):
         keys = [(r["USUBJID"], r[f"{name}SEQ"]) for r in datasets[name].rows]
         assert len(keys) == len(set(keys)) and keys == sorted(keys), name
+
+
+def test_partial_date_is_no_baseline_unless_known_before_the_dose(study):
+    # first dose 2020-06-05T08:30.  "2020-06" may be any day of June: not known to be pre-dose
+    # (as text "2020-06" <= "2020-06-05T08:30" made it the baseline); 20 May is.
+    datasets, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}],
+                               labs=[{"collected": "2020-05-20"}, {"collected": "2020-06"}])
+    assert {r["LBDTC"]: r["LBLOBXFL"] for r in datasets["LB"].rows} == {"2020-05-20": "Y", "2020-06": ""}
+    alone, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}], labs=[{"collected": "2020-06"}])
+    assert [r["LBLOBXFL"] for r in alone["LB"].rows] == [""]
+
+
+def test_partial_dose_date_before_consent_is_reported_and_not_the_first_dose(study):
+    # consent 2020-06-04; a dose in May 2020 is before it whatever the day.  As text,
+    # "2020-05" sorted first and became RFXSTDTC, and the day-only check missed it.
+    datasets, log = _one_subject(study, exposures=[{"start": "2020-05"}, {"start": "2020-06-05T08:30"}])
+    (dm,) = datasets["DM"].rows
+    assert (dm["RFXSTDTC"], dm["RFSTDTC"]) == ("2020-06-05T08:30", "2020-06-05T08:30")
+    assert [i.value for i in log.issues if i.code == "EX-BEFORE-CONSENT"] == ["2020-05"]
+    # a dose some day in June is not known to be before 4 June consent: no finding
+    _, log = _one_subject(study, exposures=[{"start": "2020-06"}, {"start": "2020-06-05T08:30"}])
+    assert not [i for i in log.issues if i.code == "EX-BEFORE-CONSENT"]
+
+
+def test_course_read_back_from_the_element_a_date_only_dose_starts(study):
+    # SDTM -> records: the course of a dose comes from its SE element.  A dose dated
+    # 2020-06-05 without a time, on the day the treatment element starts at 08:30, is in
+    # that element (as EPOCH places doses); as text it fell in SCREENING, which has no course.
+    from trialbridge.mappings.sdtm import ex
+    datasets, _ = _one_subject(study, exposures=[{"start": "2020-06-05T08:30"}])
+    assert [(r["ETCD"], r["SESTDTC"]) for r in datasets["SE"].rows][:2] == [("SCRN", "2020-06-04"),
+                                                                             ("IL2C1", "2020-06-05T08:30")]
+    datasets["EX"].rows[0]["EXSTDTC"] = "2020-06-05"
+    assert [r.get("course") for r in ex.from_sdtm(datasets, study)] == ["INITIAL"]

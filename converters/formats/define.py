@@ -34,6 +34,7 @@ from lxml import etree
 
 from trialbridge.mappings.terminology import ct
 from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.core import safexml
 from trialbridge.converters.core.datasets import Dataset, Variable
 from trialbridge.converters.core.files import atomic_path
 from trialbridge.converters.core.issues import IssueLog
@@ -658,8 +659,7 @@ def write_define(datasets: Mapping[str, Dataset], study: Any, path: str | Path, 
 
 # ------------------------------------------------------------------------------ parsing / XSD
 def _safe_parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False,
-                           remove_comments=False)
+    return safexml.parser()  # the hub's one policy for XML we read
 
 
 _SCHEMAS = {
@@ -682,22 +682,13 @@ def _parse(path_or_tree, log: IssueLog, name: str) -> etree._ElementTree | None:
     if isinstance(path_or_tree, etree._Element):
         return path_or_tree.getroottree()
     try:
-        tree = etree.parse(str(path_or_tree), _safe_parser())
-    except etree.XMLSyntaxError as exc:
-        log.error("DEFINE-XML-SYNTAX", f"{name}: not well-formed XML: {exc}", file=name,
-                  record=getattr(exc, "lineno", None))
-        return None
-    dtd = tree.docinfo.internalDTD
-    entities = sorted(e.name for e in dtd.iterentities()) if dtd is not None else []
-    if entities:
-        # Element content keeps entity references unexpanded (resolve_entities=False), but
-        # libxml2 still substitutes internal entities inside attribute values: a define.xml
-        # never needs a DTD, so a document declaring entities is reported and not used.
-        log.error("DEFINE-XML-ENTITY", f"{name}: DOCTYPE declares entities {entities}; the document "
-                  "is not read (entities are never expanded into metadata)",
-                  file=name, value=",".join(entities))
-        return None
-    return tree
+        return safexml.parse(path_or_tree)  # the same policy and refusals as the ODM reader
+    except safexml.UnsafeXMLError as exc:
+        log.error("DEFINE-XML-ENTITY", f"{name}: {exc}; the document is not read", file=name,
+                  value=",".join(exc.entities) or (exc.doctype or "")[:200] or None)
+    except safexml.MalformedXMLError as exc:
+        log.error("DEFINE-XML-SYNTAX", f"{name}: {exc}", file=name, record=exc.line)
+    return None
 
 
 def define_version(tree: etree._ElementTree) -> tuple[str | None, str | None]:

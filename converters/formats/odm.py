@@ -9,12 +9,11 @@ study OID, the site (``SiteRef/@LocationOID``) and the visit label of the study 
 fill the fields the mapping names for them.
 
 Reading
-    * Parsed safely: a document type declaration with an internal subset or an external
-      identifier is refused before parsing (ODM-XML-UNSAFE) — libxml2 expands internal
-      entities inside attribute values even with ``resolve_entities=False``, so a
-      billion-laughs file must never reach the parser.  The parser itself has entity
-      resolution, DTD loading, network access and huge trees off.  Malformed XML is one
-      ODM-XML-PARSE error, never a traceback.
+    * Parsed under the hub's safe-XML policy (:mod:`converters.core.safexml`, shared with
+      the Define-XML reader): a document type declaration with an internal subset or an
+      external identifier, or a prolog beyond the scan limit, is refused before parsing
+      (ODM-XML-UNSAFE); the parser has entity resolution, DTD loading, network access and
+      huge trees off.  Malformed XML is one ODM-XML-PARSE error, never a traceback.
     * ``TransactionType`` Insert / Update / Remove is applied in file order at every
       level (subject, event, form, item group, item); Update merges, Remove deletes.
       Remove and conflicting transactions are reported (ODM-TRANSACTION-*).
@@ -55,6 +54,7 @@ import jsonschema
 import yaml
 from lxml import etree
 
+from trialbridge.converters.core import iso8601, safexml
 from trialbridge.converters.formats import records as records_io
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError, schema_problem
@@ -66,8 +66,6 @@ ODM_VERSION = "1.3.2"
 # ODM requires a CreationDateTime; a wall-clock value would make every export differ.
 # Exports carry this fixed value unless the caller passes another (design rule 6).
 FIXED_CREATION_DATETIME = "2021-01-01T00:00:00+00:00"
-PROLOG_LIMIT = 1 << 20  # bytes of prolog (declaration, comments, DOCTYPE) read before the root element
-_NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_.:]*")
 
 
 def _q(tag: str) -> str:
@@ -234,79 +232,7 @@ def _build_mapping(data: Any, source: str) -> OdmMapping:
 
 
 # ---------------------------------------------------------------------------------------------
-# safety: look at the prolog before any parser sees the document
-
-
-@dataclass(frozen=True)
-class _Prolog:
-    root: str | None  # qualified name of the root element, None when not reached
-    doctype: str | None  # the DOCTYPE declaration text, when any
-    problem: str | None  # why the prolog could not be read
-
-
-def _scan_prolog(path: Path) -> _Prolog:
-    with open(path, "rb") as fh:
-        head = fh.read(PROLOG_LIMIT)
-    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
-        text = head.decode("utf-16", errors="replace")
-    elif head[:4] in (b"<\x00?\x00", b"\x00<\x00?"):  # UTF-16 without a byte order mark
-        text = head.decode("utf-16-le" if head[0] == 0x3C else "utf-16-be", errors="replace")
-    else:
-        text = head.decode("latin-1")
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    if text.startswith("\xef\xbb\xbf"):
-        text = text[3:]
-    pos, doctype = 0, None
-    while True:
-        while pos < len(text) and text[pos] in " \t\r\n":
-            pos += 1
-        if text.startswith("<?", pos):
-            end = _after(text, "?>", pos)
-        elif text.startswith("<!--", pos):
-            end = _after(text, "-->", pos)
-        elif text.startswith("<!DOCTYPE", pos):
-            end = _doctype_end(text, pos)
-            if end >= 0:
-                doctype = text[pos:end + 1]
-                end += 1
-        elif text.startswith("<", pos):
-            m = _NAME.match(text, pos + 1)
-            return _Prolog(m.group(0) if m else None, doctype, None if m else "no root element")
-        else:
-            return _Prolog(None, doctype, "no root element" if pos < len(text) or pos == 0 else "empty file")
-        if end < 0:
-            return _Prolog(None, doctype, f"prolog longer than {PROLOG_LIMIT} bytes or unterminated")
-        pos = end
-
-
-def _after(text: str, terminator: str, pos: int) -> int:
-    """Index just past ``terminator`` found from ``pos``; -1 when absent."""
-    end = text.find(terminator, pos)
-    return end + len(terminator) if end >= 0 else -1
-
-
-def _doctype_end(text: str, pos: int) -> int:
-    depth, quote = 0, None
-    for i in range(pos, len(text)):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        elif ch == ">" and depth <= 0:
-            return i
-    return -1
-
-
-def _doctype_is_unsafe(doctype: str) -> bool:
-    """Anything beyond ``<!DOCTYPE name>``: an internal subset (entities) or an external DTD."""
-    return bool(re.search(r"\[|\bSYSTEM\b|\bPUBLIC\b|<!ENTITY", doctype))
+# safety: the hub's policy (converters/core/safexml.py) looks at the prolog before any parser
 
 
 def _local(name: str | None) -> str | None:
@@ -319,44 +245,25 @@ def is_odm(path: str | Path) -> bool:
     if not path.is_file() or path.suffix.lower() != ".xml":
         return False
     try:
-        return _local(_scan_prolog(path).root) == "ODM"
+        return _local(safexml.scan_prolog(path).root) == "ODM"
     except OSError:
         return False
-
-
-def _safe_parser() -> etree.XMLParser:
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False,
-                           dtd_validation=False, remove_comments=True, remove_pis=True)
 
 
 def _parse(path: Path, log: IssueLog) -> etree._Element | None:
     fname = str(path)
     try:
-        prolog = _scan_prolog(path)
-    except OSError as exc:
-        raise TrialbridgeError(f"{fname}: cannot read: {exc}") from exc
-    if prolog.problem and prolog.problem.startswith("prolog longer"):
-        log.error("ODM-XML-UNSAFE", f"no root element within the first {PROLOG_LIMIT} bytes (comments, processing "
-                  "instructions or a document type declaration of that size); file not read", file=fname)
+        tree = safexml.parse(path)
+    except safexml.UnsafeXMLError as exc:
+        log.error("ODM-XML-UNSAFE", f"{exc}; file not read", file=fname,
+                  value=exc.doctype[:200] if exc.doctype else None)
         return None
-    if prolog.doctype and _doctype_is_unsafe(prolog.doctype):
-        log.error("ODM-XML-UNSAFE", "the file declares a DTD (entities or an external DTD); ODM uses none, and "
-                  "entity declarations are how XML bombs and external-entity reads work; file not read",
-                  file=fname, value=prolog.doctype[:200])
-        return None
-    try:
-        tree = etree.parse(fname, _safe_parser())
-    except etree.XMLSyntaxError as exc:
-        log.error("ODM-XML-PARSE", f"not well-formed XML: {exc.msg}; file not read", file=fname,
-                  record=f"line {exc.lineno}" if exc.lineno else None)
+    except safexml.MalformedXMLError as exc:
+        log.error("ODM-XML-PARSE", f"{exc}; file not read", file=fname,
+                  record=f"line {exc.line}" if exc.line else None)
         return None
     except OSError as exc:
         raise TrialbridgeError(f"{fname}: cannot read: {exc}") from exc
-    dtd = tree.docinfo.internalDTD  # belt and braces: the prolog scan refused these already
-    if (dtd is not None and any(True for _ in dtd.iterentities())) or tree.docinfo.system_url \
-            or tree.docinfo.public_id:
-        log.error("ODM-XML-UNSAFE", "the file declares a DTD; file not read", file=fname)
-        return None
     root = tree.getroot()
     if root.tag != _q("ODM"):
         log.error("ODM-NOT-ODM", f"root element is {root.tag!r}, not ODM 1.3 ({{{ODM_NS}}}ODM); file not read",
@@ -755,13 +662,13 @@ def _events_in_time_order(mp: OdmMapping, events: dict[str, dict[str, list]]) ->
     ties and undated events in mapping order.  Readers then see records in time order."""
     types = record_types()
 
-    def first_date(oid: str) -> str:
+    def first_date(oid: str) -> tuple:
         dates = []
         for form_oid, rows in events[oid].items():
             rtype = types[mp.forms[form_oid].record]
             date_field = next((k for k in rtype.key if rtype.schema["properties"][k].get("x-iso8601")), None)
             dates += [r[date_field] for r in rows if date_field and r.get(date_field)]
-        return min(dates) if dates else "\uffff"
+        return iso8601.sort_key(iso8601.earliest(dates))  # undated (None) sorts last
 
     order = {e["oid"]: n for n, e in enumerate(mp.events)}
     present = [e for e in mp.events if events.get(e["oid"])]

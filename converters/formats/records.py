@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER, Records, RecordType, public, record_types
@@ -248,11 +249,12 @@ class _CalendarError:
 
 
 def _calendar_errors(rtype: RecordType, row: dict[str, Any]) -> list:
-    from trialbridge.mappings.derive import is_iso8601
-
+    """Record dates in the hub's grammar: no unknown parts ("2003---15") and no intervals,
+    so every record date is also a valid FHIR date/time prefix."""
     out = []
     for name, prop in rtype.schema["properties"].items():
-        if prop.get("x-iso8601") and name in row and not is_iso8601(row[name]):
+        if prop.get("x-iso8601") and name in row and not iso8601.is_valid(row[name], intervals=False,
+                                                                           unknown_parts=False):
             out.append(_CalendarError(name, row[name]))
     return out
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Iterable
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.datasets import Dataset, Variable
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.formats.sdtm import XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME  # the writer's FDA limits
-from trialbridge.mappings import derive
 
 # Trial design and other datasets without subject-level records.
 TRIAL_DESIGN = frozenset({"TA", "TE", "TV", "TI", "TS", "TD", "TM"})
@@ -78,76 +78,9 @@ def _num_text(value: Any) -> str:
     return str(value)
 
 
-_DT = re.compile(
-    r"(?P<Y>\d{4}|-)"
-    r"(?:-(?P<M>\d{2}|-)"
-    r"(?:-(?P<D>\d{2}|-)"
-    r"(?:T(?P<h>\d{2}|-)"
-    r"(?::(?P<m>\d{2}|-)"
-    r"(?::(?P<s>\d{2}(?:\.\d+)?))?)?"
-    r"(?P<tz>Z|[+-]\d{2}(?::?\d{2})?)?)?)?)?\Z"
-)
-_DURATION = re.compile(
-    r"P(?:\d+(?:[.,]\d+)?W|(?=\d|T\d)(?:\d+(?:[.,]\d+)?Y)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?D)?"
-    r"(?:T(?=\d)(?:\d+(?:[.,]\d+)?H)?(?:\d+(?:[.,]\d+)?M)?(?:\d+(?:[.,]\d+)?S)?)?)\Z"
-)
-
-
-def _datetime_ok(text: str) -> bool:
-    match = _DT.match(text)
-    if not match or text == "-" or text.endswith(("-", ":", "T")):
-        return False
-    parts = match.groupdict()
-    known = {k: int(v) for k, v in parts.items() if k in "YMDhm" and v not in (None, "-")}
-    if "M" in known and not 1 <= known["M"] <= 12:
-        return False
-    if "D" in known and not 1 <= known["D"] <= 31:
-        return False
-    if {"Y", "M", "D"} <= known.keys():
-        try:
-            date(known["Y"], known["M"], known["D"])
-        except ValueError:
-            return False
-    if "h" in known and known["h"] > 23:
-        return False
-    if "m" in known and known["m"] > 59:
-        return False
-    if parts["s"] is not None and float(parts["s"]) >= 60:
-        return False
-    return True
-
-
-def iso8601_ok(text: str) -> bool:
-    """SDTM ISO 8601 date/time: complete or partial (``2003-12``), unknown parts as
-    ``-`` (``2003---15``), optional seconds fraction and offset; intervals ``a/b``
-    where each side is a date/time or a duration."""
-    if "/" in text:
-        sides = text.split("/")
-        if len(sides) != 2 or not all(sides):
-            return False
-        return all(_datetime_ok(s) or _DURATION.match(s) is not None for s in sides) and not all(
-            _DURATION.match(s) for s in sides
-        )
-    return _datetime_ok(text)
-
-
-def day_of(text: Any) -> date | None:
-    """The date of an ISO 8601 value when it is complete to the day, else None."""
-    return derive.date_part(text) if isinstance(text, str) else None
-
-
-def _dtc_components(text: str) -> list[int] | None:
-    """Leading known components (Y, M, D, h, m, s) of a non-interval date/time."""
-    match = _DT.match(text)
-    if not match or "/" in text:
-        return None
-    out: list[int] = []
-    for key in "YMDhms":
-        value = match.group(key)
-        if value is None or value == "-":
-            break
-        out.append(int(float(value)))
-    return out or None
+def _dtc(value: Any) -> str | None:
+    """A --DTC cell as text for the ISO 8601 functions (surrounding blanks dropped), None when empty."""
+    return value.strip() or None if isinstance(value, str) else None
 
 
 # --------------------------------------------------------------------------- context
@@ -217,7 +150,7 @@ class Context:
             dm = self.datasets.get("DM")
             if dm is not None:
                 for r in dm.rows:
-                    day = day_of(r.get("RFSTDTC"))
+                    day = iso8601.date_part(r.get("RFSTDTC"))
                     if day is not None and not is_null(r.get("USUBJID")):
                         self._rfstdtc[r["USUBJID"]] = day
         return self._rfstdtc
@@ -374,10 +307,10 @@ def check_study_day(ctx: Context, rule: Rule) -> None:
                 continue
             for dtc, dy in pairs:
                 recorded = row.get(dy)
-                on = day_of(row.get(dtc))
+                on = iso8601.date_part(row.get(dtc))
                 if on is None or is_null(recorded):
                     continue
-                expected = derive.day_number(on, ref)
+                expected = iso8601.study_day(on, ref)
                 if not isinstance(recorded, (int, float)) or recorded != expected:
                     ctx.report(
                         rule, ds, f"{dy} is {_num_text(recorded)} but {dtc} {row.get(dtc)} and "
@@ -395,7 +328,7 @@ def check_dtc_iso8601(ctx: Context, rule: Rule) -> None:
                 value = row.get(name)
                 if is_null(value):
                     continue
-                if not isinstance(value, str) or not iso8601_ok(value):
+                if not iso8601.is_valid(value):
                     ctx.report(rule, ds, f"Invalid ISO 8601 value for {name}", row_no, row, name, value)
 
 
@@ -624,11 +557,7 @@ def check_rfstdtc_after_rfendtc(ctx: Context, rule: Rule) -> None:
         start, end = row.get("RFSTDTC"), row.get("RFENDTC")
         if is_null(start) or is_null(end):
             continue
-        a, b = _dtc_components(start), _dtc_components(end)
-        if a is None or b is None:
-            continue
-        n = min(len(a), len(b))
-        if a[:n] > b[:n]:
+        if iso8601.after(_dtc(start), _dtc(end)):  # at the precision both have
             ctx.report(rule, dm, f"RFSTDTC {start} is after RFENDTC {end}", row_no, row, "RFSTDTC", start)
 
 
@@ -670,19 +599,6 @@ def check_supp_parent(ctx: Context, rule: Rule) -> None:
                            row_no, row, "IDVARVAL", idvarval)
 
 
-def _cmp_dtc(a: list[int], b: list[int]) -> int | None:
-    """Compare two date/time component lists at their common precision: -1, 0, 1, or None
-    when they agree as far as both go but one is more precise (cannot be ordered)."""
-    n = min(len(a), len(b))
-    if a[:n] != b[:n]:
-        return -1 if a[:n] < b[:n] else 1
-    return 0 if len(a) == len(b) else None
-
-
-def _components(value: Any) -> list[int] | None:
-    return _dtc_components(value.strip()) if isinstance(value, str) and value.strip() else None
-
-
 def check_label_mismatch(ctx: Context, rule: Rule) -> None:
     for ds in ctx.datasets.values():
         spec = ctx.spec(ds)
@@ -717,17 +633,17 @@ def check_duplicate_record(ctx: Context, rule: Rule) -> None:
 _DM_CONTACT_DATES = ("RFICDTC", "RFSTDTC", "RFENDTC", "RFXSTDTC", "RFXENDTC", "DTHDTC")
 
 
-def _last_contact(ctx: Context, subjects: set[str]) -> dict[str, tuple[list[int], str]]:
-    """Latest date of each subject (components, 'DATASET.VARIABLE') over DM's reference
+def _last_contact(ctx: Context, subjects: set[str]) -> dict[str, tuple[str, str]]:
+    """Latest date of each subject (value, 'DATASET.VARIABLE') over DM's reference
     dates and every --DTC/--STDTC/--ENDTC of the subject-level datasets except AE."""
-    out: dict[str, tuple[list[int], str]] = {}
+    out: dict[str, tuple[str, str]] = {}
 
     def offer(usubjid: Any, value: Any, where: str) -> None:
-        if usubjid not in subjects:
+        text = _dtc(value)
+        if usubjid not in subjects or iso8601.parse(text) is None:
             return
-        comps = _components(value)
-        if comps is not None and (usubjid not in out or comps > out[usubjid][0]):
-            out[usubjid] = (comps, where)
+        # the value seen first stays when a later one is equal
+        out[usubjid] = iso8601.latest([(text, where), out.get(usubjid)], key=lambda e: e and e[0])
 
     for name, ds in ctx.datasets.items():
         if name in TRIAL_DESIGN or prefix(ds) == "AE" or name.startswith("SUPP") or name == "RELREC" \
@@ -747,15 +663,15 @@ def check_ae_after_last_contact(ctx: Context, rule: Rule) -> None:
     dm = ctx.datasets.get("DM")
     if dm is None:
         return
-    reference: dict[str, tuple[list[int], str]] = {}
+    reference: dict[str, tuple[str, str]] = {}
     lacking: set[str] = set()
     for row in dm.rows:
         u = row.get("USUBJID")
         if is_null(u):
             continue
-        comps = _components(row.get("RFPENDTC"))
-        if comps is not None:
-            reference[u] = (comps, "DM.RFPENDTC")
+        end = _dtc(row.get("RFPENDTC"))
+        if iso8601.parse(end) is not None:
+            reference[u] = (end, "DM.RFPENDTC")
         else:
             lacking.add(u)
     if lacking:
@@ -764,14 +680,12 @@ def check_ae_after_last_contact(ctx: Context, rule: Rule) -> None:
         if prefix(ds) != "AE" or "AESTDTC" not in ds.names or name.startswith("SUPP"):
             continue
         for row_no, row in _rows(ds):
-            start = _components(row.get("AESTDTC"))
             ref = reference.get(row.get("USUBJID"))
-            if start is None or ref is None:
-                continue
-            if _cmp_dtc(start, ref[0]) == 1:
+            if ref is not None and iso8601.after(_dtc(row.get("AESTDTC")), ref[0]):  # at the precision both have
                 label = "end of participation" if ref[1] == "DM.RFPENDTC" else "last contact"
+                on = iso8601.date_part(ref[0])
                 ctx.report(rule, ds, f"AESTDTC {row['AESTDTC']} is after the subject's {label} "
-                           f"({ref[1]} {'-'.join(f'{c:02d}' for c in ref[0][:3])})", row_no, row,
+                           f"({ref[1]} {on.isoformat() if on else ref[0]})", row_no, row,
                            "AESTDTC", row["AESTDTC"])
 
 
@@ -800,29 +714,30 @@ def check_aedecod_inconsistent(ctx: Context, rule: Rule) -> None:
                                decod)
 
 
-def _subject_elements(se: Dataset) -> dict[str, list[tuple[list[int], list[int] | None, str]]]:
+def _subject_elements(se: Dataset) -> dict[str, list[tuple[str, str | None, str]]]:
     """USUBJID -> [(start, end or None, EPOCH)] ordered by start; an empty SEENDTC ends at
     the next element's start, or is open for the last element."""
-    raw: dict[str, list[tuple[list[int], list[int] | None, str]]] = {}
+    raw: dict[str, list[tuple[str, str | None, str]]] = {}
     for row in se.rows:
-        start = _components(row.get("SESTDTC"))
+        start, end = _dtc(row.get("SESTDTC")), _dtc(row.get("SEENDTC"))
         epoch = row.get("EPOCH")
-        if start is None or is_null(epoch) or is_null(row.get("USUBJID")):
+        if iso8601.parse(start) is None or is_null(epoch) or is_null(row.get("USUBJID")):
             continue
-        raw.setdefault(row["USUBJID"], []).append((start, _components(row.get("SEENDTC")), epoch))
+        raw.setdefault(row["USUBJID"], []).append((start, end if iso8601.parse(end) else None, epoch))
     out = {}
     for u, elements in raw.items():
-        elements.sort(key=lambda e: e[0])
+        elements.sort(key=lambda e: iso8601.sort_key(e[0]))
         out[u] = [(s, e if e is not None else (elements[n + 1][0] if n + 1 < len(elements) else None), ep)
                   for n, (s, e, ep) in enumerate(elements)]
     return out
 
 
-def _cmp_instant(a: list[int], b: list[int]) -> int | None:
-    """Like :func:`_cmp_dtc`, but the same day without a time is undecided: an element
-    that ends on 2014-07-02 and the next that starts that day share the date."""
-    result = _cmp_dtc(a, b)
-    return None if result == 0 and len(a) <= 3 else result
+def _order_at_element_boundary(a: str, b: str) -> int | None:
+    """:func:`iso8601.compare`, except that two equal dates without a time are undecided: an
+    element that ends on 2014-07-02 and the next that starts that day share the date, so an
+    event dated that day may belong to either."""
+    order = iso8601.compare(a, b)
+    return None if order == 0 and not iso8601.has_time(a) else order
 
 
 def check_epoch_se(ctx: Context, rule: Rule) -> None:
@@ -842,14 +757,14 @@ def check_epoch_se(ctx: Context, rule: Rule) -> None:
             if is_null(epoch) or not subject:
                 continue
             var_name = next((v for v in date_vars if not is_null(row.get(v))), None)
-            on = _components(row.get(var_name)) if var_name else None
-            if on is None or len(on) < 3:
+            on = _dtc(row.get(var_name)) if var_name else None
+            if iso8601.date_part(on) is None:
                 continue  # partial date: the element cannot be told
             candidates, certain = set(), []
             for n, (start, end, element_epoch) in enumerate(subject):
                 last = n == len(subject) - 1
-                after_start = _cmp_instant(on, start)
-                before_end = 1 if end is None else _cmp_instant(end, on)
+                after_start = _order_at_element_boundary(on, start)
+                before_end = 1 if end is None else _order_at_element_boundary(end, on)
                 if after_start == -1 or before_end == -1 or (before_end == 0 and not last):
                     continue  # an element runs from its start up to, not including, its end
                 candidates.add(element_epoch)
@@ -896,7 +811,7 @@ def check_ts_sstdtc(ctx: Context, rule: Rule) -> None:
         return
     for row_no, row in rows:
         value = row.get("TSVAL")
-        if is_null(value) or day_of(value) is None or len(str(value).strip()) != 10:
+        if is_null(value) or iso8601.date_part(value) is None or len(str(value).strip()) != 10:
             ctx.report(rule, ts, "TSVAL of SSTDTC is not a complete ISO 8601 date (YYYY-MM-DD)", row_no, row,
                        "TSVAL", value)
 

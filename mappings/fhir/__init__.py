@@ -54,7 +54,9 @@ LBTESTCD_SYSTEM = "http://cdisc.org/ct/lbtestcd"
 CPTESTCD_SYSTEM = "http://cdisc.org/ct/cptestcd"
 SPECTYPE_SYSTEM = "http://cdisc.org/ct/spectype"
 
-# FHIR R4 dateTime / decimal regexes (datatypes.html)
+# FHIR R4 dateTime / decimal regexes (datatypes.html): FHIR's own wire grammar, which decides
+# whether a record date/time can be written as a dateTime as it is (seconds and offset
+# required with a time).  Record and SDTM dates are read by converters/core/iso8601.
 FHIR_DATETIME = re.compile(
     r"([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[1-2][0-9]|3[0-1])"
     r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]+)?(Z|(\+|-)((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?")

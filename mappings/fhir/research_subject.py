@@ -34,6 +34,7 @@ disposition records and, unless it is ineligible/on-study/candidate, no screen_f
 """
 from __future__ import annotations
 
+from trialbridge.converters.core import iso8601
 from trialbridge.mappings import terminology
 from trialbridge.mappings.fhir import (EXT, FHIR_DATETIME, FhirContext, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, clean, extensions,
                            get_datetime, identifier_value, read_extensions, set_datetime)
@@ -157,9 +158,10 @@ def _category(record: dict) -> str:
 
 
 def final_event(dispositions) -> dict | None:
-    """The latest-dated disposition event (not a protocol milestone), or None."""
+    """The latest-dated disposition event (not a protocol milestone), or None; of events on
+    the same date the last listed."""
     events = [d for d in dispositions if d.get("event") and d.get("date") and _category(d) == DISPOSITION_EVENT]
-    return max(events, key=lambda d: d["date"]) if events else None
+    return iso8601.latest(events, key=lambda d: d["date"])
 
 
 def status_of(final: dict) -> str:

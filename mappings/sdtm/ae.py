@@ -3,8 +3,9 @@
 Seriousness criteria (``serious_criteria``, semicolon separated) become the AES*
 flags: Y for each criterion named, N for the others when AESER = Y, empty when the
 event is not serious.  AETRTEM (treatment-emergent, SUPPAE, QORIG DERIVED) is Y when
-the event starts on or after the first dose.  Protocol category of adverse reaction
-goes to AECAT.  AEBODSYS = AESOC = the primary system organ class given.
+the event starts on or after the first dose (an event on the day of first dose without a
+time counts as on/after it, and its EPOCH is the treatment's).  Protocol category of
+adverse reaction goes to AECAT.  AEBODSYS = AESOC = the primary system organ class given.
 
 Not round-tripped: a criterion given with a synonym comes back as its canonical word; an
 AESPID that does not identify one event of the subject (foreign data) is replaced by AESEQ
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, ny, subject_id_of, subject_index
@@ -59,9 +61,9 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             ctx.log.error("TERM-UNMAPPED-NY", "serious is not Y/N; AESER left empty", **where(rec, "serious"),
                           value=rec.get("serious"))
         _criteria(ctx, rec, row)
-        row["AESTDY"] = derive.study_day(row["AESTDTC"], info.rfstdtc)
-        row["AEENDY"] = derive.study_day(row["AEENDTC"], info.rfstdtc)
-        row["EPOCH"] = ctx.epoch(sid, row["AESTDTC"])
+        row["AESTDY"] = iso8601.study_day(row["AESTDTC"], info.rfstdtc)
+        row["AEENDY"] = iso8601.study_day(row["AEENDTC"], info.rfstdtc)
+        row["EPOCH"] = ctx.epoch(sid, row["AESTDTC"], undecided="later")  # as treatment_emergent decides
         rows.append(row)
     return rows
 
@@ -97,17 +99,16 @@ def supplemental(ctx: Context, rows: list[dict[str, Any]]) -> None:
 
 
 def treatment_emergent(aestdtc: str, rfxstdtc: str) -> str:
-    """Y when the event starts on/after the first dose, N before, '' when a partial date
-    cannot tell (compared at the precision both dates have)."""
-    if not aestdtc or not rfxstdtc:
-        return ""
-    n = min(len(aestdtc), len(rfxstdtc), 10)
-    a, f = aestdtc[:n], rfxstdtc[:n]
-    if a > f:
-        return "Y"
-    if a < f:
-        return "N"
-    return "Y" if n == 10 else ""
+    """Y when the event starts on or after the first dose, N before it, '' when a partial
+    date cannot tell (``2020-06`` against a first dose on 5 June).  Times count when both
+    have them: an event at 08:00 before an 08:30 first dose is N.  An event dated the day of
+    the first dose without a time (or with a coarser one) is taken as on/after the dose —
+    the usual treatment-emergent convention — and EPOCH follows it (``undecided="later"``),
+    so AETRTEM Y never sits beside EPOCH SCREENING."""
+    order = iso8601.compare(aestdtc, rfxstdtc)
+    if order is None and iso8601.compare(aestdtc, rfxstdtc, precision="day") == 0:
+        order = 0  # the day of first dose, time unknown
+    return {-1: "N", 0: "Y", 1: "Y"}.get(order, "")
 
 
 def seq_key(row: dict[str, Any]):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.mappings.terminology import ct
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
@@ -40,7 +41,7 @@ def forward(rec: dict[str, Any], fields: tuple[Field, ...], ctx: Context, out: d
             mapped = terminology.map_term(f.table, value, log=ctx.log, where=where(rec, f.record))
             out[f.variable] = mapped or ""
             continue
-        if f.kind == "date" and value and derive.is_partial(value):
+        if f.kind == "date" and value and iso8601.is_partial(value):
             ctx.log.info("SDTM-PARTIAL-DATE", f"{f.record} is a partial date; kept as given in {f.variable}, "
                          "study day left empty", **where(rec, f.record), value=value)
         out[f.variable] = value

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import Records, where
 from trialbridge.mappings import derive
@@ -77,13 +78,12 @@ class Context:
                                **where(s, "site_id"), value=s["site_id"])
             # a dose dated before consent is an error (EX-BEFORE-CONSENT); it stays in EX but
             # does not move the reference dates, so one typo does not shift every study day
-            mine = sorted((e for e in doses.get(sid, []) if not _before(e["start"], info.rficdtc)),
-                          key=lambda e: e["start"])
+            mine = [e for e in doses.get(sid, []) if not dosed_before_consent(e["start"], info.rficdtc)]
             if mine:
-                info.rfxstdtc = mine[0]["start"]
-                info.rfxendtc = derive.max_dtc(e.get("end") or e["start"] for e in mine)
+                info.rfxstdtc = iso8601.earliest(e["start"] for e in mine) or ""
+                info.rfxendtc = iso8601.latest(e.get("end") or e["start"] for e in mine) or ""
             contacts = last_contact.get(sid, []) + [info.rfxendtc, s.get("death_date", "")]
-            info.rfendtc = derive.max_dtc(contacts) if info.rfxstdtc else ""
+            info.rfendtc = (iso8601.latest(contacts) or "") if info.rfxstdtc else ""
             self.subjects[sid] = info
 
     def usubjid(self, subject_id: str) -> str:
@@ -107,12 +107,12 @@ class Context:
         disp_end: dict[str, str] = {}
         for d in self.records["disposition"]:
             if (d.get("category") or "DISPOSITION EVENT") == "DISPOSITION EVENT":
-                disp_end[d["subject_id"]] = derive.max_dtc([disp_end.get(d["subject_id"]), d["date"]])
+                disp_end[d["subject_id"]] = iso8601.latest([disp_end.get(d["subject_id"]), d["date"]]) or ""
         scrn = self._element_by_epoch("SCREENING")
         fu = self._element_by_epoch("FOLLOW-UP")
         for sid, info in self.subjects.items():
-            doses = sorted((e for e in by_subject.get(sid, []) if not _before(e["start"], info.rficdtc)),
-                           key=lambda e: e["start"])
+            doses = sorted((e for e in by_subject.get(sid, []) if not dosed_before_consent(e["start"], info.rficdtc)),
+                           key=lambda e: iso8601.sort_key(e["start"]))
             segments: list[list[str]] = []  # [ETCD, start, end]
             if scrn and info.rficdtc:
                 segments.append([scrn, info.rficdtc, info.rfxstdtc or disp_end.get(sid, "") or info.rficdtc])
@@ -131,10 +131,10 @@ class Context:
                                    value=course)
                     continue
                 start = run[0]["start"]
-                last_end = derive.max_dtc(e.get("end") or e["start"] for e in run)
+                last_end = iso8601.latest(e.get("end") or e["start"] for e in run) or ""
                 fu_start = _next_day(last_end)
                 nxt = course_runs[i + 1][1][0]["start"] if i + 1 < len(course_runs) else None
-                gap_before_next = nxt is not None and fu and fu_start and fu_start[:10] < nxt[:10] and \
+                gap_before_next = nxt is not None and fu and iso8601.before(fu_start, nxt, precision="day") and \
                     course_runs[i + 1][0] == "RETREATMENT"
                 if nxt and not gap_before_next:
                     segments.append([element["code"], start, nxt])
@@ -166,18 +166,18 @@ class Context:
                     return e["epoch"]
         return ""
 
-    def epoch(self, subject_id: str, dtc: str | None) -> str:
-        """EPOCH of a date/time: the subject element it falls in (SDTMIG 3.4 §4.1.3.1)."""
+    def epoch(self, subject_id: str, dtc: str | None, *, undecided: str) -> str:
+        """EPOCH of a date/time: that of the subject element it falls in (SDTMIG 3.4
+        §4.1.3.1, :func:`element_at`); a date after the last element takes the last
+        element's; a partial date has none."""
         info = self.subjects.get(subject_id)
-        if not info or not dtc or not derive.is_iso8601(dtc) or derive.is_partial(dtc):
+        if not info:
             return ""
-        found = ""
-        for el in info.elements:
-            if el["SESTDTC"] <= dtc and (not el["SEENDTC"] or dtc < el["SEENDTC"]):
-                found = el["EPOCH"]
-        if not found and info.elements and info.elements[-1]["SESTDTC"] <= dtc:
-            found = info.elements[-1]["EPOCH"]
-        return found
+        el = element_at(info.elements, dtc, undecided=undecided)
+        if el is None and info.elements and iso8601.date_part(dtc) \
+                and iso8601.within(dtc, info.elements[-1]["SESTDTC"]):
+            el = info.elements[-1]
+        return el["EPOCH"] if el else ""
 
     # -- visits ------------------------------------------------------------------------
     def planned_visit(self, label: str | None):
@@ -205,7 +205,7 @@ class Context:
                 info.unplanned[d] = self._unplanned_number(info, d)
 
     def _unplanned_number(self, info: SubjectInfo, day: str) -> float:
-        sd = derive.study_day(day, info.rfstdtc)
+        sd = iso8601.study_day(day, info.rfstdtc)
         base = 0.0
         for v in self.study.visits:
             if sd is not None and v.day <= sd:
@@ -233,7 +233,7 @@ class Context:
         if day in info.unplanned:
             n = info.unplanned[day]
             return n, unplanned_name(n)
-        sd = derive.study_day(dtc, info.rfstdtc)
+        sd = iso8601.study_day(dtc, info.rfstdtc)
         if sd is not None:
             fits = [v for v in self.study.visits if v.window[0] <= sd <= v.window[1]]
             if fits:
@@ -255,9 +255,39 @@ class Context:
                                  qorig, qeval))
 
 
-def _before(dtc: str, reference: str) -> bool:
-    d, ref = derive.date_part(dtc), derive.date_part(reference)
-    return bool(d and ref and d < ref)
+def element_at(elements: list[dict[str, Any]], dtc: str | None, *, undecided: str) -> dict[str, Any] | None:
+    """The SE element (a row with SESTDTC, SEENDTC) a date/time complete to the day falls in.
+
+    An element runs from SESTDTC up to, not including, SEENDTC, both instants (a boundary
+    without a time is the start of its day: :func:`iso8601.within`).  When the value's
+    precision cannot place it — a date without a time on the day the first dose was given
+    at 08:30 — ``undecided`` chooses: ``"earlier"`` for findings and milestones, collected
+    before the dose by protocol (and flagged --LOBXFL on that basis), ``"later"`` for
+    adverse events, which count as treatment-emergent on the day of first dose (AETRTEM)
+    and so must not fall in SCREENING, and for doses, which belong to the element they start."""
+    if undecided not in ("earlier", "later"):
+        raise ValueError("undecided must be 'earlier' or 'later'")
+    if iso8601.date_part(dtc) is None:
+        return None
+    found, possible = None, []
+    for el in elements:
+        if iso8601.parse(el.get("SESTDTC")) is None:
+            continue
+        inside = iso8601.within(dtc, el["SESTDTC"], el.get("SEENDTC"))
+        if inside:
+            found = el
+        elif inside is None:
+            possible.append(el)
+    if found is None and possible:
+        found = possible[0] if undecided == "earlier" else possible[-1]
+    return found
+
+
+def dosed_before_consent(start: str, consent: str) -> bool:
+    """A dose whose date is known to be before the day of informed consent (EX-BEFORE-CONSENT):
+    compared by day, so ``2020-05`` is before a consent on 4 June and ``2020-06`` is not known
+    to be."""
+    return iso8601.before(start, consent, precision="day")
 
 
 def unplanned_name(number: float) -> str:
@@ -265,5 +295,5 @@ def unplanned_name(number: float) -> str:
 
 
 def _next_day(dtc: str) -> str:
-    d = derive.date_part(dtc)
+    d = iso8601.date_part(dtc)
     return (d + timedelta(days=1)).isoformat() if d else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trialbridge.mappings import derive
+from trialbridge.converters.core import iso8601
 from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, subject_id_of, subject_index
 from trialbridge.mappings.sdtm.context import Context
 
@@ -30,8 +30,8 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         forward(rec, FIELDS, ctx, row)
         row["DSTERM"] = rec.get("verbatim") or rec["event"]
         row["DSCAT"] = (rec.get("category") or "DISPOSITION EVENT").upper()
-        row["DSSTDY"] = derive.study_day(row["DSSTDTC"], ctx.subjects[sid].rfstdtc)
-        row["EPOCH"] = ctx.epoch(sid, row["DSSTDTC"])
+        row["DSSTDY"] = iso8601.study_day(row["DSSTDTC"], ctx.subjects[sid].rfstdtc)
+        row["EPOCH"] = ctx.epoch(sid, row["DSSTDTC"], undecided="earlier")
         rows.append(row)
     return rows
 

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import Field, backward, base_row, clean, forward, subject_id_of, subject_index
-from trialbridge.mappings.sdtm.context import Context
+from trialbridge.mappings.sdtm.context import Context, dosed_before_consent, element_at
 
 DOMAIN = "EX"
 ORDER = 20
@@ -47,12 +48,10 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         forward(ex, FIELDS, ctx, row)
         if not row["EXENDTC"]:
             row["EXENDTC"] = row["EXSTDTC"]
-        row["EXSTDY"] = derive.study_day(row["EXSTDTC"], info.rfstdtc)
-        row["EXENDY"] = derive.study_day(row["EXENDTC"], info.rfstdtc)
-        row["EPOCH"] = ctx.epoch(sid, row["EXSTDTC"])
-        consent = derive.date_part(info.rficdtc)
-        start = derive.date_part(ex["start"])
-        if consent and start and start < consent:
+        row["EXSTDY"] = iso8601.study_day(row["EXSTDTC"], info.rfstdtc)
+        row["EXENDY"] = iso8601.study_day(row["EXENDTC"], info.rfstdtc)
+        row["EPOCH"] = ctx.epoch(sid, row["EXSTDTC"], undecided="later")  # a dose is in the element it starts
+        if dosed_before_consent(ex["start"], info.rficdtc):
             ctx.log.error("EX-BEFORE-CONSENT", f"dose on {ex['start']} is before informed consent on {info.rficdtc}",
                           **where(ex, "start"), value=ex["start"], usubjid=info.usubjid)
         _check_bsa_dose(ctx, ex, info.usubjid)
@@ -123,8 +122,7 @@ def _elements(se) -> dict[str, list[dict]]:
 
 
 def _element_at(elements: list[dict], dtc: str) -> str:
-    found = ""
-    for el in sorted(elements, key=lambda r: r.get("SESTDTC", "")):
-        if el.get("SESTDTC", "") <= dtc and (not el.get("SEENDTC") or dtc < el["SEENDTC"]):
-            found = el["ETCD"]
-    return found
+    """ETCD of the SE element a dose starts in (as EPOCH places a dose: ``undecided="later"``)."""
+    ordered = sorted(elements, key=lambda r: iso8601.sort_key(r.get("SESTDTC")))
+    el = element_at(ordered, dtc, undecided="later")
+    return el["ETCD"] if el else ""

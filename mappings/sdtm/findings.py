@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
 from trialbridge.mappings import derive, terminology
 from trialbridge.mappings.sdtm.common import base_row, visit_label
@@ -111,31 +112,41 @@ def timing_variables(ctx: Context, rec: dict[str, Any], p: str) -> dict[str, Any
     sid = rec["subject_id"]
     info = ctx.subjects[sid]
     dtc = rec.get("collected", "")
-    if dtc and derive.is_partial(dtc):
+    if dtc and iso8601.is_partial(dtc):
         ctx.log.info("SDTM-PARTIAL-DATE", f"collection date is partial; kept as given in {p}DTC, study day left empty",
                      **where(rec, "collected"), value=dtc)
     visitnum, visit = ctx.visit_for(sid, dtc, rec.get("visit"))
-    return {"VISITNUM": visitnum, "VISIT": visit, "EPOCH": ctx.epoch(sid, dtc), f"{p}DTC": dtc,
-            f"{p}DY": derive.study_day(dtc, info.rfstdtc)}
+    return {"VISITNUM": visitnum, "VISIT": visit, "EPOCH": ctx.epoch(sid, dtc, undecided="earlier"), f"{p}DTC": dtc,
+            f"{p}DY": iso8601.study_day(dtc, info.rfstdtc)}
 
 
 def flag_last_before_exposure(ctx: Context, rows: list[dict[str, Any]], p: str, flags: tuple[str, ...],
                               group: Callable[[dict], Any]) -> None:
     """Baseline: per subject and test, the last non-missing result collected on or before
-    the first dose (SDTMIG 3.4 --LOBXFL; --BLFL for 3.3 readers)."""
+    the first dose (SDTMIG 3.4 --LOBXFL; --BLFL for 3.3 readers).  A result dated the day
+    of first dose without a time (or with a coarser one) is taken as pre-dose, as EPOCH
+    takes it (``undecided="earlier"``); a partial date that cannot be placed before the
+    dose (``2020-06`` for a dose on 5 June) is not a baseline."""
     rfx = {info.usubjid: info.rfxstdtc for info in ctx.subjects.values()}
     best: dict[Any, dict[str, Any]] = {}
     for r in rows:
         first = rfx.get(r["USUBJID"])
         if not first or not r.get(f"{p}DTC") or not (r.get(f"{p}ORRES")):
             continue
-        if r[f"{p}DTC"] <= first or (len(r[f"{p}DTC"]) == 10 and r[f"{p}DTC"] == first[:10]):
+        if _pre_dose(r[f"{p}DTC"], first):
             key = (r["USUBJID"], group(r))
-            if key not in best or best[key][f"{p}DTC"] <= r[f"{p}DTC"]:
-                best[key] = r
+            # the later of the two; of equal dates the one read last
+            best[key] = iso8601.latest([best.get(key), r], key=lambda row: row and row[f"{p}DTC"])
     for r in best.values():
         for flag in flags:
             r[flag] = "Y"
+
+
+def _pre_dose(dtc: str, first_dose: str) -> bool:
+    order = iso8601.compare(dtc, first_dose)
+    if order is None and iso8601.compare(dtc, first_dose, precision="day") == 0:
+        return True  # the day of first dose, time unknown: pre-dose
+    return order in (-1, 0)
 
 
 def result_record(row: dict[str, Any], p: str, subject_id: str, study) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import where
-from trialbridge.mappings import derive
 from trialbridge.mappings.sdtm.common import base_row, clean, subject_id_of, subject_index
 from trialbridge.mappings.sdtm.context import Context
 
@@ -35,8 +35,8 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         planned = ctx.planned_visit(rec["visit"])
         num, name = ctx.visit_for(sid, rec["start"], rec["visit"])
         row.update(VISITNUM=num, VISIT=name, SVSTDTC=rec["start"], SVENDTC=rec.get("end") or rec["start"])
-        row["SVSTDY"] = derive.study_day(row["SVSTDTC"], info.rfstdtc)
-        row["SVENDY"] = derive.study_day(row["SVENDTC"], info.rfstdtc)
+        row["SVSTDY"] = iso8601.study_day(row["SVSTDTC"], info.rfstdtc)
+        row["SVENDY"] = iso8601.study_day(row["SVENDTC"], info.rfstdtc)
         if planned:
             row["VISITDY"] = planned.day
             sd = row["SVSTDY"]

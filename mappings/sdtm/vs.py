@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from trialbridge.converters.core import iso8601
 from trialbridge.mappings import derive
 from trialbridge.mappings.sdtm.common import base_row, subject_id_of, subject_index
 from trialbridge.mappings.sdtm.context import Context
@@ -31,8 +32,9 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             row.update(VSTESTCD=code, VSTEST=name, VSORRES=s[field], VSORRESU=unit,
                        VSSTRESC=derive.format_number(value), VSSTRESN=value, VSSTRESU=unit,
                        VISITNUM=screening.number if screening else None, VISIT=screening.name if screening else "",
-                       EPOCH=ctx.epoch(sid, s.get("consent_date")), VSDTC=s.get("consent_date", ""),
-                       VSDY=derive.study_day(s.get("consent_date"), info.rfstdtc))
+                       EPOCH=ctx.epoch(sid, s.get("consent_date"), undecided="earlier"),
+                       VSDTC=s.get("consent_date", ""),
+                       VSDY=iso8601.study_day(s.get("consent_date"), info.rfstdtc))
             rows.append(row)
     return rows
 
