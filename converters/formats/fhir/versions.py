@@ -84,9 +84,9 @@ import json
 import re
 import uuid
 from collections import Counter
-from decimal import Decimal
 from typing import Any, Callable, Iterable
 
+from trialbridge.converters.core import jsoncodec
 from trialbridge.mappings.fhir import EXT
 
 R4, R5 = "R4", "R5"
@@ -198,13 +198,11 @@ ENCOUNTER_STATUS_TO_R4 = {"on-hold": "onleave", "completed": "finished", "discha
 
 
 def _json(value: Any) -> str:
-    from trialbridge.converters.formats.fhir.io import dumps  # lazy: converters imports mappings
-
-    return dumps(value)
+    return jsoncodec.dumps(value).decode("utf-8")
 
 
 def _from_json(text: str) -> Any:
-    return json.loads(text, parse_float=Decimal)
+    return jsoncodec.loads(text)
 
 
 def _canon(value: Any) -> str:
