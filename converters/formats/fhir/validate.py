@@ -20,7 +20,8 @@
 * FHIR-DUPLICATE-ID (error): two resources of one type share an id.
 * FHIR-UNKNOWN-TYPE (error): no ``resourceType`` or one R4 does not define.
 
-The schema helpers take ``version`` ("R4", the default).
+The schema helpers take ``version`` ("R4", the default, or "R5": ``fhir.r5.schema.json``,
+used by :func:`converters.formats.fhir.versions.validate_r5`).
 """
 from __future__ import annotations
 
@@ -35,13 +36,20 @@ import orjson
 from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.issues import IssueLog
 
-SCHEMA_FILES = {"R4": "fhir.r4.schema.json"}
+SCHEMA_FILES = {"R4": "fhir.r4.schema.json", "R5": "fhir.r5.schema.json"}
+# Errata applied when a schema is loaded (the files stay as published).  R5 5.0.0 writes the
+# decimal pattern of 25 elements (e.g. CodeSystem.property.valueDecimal) with a stray "}"
+# ("[0-9]{1,9}})?$"); jsonschema-rs rejects it as a regex.  "pattern" applies only to
+# strings and these elements are JSON numbers, so the fix changes no validation result.
+SCHEMA_ERRATA = {"R5": [('[eE][+-]?[0-9]{1,9}})?$', '[eE][+-]?[0-9]{1,9})?$')]}
 
 
 @lru_cache(maxsize=2)
 def _schema(version: str = "R4") -> dict:
-    data = package_files.files("trialbridge.schemas").joinpath("fhir", SCHEMA_FILES[version]).read_bytes()
-    return orjson.loads(data)
+    text = package_files.files("trialbridge.schemas").joinpath("fhir", SCHEMA_FILES[version]).read_text("utf-8")
+    for wrong, right in SCHEMA_ERRATA.get(version, []):
+        text = text.replace(wrong, right)  # no backslash in either: same in JSON text
+    return orjson.loads(text)
 
 
 def resource_types(version: str = "R4") -> list[str]:

@@ -11,9 +11,9 @@ API
 * :func:`detect_version` — "R4" | "R5" | None (no shape difference: Patient, most Observations).
 * :func:`detect_versions` — the version of a whole input (majority), FHIR-VERSION-MIXED warning.
 * :func:`normalise_to_r4` — what a reader applies to an input of either version.
-* :func:`validate_r5` — fhir.resources R5 models (``fhir.resources.<module>``, the package
-  default); FHIR-MODEL-R5 errors.  The repository holds no R5 JSON schema (only
-  ``schemas/fhir/fhir.r4.schema.json``), so there is no fast schema check for R5 yet.
+* :func:`validate_r5` — the official R5 JSON schema (``schemas/fhir/fhir.r5.schema.json``,
+  jsonschema-rs) on every resource, the fhir.resources R5 models (``fhir.resources.<module>``,
+  the package default) only on those it rejected; FHIR-MODEL-R5 / FHIR-SCHEMA-R5 errors.
 
 What moves where (R4 -> R5; :func:`to_r4` is the reverse)
 --------------------------------------------------------
@@ -87,6 +87,7 @@ from collections import Counter
 from typing import Any, Callable, Iterable
 
 from trialbridge.converters.core import jsoncodec
+from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.mappings.fhir import EXT
 
 R4, R5 = "R4", "R5"
@@ -669,7 +670,7 @@ def model_errors_r5(resource: dict) -> list[str]:
     if cls is None:
         return [f"fhir.resources (R5) has no model for {resource.get('resourceType')!r}"]
     try:
-        cls.model_validate(json.loads(_json(resource)))
+        cls.model_validate(fhir_validate.plain(resource))
     except ValidationError as exc:
         return [f"{'/'.join(map(str, e.get('loc', ()))) or '<root>'}: {e.get('msg')}" for e in exc.errors()]
     except ValueError as exc:  # fhir.core raises plain ValueErrors for some invariants
@@ -678,16 +679,28 @@ def model_errors_r5(resource: dict) -> list[str]:
 
 
 def validate_r5(resources: Iterable[dict], log) -> dict[str, int]:
-    """Check R5 resources against the fhir.resources R5 models (there is no R5 JSON schema in the
-    repository).  Each problem is a FHIR-MODEL-R5 error; returns {"resources", "invalid"}."""
+    """Check R5 resources: the official R5 JSON schema (``schemas/fhir/fhir.r5.schema.json``,
+    one compiled jsonschema-rs validator per type) on every resource, the fhir.resources R5
+    models only on those the schema rejected, for precise messages.  Each model message is a
+    FHIR-MODEL-R5 error; where the models accept what the schema rejected (one of the few codes
+    the R5 schema enumerates, e.g. HumanName.use: the models check no codes), the schema's
+    messages are reported as FHIR-SCHEMA-R5 errors.  Returns {"resources", "invalid"}."""
     count = invalid = 0
     for res in resources:
         count += 1
-        errors = model_errors_r5(res)
-        if errors:
-            invalid += 1
-        for msg in errors:
-            log.error("FHIR-MODEL-R5", msg, record=f"{res.get('resourceType')}/{res.get('id')}")
+        if fhir_validate.schema_validator(str(res.get("resourceType")), R5) is not None:
+            schema = fhir_validate.schema_errors(res, R5)
+            if not schema:
+                continue
+        else:
+            schema = []  # no such R5 type: the models say so
+        rid = f"{res.get('resourceType')}/{res.get('id')}"
+        invalid += 1
+        models = model_errors_r5(res)
+        for msg in models:
+            log.error("FHIR-MODEL-R5", msg, record=rid)
+        for msg in ([] if models else schema):
+            log.error("FHIR-SCHEMA-R5", msg, record=rid)
     return {"resources": count, "invalid": invalid}
 
 
