@@ -164,3 +164,39 @@ def test_records_json_reader_keeps_number_text(tmp_path):
     assert rows[0][1] == {"result": "1.30", "low": "1e3", "high": "-0", "n": "12345678901234567890", "x": "0.1",
                           "ok": True}
     assert rows[1][1] == [1] and rows[1][2] == []  # rejected by the caller: "row is not an object"
+
+
+def _tokens(text: str):
+    """Every number token of a document as written, in document order (stdlib hooks)."""
+    found = []
+    json.loads(text, parse_float=found.append, parse_int=found.append)
+    return found
+
+
+def _numbers(node):
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _numbers(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _numbers(v)
+    elif isinstance(node, (int, float, Decimal)) and not isinstance(node, bool):
+        yield node
+
+
+def test_real_world_documents_keep_every_number_token():
+    """HL7's R4 examples and Synthea bundles (pretty-printed, several number styles)."""
+    from tests.conftest import reference
+
+    paths = sorted(reference("fhir-r4", "examples-hl7").glob("*.json"))[:400]
+    paths += sorted(reference("fhir-r4", "synthea-bundles").glob("*.json"))[:3]
+    checked = 0
+    for path in paths:
+        raw = path.read_bytes()
+        tokens = _tokens(raw.decode("utf-8"))
+        got = [jsoncodec.number_text(n) for n in _numbers(jsoncodec.loads(raw))]
+        assert got == tokens, path.name
+        compact = jsoncodec.dumps(jsoncodec.loads(raw))
+        assert _tokens(compact.decode("utf-8")) == tokens, path.name
+        checked += len(tokens)
+    assert checked > 1000
