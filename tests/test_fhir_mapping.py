@@ -203,13 +203,19 @@ def test_validator_reports_schema_model_and_reference_errors():
     no_status = {"resourceType": "Observation", "id": "o", "code": {"text": "x"}, "subject": {"reference": "Patient/p"}}
     dangling = {"resourceType": "Observation", "id": "o2", "status": "final", "code": {"text": "x"},
                 "subject": {"reference": "Patient/zzz"}, "specimen": {"reference": "#nothing"}}
-    counts = fhir_validate.validate_resources([bad_code, no_status, dangling, dict(bad_code)], log)
+    counts = fhir_validate.validate_resources([bad_code, no_status, dangling, dict(bad_code)], log, model_check=True)
     assert counts == {"resources": 4, "invalid": 3}
     assert [i.record for i in log.issues if i.code == "FHIR-DUPLICATE-ID"] == ["Patient/p"]
     found = [(i.code, i.record) for i in log.issues]
     assert ("FHIR-SCHEMA", "Patient/p") in found
     assert ("FHIR-MODEL", "Observation/o") in found
     assert sorted(i.value for i in log.issues if i.code == "FHIR-REF-UNRESOLVED") == ["#nothing", "Patient/zzz"]
+    # by default the models run only on what the schema rejected: a missing status (which
+    # the R4 JSON schema does not require) passes; a bad code gets the models' messages too
+    log = IssueLog()
+    assert fhir_validate.validate_resources([no_status, bad_code], log) == {"resources": 2, "invalid": 1}
+    assert {i.code for i in log.issues if i.record == "Observation/o"} == set()
+    assert {i.code for i in log.issues if i.record == "Patient/p"} >= {"FHIR-SCHEMA"}
 
 
 def test_read_fhir_ndjson_file_keeps_decimals_and_reports_bad_lines(tmp_path):

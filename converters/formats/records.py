@@ -13,11 +13,12 @@ else goes on.  Every row read is counted in the log's accounting.
 from __future__ import annotations
 
 import csv
-import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from trialbridge.converters.core import iso8601
+from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER, Records, RecordType, public, record_types
@@ -61,23 +62,39 @@ def _text(value: Any) -> str:
     return str(value).strip()
 
 
+def _as_text(value: Any) -> Any:
+    """Numbers as the text they were written with (the codec keeps it, design rule 5a)."""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return jsoncodec.number_text(value)
+    if isinstance(value, dict):
+        return {k: _as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    return value
+
+
+def _row(obj: Any) -> tuple[Any, list[str]]:
+    if isinstance(obj, dict):
+        return {k: _as_text(v) for k, v in obj.items()}, list(obj)
+    return obj, []
+
+
 def _iter_json(path: Path, key: str | None) -> Iterator[tuple[int, dict[str, Any], list[str]]]:
-    # Numbers stay as the text they were written with.
-    loads = lambda s: json.loads(s, parse_float=str, parse_int=str)  # noqa: E731
+    # Numbers stay as the text they were written with; a value that is not an object is
+    # yielded as it is and rejected by the caller (REC-SCHEMA "row is not an object").
     if path.suffix == ".ndjson":
-        with open(path, encoding="utf-8") as fh:
+        with open(path, "rb") as fh:
             for n, line in enumerate(fh, start=1):
                 if line.strip():
-                    obj = loads(line)
-                    yield n, obj, list(obj) if isinstance(obj, dict) else []
+                    yield (n, *_row(jsoncodec.loads(line)))
         return
-    data = loads(path.read_text("utf-8"))
+    data = jsoncodec.loads(path.read_bytes())
     if isinstance(data, dict) and key is not None and key in data:
         data = data[key]
     if not isinstance(data, list):
         raise ValueError(f"expected a JSON array of objects (or an object with the key {key!r})")
     for n, obj in enumerate(data, start=1):
-        yield n, obj, list(obj) if isinstance(obj, dict) else []
+        yield (n, *_row(obj))
 
 
 def find_record_files(folder: Path, log: IssueLog) -> dict[str, Path]:

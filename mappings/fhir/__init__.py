@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from trialbridge.converters.core import jsoncodec
 from trialbridge.mappings import terminology
 
 TB = "urn:trialbridge:fhir:"
@@ -130,9 +131,12 @@ def exact_decimal(text: str | None) -> Decimal | None:
 
 
 def number_text(value: Any) -> str | None:
-    """A FHIR number as record text: Decimal and int keep their exact form."""
+    """A FHIR number as record text, exactly as written in the JSON it was read from
+    (the hub codec's :func:`~converters.core.jsoncodec.number_text`); None for no number."""
     if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, (int, float, Decimal)):
+        return jsoncodec.number_text(value)
     return str(value)
 
 

@@ -4,8 +4,10 @@
 * :func:`write_bundle` — one Bundle, ``collection`` or ``transaction`` (entries with
   ``request: PUT <Type>/<id>``, so loading twice is idempotent).
 * :func:`read_fhir` / :func:`read_fhir_located` — resources from a Bundle ``.json``, a
-  ``.ndjson`` file or a folder of them; numbers are parsed as ``decimal.Decimal`` so ``1.30``
-  stays ``1.30`` (design rule 5a).  :func:`dumps` writes them back with their exact text.
+  ``.ndjson`` file or a folder of them; numbers are parsed losslessly by the hub's codec
+  (:mod:`trialbridge.converters.core.jsoncodec`): floats where a float reproduces the text,
+  ``Decimal`` where it would not, so ``1.30`` stays ``1.30`` (design rule 5a).  Numbers made by
+  the mapping modules are ``Decimal``; :func:`dumps` writes them with their exact text.
 
 Which resources a subject's records become, and back, is mapping logic:
 :mod:`trialbridge.mappings.fhir.assemble`.  R4 <-> R5 lives beside this module
@@ -13,57 +15,27 @@ Which resources a subject's records become, and back, is mapping logic:
 """
 from __future__ import annotations
 
-import json
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 
 
 
 # --------------------------------------------------------------------------- serialisation
-
-
-def _encode(obj: Any, out: list[str]) -> None:
-    if isinstance(obj, dict):
-        out.append("{")
-        first = True
-        for k, v in obj.items():
-            if not first:
-                out.append(",")
-            first = False
-            out.append(json.dumps(k, ensure_ascii=False))
-            out.append(":")
-            _encode(v, out)
-        out.append("}")
-    elif isinstance(obj, (list, tuple)):
-        out.append("[")
-        for n, v in enumerate(obj):
-            if n:
-                out.append(",")
-            _encode(v, out)
-        out.append("]")
-    elif isinstance(obj, Decimal):
-        if not obj.is_finite():
-            raise ValueError(f"not a JSON number: {obj}")
-        out.append(str(obj))
-    elif isinstance(obj, float):
-        raise TypeError("floats are not written: FHIR numbers are Decimal to keep their exact text")
-    else:
-        out.append(json.dumps(obj, ensure_ascii=False))
+# The hub's one JSON codec (converters/core/jsoncodec.py): numbers keep their exact text.
 
 
 def dumps(resource: Any) -> str:
-    """Compact JSON with Decimal numbers written exactly as their text."""
-    out: list[str] = []
-    _encode(resource, out)
-    return "".join(out)
+    """Compact JSON text; Decimal numbers written exactly as their text (see :mod:`jsoncodec`)."""
+    return jsoncodec.dumps(resource).decode("utf-8")
 
 
-def loads(text: str) -> Any:
-    return json.loads(text, parse_float=Decimal)
+def loads(data: str | bytes) -> Any:
+    """One JSON document, numbers lossless (fast path orjson, exact path Decimal)."""
+    return jsoncodec.loads(data)
 
 
 # --------------------------------------------------------------------------- writers
@@ -79,9 +51,9 @@ def write_ndjson(resources: Iterable[dict], folder: Path) -> list[Path]:
         for res in resources:
             rtype = res["resourceType"]
             if rtype not in handles:
-                managers[rtype] = atomic_open(folder / f"{rtype}.ndjson")
+                managers[rtype] = atomic_open(folder / f"{rtype}.ndjson", "wb")
                 handles[rtype] = managers[rtype].__enter__()
-            handles[rtype].write(dumps(res) + "\n")
+            handles[rtype].write(jsoncodec.dumps(res) + b"\n")
     except BaseException as exc:
         for m in managers.values():
             m.__exit__(type(exc), exc, exc.__traceback__)
@@ -96,15 +68,15 @@ def write_bundle(resources: Iterable[dict], path: Path, bundle_type: str = "coll
     if bundle_type not in ("collection", "transaction"):
         raise TrialbridgeError(f"bundle type must be collection or transaction, not {bundle_type!r}")
     path = Path(path)
-    with atomic_open(path) as fh:
-        fh.write('{"resourceType":"Bundle","type":' + json.dumps(bundle_type) + ',"entry":[')
+    with atomic_open(path, "wb") as fh:
+        fh.write(b'{"resourceType":"Bundle","type":' + jsoncodec.dumps(bundle_type) + b',"entry":[')
         for n, res in enumerate(resources):
             entry: dict = {"fullUrl": f"urn:uuid:{res['id']}" if _is_uuid(res["id"]) else
                            f"{res['resourceType']}/{res['id']}", "resource": res}
             if bundle_type == "transaction":
                 entry["request"] = {"method": "PUT", "url": f"{res['resourceType']}/{res['id']}"}
-            fh.write(("," if n else "") + "\n" + dumps(entry))
-        fh.write("\n]}\n")
+            fh.write((b"," if n else b"") + b"\n" + jsoncodec.dumps(entry))
+        fh.write(b"\n]}\n")
     return path
 
 
@@ -139,20 +111,24 @@ def read_fhir_located(path: Path, log: IssueLog) -> Iterator[tuple[str, dict]]:
         return
     try:
         if path.suffix == ".ndjson":
-            with open(path, encoding="utf-8") as fh:
+            with open(path, "rb") as fh:
                 for n, line in enumerate(fh, start=1):
                     if not line.strip():
                         continue
                     log.count_row(str(path), "read")
                     try:
-                        obj = loads(line)
-                    except ValueError as exc:
+                        obj = jsoncodec.loads_object(line)
+                    except jsoncodec.JsonNotObjectError as exc:
+                        log.error("FHIR-JSON", f"line is not a resource: {exc}", file=str(path), record=n)
+                        log.count_row(str(path), "rejected")
+                        continue
+                    except jsoncodec.JsonError as exc:
                         log.error("FHIR-JSON", f"line is not JSON: {exc}", file=str(path), record=n)
                         log.count_row(str(path), "rejected")
                         continue
                     yield str(path), obj
             return
-        data = loads(path.read_text("utf-8"))
+        data = jsoncodec.loads(path.read_bytes())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
