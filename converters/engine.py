@@ -57,6 +57,7 @@ class Job:
     facts: Any = None  # FHIR input: mappings.fhir.assemble.StudyFacts
     links: dict | None = None  # FHIR input: medical record number -> trial subject record
     include_identifiers: bool = False
+    input_fhir_version: str = "auto"  # FHIR input: auto (by each resource's shape), R4 or R5
     sdtm_variables: dict[str, list[str]] = field(default_factory=dict)  # SDTM input: dataset -> its variables
     sdtm_sources: dict[str, str] = field(default_factory=dict)  # SDTM input: dataset -> file
 
@@ -84,7 +85,9 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
                                 for name, rs in rows.items()}, log)
         records, extra["unread"] = spokes.sdtm_subject_to_records(rows, job.study, log)
     elif job.source == "fhir":
-        records = spokes.fhir_group_to_records(job, items, log)
+        records, extra["versions"] = spokes.fhir_group_to_records(job, items, log)
+        if records is None:  # resources only checked (study-level, or types with no mapping)
+            return GroupResult({}, log, extra)
     else:
         records = Records(study_id=job.study.study_id if job.study else None)
         for _key, payload in items:

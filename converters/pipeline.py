@@ -13,6 +13,7 @@ import orjson
 
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
+from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
@@ -168,6 +169,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             spokes.report_unread((e["unread"] for e in sinks.extra if "unread" in e), job.sdtm_variables,
                                  job.sdtm_sources, log)
         if job.source == "fhir":
+            _report_fhir_versions(sinks, log)
             _report_fhir_unmapped_codes(log)
         if to == "records":
             result.written = _write_records(sinks, output)
@@ -257,44 +259,52 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
 
     study_level: list[dict] = []
     unmapped: Counter = Counter()
-    versions: Counter = Counter()
     mapped = assemble.mapped_types()
     files: dict[str, int] = {}
     ids = SortedSpill("ids")
     n = 0
     try:
-        for path, res in fhir_io.read_fhir_located(input_path, log):
+        # only what grouping needs is read here (type, id, Patient: a fast parse); the exact
+        # parse, the schema check and R5 -> R4 run per subject in the workers
+        for path, record, raw in fhir_io.read_fhir_raw(input_path, log):
             reporter.advance_read()
+            if record:  # NDJSON lines; Bundle entries were counted by the Bundle reader
+                log.count_row(path, "read")
             file_no = files.setdefault(path, len(files))
-            found = r5.detect_version(res) if input_fhir_version == "auto" else input_fhir_version
-            version = found or "R4"
-            if found:
-                versions[found] += 1
-            rid = f"{res.get('resourceType')}/{res.get('id')}"
-            ids.add((rid,), path.encode())
-            if version == "R5":
-                r5.validate_r5([res], log)
-                res = r5.to_r4(res)
-            else:
-                validate_resources([res], log, model_check="failed", check_references=False, check_ids=False)
+            try:
+                res = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                try:
+                    res = jsoncodec.loads(raw)  # numbers orjson refuses (integers beyond 64 bits)
+                except jsoncodec.JsonError as exc:
+                    log.error("FHIR-JSON", f"line is not JSON: {exc}", file=path, record=record)
+                    log.count_row(path, "rejected")
+                    continue
+            if not isinstance(res, dict):
+                log.error("FHIR-JSON", f"line is not a resource: a JSON {type(res).__name__}", file=path,
+                          record=record)
+                log.count_row(path, "rejected")
+                continue
             rtype = res.get("resourceType")
+            ids.add((f"{rtype}/{res.get('id')}",), b"")
             if rtype not in mapped:
                 unmapped[str(rtype)] += 1
-                continue
-            if rtype == "ResearchStudy":
-                study_level.append(res)
+            elif rtype == "ResearchStudy":
+                study_level.append(jsoncodec.loads(raw))
+            if rtype not in mapped or rtype == "ResearchStudy":  # checked by the workers, not mapped
+                group = f"\x00check{n // 1000:09d}"
+                groups.add(group)
+                spill.add((group, file_no, n), engine.pack("fhir-check", raw))
+                n += 1
                 continue
             group = assemble.person_of(res)
             groups.add(group)
-            spill.add((group, file_no, n), engine.pack("fhir", fhir_io.dumps(res).encode("utf-8")))
+            spill.add((group, file_no, n), engine.pack("fhir", raw))
             n += 1
         _report_duplicate_ids(ids, log)
     finally:
         ids.close()
-    if versions["R4"] and versions["R5"]:
-        log.warning("FHIR-VERSION-MIXED", f"input mixes FHIR versions: {versions['R4']} resource(s) look R4, "
-                    f"{versions['R5']} look R5; resources that show neither are read as R4",
-                    value=f"R4:{versions['R4']} R5:{versions['R5']}")
+    job.input_fhir_version = input_fhir_version
     for rtype, count in sorted(unmapped.items()):
         log.warning("FHIR-UNMAPPED-RESOURCE", f"{count} {rtype} resource(s) have no mapping to records; not converted",
                     record=rtype, value=count)
@@ -317,6 +327,16 @@ def _report_duplicate_ids(ids: SortedSpill, log: IssueLog) -> None:
             log.error("FHIR-DUPLICATE-ID", "a resource with this type and id came earlier in the input",
                       record=rid, field="id", value=rid.split("/", 1)[1])
         previous = rid
+
+
+def _report_fhir_versions(sinks: engine.Sinks, log: IssueLog) -> None:
+    versions: Counter = Counter()
+    for extra in sinks.extra:
+        versions.update(extra.get("versions", {}))
+    if versions["R4"] and versions["R5"]:
+        log.warning("FHIR-VERSION-MIXED", f"input mixes FHIR versions: {versions['R4']} resource(s) look R4, "
+                    f"{versions['R5']} look R5; resources that show neither are read as R4",
+                    value=f"R4:{versions['R4']} R5:{versions['R5']}")
 
 
 def _report_fhir_unmapped_codes(log: IssueLog) -> None:

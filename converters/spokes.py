@@ -264,18 +264,37 @@ def records_to_fhir_rows(records: Records, study: Study, log: IssueLog, include_
     return assemble.subject_resources(records, study, log, include_identifiers)
 
 
-def fhir_group_to_records(job, items, log: IssueLog) -> Records:
-    """One person's resources (spilled as JSON, any FHIR version) -> canonical records."""
+def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, dict[str, int]]:
+    """One person's resources (spilled as the input's JSON, any FHIR version) -> canonical
+    records, each resource parsed exactly and checked on the way: the R4 schema (models only
+    for what it rejects) or the R5 schema; R5 resources are read through their R4 form.
+    Items of kind ``fhir-check`` are only checked.  Also returns the versions seen."""
+    from trialbridge.converters.core import jsoncodec
     from trialbridge.converters.engine import unpack
-    from trialbridge.converters.formats.fhir.io import loads
+    from trialbridge.converters.formats.fhir import versions as fhir_versions
+    from trialbridge.converters.formats.fhir.validate import validate_resources
     from trialbridge.mappings.fhir import assemble
 
     resources = []
     files = set()
+    seen: dict[str, int] = {}
     for key, payload in items:
-        _kind, data = unpack(payload)
-        resources.append(loads(data))
+        kind, data = unpack(payload)
+        res = jsoncodec.loads(data)
+        found = fhir_versions.detect_version(res) if job.input_fhir_version == "auto" else job.input_fhir_version
+        if found:
+            seen[found] = seen.get(found, 0) + 1
+        if (found or "R4") == "R5":
+            fhir_versions.validate_r5([res], log)
+            res = fhir_versions.to_r4(res)
+        else:
+            validate_resources([res], log, check_references=False, check_ids=False)
+        if kind != "fhir":
+            continue
+        resources.append(res)
         files.add(job.files[key[1]] if job.files else "")
+    if not resources:
+        return None, seen
     where = {"file": files.pop()} if len(files) == 1 and "" not in files else {}
     return assemble.subject_records(resources, job.study, log, job.facts, links=job.links,
-                                    include_identifiers=job.include_identifiers, where=where)
+                                    include_identifiers=job.include_identifiers, where=where), seen

@@ -98,15 +98,43 @@ def read_fhir(path: Path, log: IssueLog) -> Iterator[dict]:
         yield resource
 
 
+def read_fhir_raw(path: Path, log: IssueLog) -> Iterator[tuple[str, int, bytes]]:
+    """``(file, record number, JSON bytes of one resource)`` from a Bundle (.json), an .ndjson
+    file or a folder of them, without parsing NDJSON lines: the caller decides how much of each
+    it needs to read (the engine only its type, id and Patient; workers parse it exactly).
+    Bundle entries are serialised back by the codec (numbers keep their text)."""
+    path = Path(path)
+    if path.is_dir():
+        for p in _fhir_files(path):
+            yield from read_fhir_raw(p, log)
+        return
+    if path.suffix == ".ndjson":
+        try:
+            with open(path, "rb") as fh:
+                for n, line in enumerate(fh, start=1):
+                    line = line.strip()
+                    if line:
+                        yield str(path), n, line
+        except OSError as exc:
+            raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+        return
+    for file, resource in read_fhir_located(path, log):
+        yield file, 0, jsoncodec.dumps(resource)
+
+
+def _fhir_files(folder: Path) -> list[Path]:
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".ndjson", ".json") and not p.name.startswith(".")
+                   and p.name != "issues.json")  # our own findings file beside the output
+    if not files:
+        raise TrialbridgeError(f"{folder}: no .ndjson or .json files")
+    return files
+
+
 def read_fhir_located(path: Path, log: IssueLog) -> Iterator[tuple[str, dict]]:
     """``(file, resource)`` from a Bundle (.json), an .ndjson file or a folder of them."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in (".ndjson", ".json") and not p.name.startswith(".")
-                       and p.name != "issues.json")  # our own findings file beside the output
-        if not files:
-            raise TrialbridgeError(f"{path}: no .ndjson or .json files")
-        for p in files:
+        for p in _fhir_files(path):
             yield from read_fhir_located(p, log)
         return
     try:
