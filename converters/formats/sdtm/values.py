@@ -1,0 +1,77 @@
+"""Value conventions shared by every SDTM file format: what counts as missing, how a Char or
+Num value is normalised, XPT-safe ASCII, the formats and file suffixes, and the FDA transport
+limits (the validation rules import these limits instead of keeping their own copies).
+
+Rows are plain dicts: Char values ``str`` ("" = missing), Num values ``int``/``float`` or
+``None`` (missing); see :mod:`converters.core.datasets`.
+"""
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from typing import Any
+
+from trialbridge.converters import __version__
+from trialbridge.converters.core.datasets import Variable
+from trialbridge.converters.core.sdtm_spec import load_spec
+from trialbridge.mappings.derive import format_number
+
+__all__ = ["FORMATS", "SUFFIX", "READ_PREFERENCE", "DEFAULT_CREATED", "DATASET_JSON_VERSION",
+           "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "format_number", "to_ascii"]
+
+FORMATS = ("xpt", "dataset-json", "csv")
+SUFFIX = {"xpt": ".xpt", "dataset-json": ".json", "csv": ".csv"}
+READ_PREFERENCE = (".xpt", ".json", ".csv")
+DEFAULT_CREATED = "1970-01-01T00:00:00"
+DATASET_JSON_VERSION = "1.1.0"
+XPT_MAX_CHAR = 200
+XPT_MAX_LABEL = 40
+XPT_MAX_NAME = 8
+# Num variables that Dataset-JSON types "integer" when every value is integral
+INTEGER_NAME = re.compile(r"(SEQ|DY|AGE|TAETORD|VISITNUM|TPTNUM|NUM)$")
+
+
+def _missing_num(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
+def _num(value: Any) -> float | None:
+    return None if _missing_num(value) else float(value)
+
+
+def _char(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def to_ascii(text: str) -> str:
+    """NFKD transliteration: drop combining marks; any character still non-ASCII becomes '?'."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return stripped.encode("ascii", "replace").decode("ascii")
+
+
+def file_name(name: str, fmt: str) -> str:
+    """``lb.xpt`` / ``lb.json`` / ``lb.csv`` for dataset ``LB``."""
+    return name.lower() + SUFFIX[fmt]
+
+
+def _enrich(name: str, label: str, typ: str, domain: str) -> Variable:
+    """Variable from file metadata, with Core/role/codelist from the spec where known."""
+    spec_var = load_spec(domain).var(name)
+    if spec_var is None:
+        return Variable(name=name, label=label or name, type=typ)
+    return Variable(name=name, label=label or spec_var.label, type=typ, core=spec_var.core,
+                    role=spec_var.role, codelist=spec_var.codelist,
+                    codelist_code=spec_var.codelist_code, order=spec_var.order)
+
+
+def _keys_for(domain: str, names: list[str]) -> list[str]:
+    present = set(names)
+    return [k for k in load_spec(domain).keys if k in present]
+
+
+def _version() -> str:
+    return __version__
