@@ -7,6 +7,8 @@ issues in the :class:`~converters.core.issues.IssueLog`; readers never raise on 
 Modules, one concept each:
 
 * :mod:`.values` - value conventions (missing, Char/Num, XPT ASCII), formats, FDA limits.
+* :mod:`.stats` - :class:`ColumnStats`, gathered while rows pass: everything the writers and
+  define.xml need to describe a dataset, so none is rescanned; :func:`dataset_meta`.
 * :mod:`.xpt`, :mod:`.dataset_json`, :mod:`.csv` - one file format each, writer and reader.
 * :mod:`.writers` - :func:`write_datasets`, every dataset in every requested format.
 * :mod:`.folder` - :func:`read_dataset`, :func:`read_sdtm_folder` (format by suffix, detection).
@@ -35,6 +37,7 @@ from trialbridge.converters.formats.sdtm.csv import read_csv, write_csv
 from trialbridge.converters.formats.sdtm.dataset_json import (
     _num_data_type, dataset_json_obj, dataset_json_schema, read_dataset_json, write_dataset_json)
 from trialbridge.converters.formats.sdtm.folder import read_dataset, read_sdtm_folder
+from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats, dataset_meta
 from trialbridge.converters.formats.sdtm.values import (
     DATASET_JSON_VERSION, DEFAULT_CREATED, FORMATS, READ_PREFERENCE, SUFFIX, XPT_MAX_CHAR, XPT_MAX_LABEL,
     XPT_MAX_NAME, _char, _missing_num, _num, _version, format_number, to_ascii)
@@ -43,8 +46,8 @@ from trialbridge.converters.formats.sdtm.xpt import XPT_FIXED_STAMP, read_xpt, w
 
 __all__ = [
     "DATASET_JSON_VERSION", "DEFAULT_CREATED", "FORMATS", "READ_PREFERENCE", "SUFFIX", "XPT_FIXED_STAMP",
-    "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "_char", "_missing_num", "_num", "_num_data_type",
-    "_version", "dataset_json_obj", "dataset_json_schema", "format_number", "read_csv", "read_dataset",
+    "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "ColumnStats", "VarStats", "_char", "_missing_num", "_num", "_num_data_type",
+    "_version", "dataset_json_obj", "dataset_json_schema", "dataset_meta", "format_number", "read_csv", "read_dataset",
     "read_dataset_json", "read_sdtm_folder", "read_xpt", "to_ascii", "write_csv", "write_dataset_json",
     "write_datasets", "write_xpt",
 ]
