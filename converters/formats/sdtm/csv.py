@@ -1,54 +1,68 @@
-"""SDTM datasets as CSV: a header of variable names, then one line per row; UTF-8.
+"""SDTM datasets as CSV: a header of variable names, then one line per row; UTF-8; numbers in
+shortest form (:func:`format_number`).  Written and read row by row.
+
+A CSV carries no labels or types: reading takes them from the specification of the dataset
+named by the file (unknown variables are Char).
 
 Issue code: ``CSV-NUM`` (reading); see :mod:`converters.formats.sdtm`.
 """
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
+from typing import IO, Any, Iterator
 
 from trialbridge.converters.core.datasets import Dataset, Variable
-from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.sdtm.values import _char, _keys_for, format_number
 
 
-def write_csv(ds: Dataset, path: str | Path) -> None:
-    """Header of variable names, then one line per row; UTF-8; numbers in shortest form."""
-    with atomic_open(path) as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(ds.names)
-        kinds = [v.type for v in ds.variables]
-        for row in ds.rows:
-            w.writerow([format_number(row.get(v.name)) if k == "Num" else _char(row.get(v.name))
-                        for v, k in zip(ds.variables, kinds)])
+class CsvWriter:
+    """One dataset as CSV into the text file ``fh`` (opened with ``newline=""``)."""
+
+    def __init__(self, meta: Dataset, fh: IO[str]):
+        self.writer = csv.writer(fh, lineterminator="\n")
+        self.writer.writerow(meta.names)
+        self.columns = [(v.name, v.type == "Num") for v in meta.variables]
+
+    def write_rows(self, rows: list[dict[str, Any]], first: int = 1) -> None:
+        self.writer.writerows([format_number(row.get(name)) if num else _char(row.get(name))
+                               for name, num in self.columns] for row in rows)
+
+    def finish(self) -> None:
+        pass
 
 
-def read_csv(path: Path, log: IssueLog) -> Dataset:
-    text = path.read_text(encoding="utf-8-sig")
-    reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None) or []
+def iter_csv(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any]]]:
+    """The dataset's metadata (from the header and the spec) and an iterator over its rows."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        header = next(csv.reader(fh), None) or []
     name = path.stem.upper()
     spec = load_spec(name)
     variables = []
     for col in header:
         sv = spec.var(col)
         variables.append(sv if sv is not None else Variable(name=col, label=col, type="Char"))
-    rows = []
-    for n, rec in enumerate(reader, start=1):
-        row = {}
-        for var, v in zip(variables, rec + [""] * (len(variables) - len(rec))):
-            if var.type == "Num":
-                try:
-                    row[var.name] = None if v.strip() == "" else float(v)
-                except ValueError:
-                    log.error("CSV-NUM", f"{path.name} row {n} {var.name}: {v!r} is not a number; "
-                              "read as missing", file=path.name, record=n, field=var.name, value=v)
-                    row[var.name] = None
-            else:
-                row[var.name] = v
-        rows.append(row)
-    return Dataset(name=name, label=spec.label, label_given=False, variables=variables, rows=rows,
+    meta = Dataset(name=name, label=spec.label, label_given=False, variables=variables, rows=[],
                    keys=_keys_for(name, header), source=str(path))
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh)
+            next(reader, None)
+            for n, rec in enumerate(reader, start=1):
+                row = {}
+                for var, v in zip(variables, rec + [""] * (len(variables) - len(rec))):
+                    if var.type == "Num":
+                        try:
+                            row[var.name] = None if v.strip() == "" else float(v)
+                        except ValueError:
+                            log.error("CSV-NUM", f"{path.name} row {n} {var.name}: {v!r} is not a number; "
+                                      "read as missing", file=path.name, record=n, field=var.name, value=v)
+                            row[var.name] = None
+                    else:
+                        row[var.name] = v
+                yield row
+
+    return meta, rows()

@@ -20,9 +20,9 @@ from trialbridge.mappings.derive import format_number
 __all__ = ["FORMATS", "SUFFIX", "READ_PREFERENCE", "DEFAULT_CREATED", "DATASET_JSON_VERSION",
            "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "format_number", "to_ascii"]
 
-FORMATS = ("xpt", "dataset-json", "csv")
-SUFFIX = {"xpt": ".xpt", "dataset-json": ".json", "csv": ".csv"}
-READ_PREFERENCE = (".xpt", ".json", ".csv")
+FORMATS = ("xpt", "dataset-json", "dataset-ndjson", "csv")
+SUFFIX = {"xpt": ".xpt", "dataset-json": ".json", "dataset-ndjson": ".ndjson", "csv": ".csv"}
+READ_PREFERENCE = (".xpt", ".json", ".ndjson", ".csv")
 DEFAULT_CREATED = "1970-01-01T00:00:00"
 DATASET_JSON_VERSION = "1.1.0"
 XPT_MAX_CHAR = 200

@@ -1,117 +1,255 @@
-"""SAS XPORT (transport) version 5 files, written and read.
+"""SAS XPORT (transport) version 5 files: our own streaming writer, pyreadstat's chunked reader.
 
-Issue codes: ``XPT-NONASCII``, ``XPT-LENGTH-200``, ``XPT-LABEL-40``, ``XPT-NAME-8`` (writing),
-``XPT-ENCODING`` (reading); see :mod:`converters.formats.sdtm`.
+Writing (:class:`XptWriter`) follows the record layout of SAS technical note TS-140 ("The
+record layout of a data set in SAS transport (XPORT) format"): 80-byte records; a library
+header, a member header, the dataset descriptor with its label, one 140-byte NAMESTR per
+variable, then the observations packed back to back and the last record padded with blanks.
+The headers need only the storage width of each Char variable, which comes from the dataset's
+:class:`~.stats.ColumnStats` (longest ASCII form, at most 200), so observations are written as
+they come, batch by batch, and memory does not depend on the number of rows.  The header
+fields that identify the writer (``SAS``/``SASLIB``/``6.06``/``bsd4.2``, NAMESTR justification)
+are the ones ReadStat wrote before, so files stay byte-identical to earlier trialbridge output.
+
+Numbers are IBM System/370 double precision (hexadecimal) floating point, big-endian: sign bit,
+7-bit excess-64 exponent of 16, 56-bit fraction normalised so its first hex digit is not 0.
+Every IEEE double from 16**-65 (about 5.4e-79) up to, not including, 16**63 (about 7.2e75)
+converts exactly (a 53-bit significand shifted by at most 3 bits fits the 56-bit fraction), so
+integers up to 2**53 and every such value read back unchanged.  Missing is SAS ``.``
+(0x2E followed by seven zero bytes); zero (also -0.0) is eight zero bytes.  Values outside the
+IBM range cannot be stored: a larger magnitude or an infinity is ``XPT-NUM-RANGE`` (error) and
+written as missing; a non-zero magnitude below 16**-65 is ``XPT-NUM-RANGE`` (warning) and
+written as 0.  The other formats keep the value.
+
+Issue codes (writing): ``XPT-NONASCII``, ``XPT-LENGTH-200``, ``XPT-LABEL-40``, ``XPT-NAME-8``,
+``XPT-NUM-RANGE``; (reading) ``XPT-ENCODING``.  See :mod:`converters.formats.sdtm`.
+
+The created/modified stamps are :data:`XPT_FIXED_STAMP` (same datasets, same bytes).
+
+Reading (:func:`iter_xpt`) uses ``pyreadstat.read_file_in_chunks(pyreadstat.read_xport, ...)``:
+metadata first, then :data:`READ_CHUNK` rows at a time.  A file that is not UTF-8 is decoded as
+cp1252 (then latin1) from the chunk where UTF-8 failed on (``XPT-ENCODING``, once per file); the
+rows before it were valid UTF-8.
 """
 from __future__ import annotations
 
-import re
+import struct
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
-import pandas as pd
+import numpy as np
 import pyreadstat
 
 from trialbridge.converters.core.datasets import Dataset
-from trialbridge.converters.core.files import atomic_path
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
+from trialbridge.converters.formats.sdtm.stats import ColumnStats
 from trialbridge.converters.formats.sdtm.values import (
     XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME, _char, _enrich, _keys_for, _num, to_ascii)
 
-
-def write_xpt(ds: Dataset, path: str | Path, log: IssueLog) -> bool:
-    """Write ``ds`` as SAS XPORT v5 following the FDA rules; return False if it was not written."""
-    path = Path(path)
-    fname = path.name
-    too_long = [n for n in [ds.name, *ds.names] if len(n) > XPT_MAX_NAME]
-    if too_long:
-        for n in too_long:
-            log.error("XPT-NAME-8", f"{ds.name}: name {n!r} is longer than 8 characters; "
-                      f"{fname} not written", file=fname, field=n, value=n)
-        return False
-
-    def label40(label: str, field: str | None) -> str:
-        if len(label) > XPT_MAX_LABEL:
-            log.warning("XPT-LABEL-40", f"{ds.name}: label longer than 40 characters truncated",
-                        file=fname, field=field, value=label)
-            return label[:XPT_MAX_LABEL]
-        return label
-
-    file_label = label40(to_ascii(ds.label), None)
-    columns: dict[str, Any] = {}
-    for var in ds.variables:
-        if var.type == "Num":
-            columns[var.name] = pd.Series([_num(r.get(var.name)) for r in ds.rows], dtype="float64")
-            continue
-        values = []
-        for n, row in enumerate(ds.rows, start=1):
-            value = _char(row.get(var.name))
-            if not value.isascii():
-                new = to_ascii(value)
-                log.warning("XPT-NONASCII", f"{ds.name} row {n} {var.name}: non-ASCII value "
-                            f"{value!r} written as {new!r} in the XPT", file=fname, record=n,
-                            field=var.name, value=value, usubjid=row.get("USUBJID") or None)
-                value = new
-            if len(value.encode("ascii")) > XPT_MAX_CHAR:
-                log.error("XPT-LENGTH-200", f"{ds.name} row {n} {var.name}: value of "
-                          f"{len(value)} bytes exceeds 200; truncated in the XPT", file=fname,
-                          record=n, field=var.name, value=value,
-                          usubjid=row.get("USUBJID") or None)
-                value = value[:XPT_MAX_CHAR]
-            values.append(value)
-        columns[var.name] = pd.Series(values, dtype="object")
-    df = pd.DataFrame(columns, columns=ds.names)
-    labels = [label40(to_ascii(v.label), v.name) for v in ds.variables]
-    with atomic_path(path) as tmp:
-        pyreadstat.write_xport(df, str(tmp), file_label=file_label, column_labels=labels,
-                               table_name=ds.name, file_format_version=5)
-        _fix_xpt_timestamps(tmp)
-    return True
-
-
-_XPT_STAMP = re.compile(rb"\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d")
-_XPT_OBS_HEADER = b"HEADER RECORD*******OBS     HEADER RECORD"
+# created/modified stamp of the library and member headers (ddMMMyy:hh:mm:ss)
 XPT_FIXED_STAMP = b"01JAN70:00:00:00"
+RECORD = 80
+READ_CHUNK = 10000
+_SAS_VERSION = b"6.06    "
+_SAS_OS = b"bsd4.2  "
+_MISSING = 0x2E00000000000000  # SAS "." missing value
+IBM_LIMIT = 16.0 ** 63  # first magnitude that needs exponent 64: too large
+IBM_MIN = 16.0 ** -65  # smallest normalised magnitude
+_NAMESTR = struct.Struct(">hhhh8s40s8shhh2s8shhi52s")  # 140 bytes (TS-140)
 
 
-def _fix_xpt_timestamps(path: Path) -> None:
-    """Same datasets, same bytes: ReadStat stamps the library and member headers with the
-    wall clock and has no option to set it, so the created/modified stamps (16 bytes each,
-    only in the header records before the observation header) are set to a fixed value."""
-    data = path.read_bytes()
-    end = data.find(_XPT_OBS_HEADER)
-    if end < 0:
-        return
-    head = _XPT_STAMP.sub(XPT_FIXED_STAMP, data[:end])
-    path.write_bytes(head + data[end:])
+def _header(kind: bytes, counts: bytes = b"0" * 30) -> bytes:
+    return b"HEADER RECORD*******" + kind.ljust(8) + b"HEADER RECORD!!!!!!!" + counts + b"  "
 
 
-def read_xpt(path: Path, log: IssueLog) -> Dataset:
-    try:
-        df, meta = pyreadstat.read_xport(str(path), disable_datetime_conversion=True)
-    except UnicodeDecodeError:
-        for enc in ("cp1252", "latin1"):
-            try:
-                df, meta = pyreadstat.read_xport(str(path), encoding=enc,
-                                                 disable_datetime_conversion=True)
-            except UnicodeDecodeError:
-                continue
-            log.info("XPT-ENCODING", f"{path.name} is not UTF-8; decoded as {enc}",
-                     file=path.name, value=enc)
+def _text(value: str, width: int) -> bytes:
+    return to_ascii(value).encode("ascii")[:width].ljust(width)
+
+
+def ibm_from_ieee(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IBM 370 doubles (as uint64, missing for NaN) of float64 ``values``, with the masks of the
+    values too large (or infinite) and too small (non-zero, under 16**-65) to be stored."""
+    x = np.asarray(values, dtype=np.float64)
+    missing = np.isnan(x)
+    magnitude = np.abs(np.where(missing, 0.0, x))
+    too_large = magnitude >= IBM_LIMIT  # includes infinities
+    too_small = (magnitude > 0) & (magnitude < IBM_MIN)
+    fraction, exp2 = np.frexp(np.where(too_large, 0.0, magnitude))  # magnitude = fraction * 2**exp2
+    exp16 = (exp2.astype(np.int64) + 3) >> 2  # ceil(exp2 / 4): magnitude = f * 16**exp16, f in [1/16, 1)
+    shift = (exp16 * 4 - exp2).astype(np.uint64)  # 0..3 bits the fraction moves right
+    significand = (fraction * 2.0 ** 53).astype(np.uint64)  # exact: 53 bits
+    mantissa = significand << (np.uint64(3) - shift)  # 56-bit fraction, first hex digit 1..15
+    exponent = (exp16 + 64).astype(np.uint64)
+    sign = np.signbit(x).astype(np.uint64)
+    out = (sign << np.uint64(63)) | (exponent << np.uint64(56)) | mantissa
+    out[(magnitude == 0) | too_small] = 0
+    out[missing | too_large] = _MISSING
+    return out, too_large, too_small
+
+
+def xpt_names_ok(meta: Dataset, log: IssueLog, fname: str) -> bool:
+    """False (with an XPT-NAME-8 error per name) when a dataset or variable name is too long."""
+    too_long = [n for n in [meta.name, *meta.names] if len(n) > XPT_MAX_NAME]
+    for n in too_long:
+        log.error("XPT-NAME-8", f"{meta.name}: name {n!r} is longer than 8 characters; "
+                  f"{fname} not written", file=fname, field=n, value=n)
+    return not too_long
+
+
+class XptWriter:
+    """One dataset as XPORT v5 into the binary file ``fh``: headers now, observations with
+    :meth:`write_rows`, the final padding with :meth:`finish`.  Names must fit (see
+    :func:`xpt_names_ok`); Char widths come from ``stats``."""
+
+    def __init__(self, meta: Dataset, stats: ColumnStats, fh: IO[bytes], log: IssueLog, fname: str):
+        self.meta, self.fh, self.log, self.fname = meta, fh, log, fname
+        self.columns: list[tuple[str, str, int]] = []  # (name, type, width)
+        for var in meta.variables:
+            width = 8 if var.type == "Num" else max(1, min(XPT_MAX_CHAR, stats.var(var.name).max_ascii))
+            self.columns.append((var.name, var.type, width))
+        offsets, pos = [], 0
+        for _, _, width in self.columns:
+            offsets.append(pos)
+            pos += width
+        self.obs_length = pos
+        self.dtype = np.dtype({
+            "names": [f"c{n}" for n in range(len(self.columns))],
+            "formats": [">u8" if typ == "Num" else f"S{width}" for _, typ, width in self.columns],
+            "offsets": offsets, "itemsize": pos})
+        self.bytes = 0
+        fh.write(self._headers(offsets))
+
+    def _label(self, label: str, field: str | None) -> str:
+        text = to_ascii(label)
+        if len(text) > XPT_MAX_LABEL:
+            self.log.warning("XPT-LABEL-40", f"{self.meta.name}: label longer than 40 characters truncated",
+                             file=self.fname, field=field, value=text)
+            return text[:XPT_MAX_LABEL]
+        return text
+
+    def _headers(self, offsets: list[int]) -> bytes:
+        meta, stamp = self.meta, XPT_FIXED_STAMP
+        if len(self.columns) > 9999:
+            raise ValueError(f"{meta.name}: XPORT v5 holds at most 9999 variables")
+        out = [_header(b"LIBRARY"),
+               b"SAS     SAS     SASLIB  " + _SAS_VERSION + _SAS_OS + b" " * 24 + stamp,
+               stamp.ljust(RECORD),
+               _header(b"MEMBER", b"0" * 17 + b"16" + b"0" * 8 + b"140"),
+               _header(b"DSCRPTR"),
+               b"SAS     " + _text(meta.name, 8) + b"SASDATA " + _SAS_VERSION + _SAS_OS + b" " * 24 + stamp,
+               stamp + b" " * 16 + _text(self._label(meta.label, None), 40) + b" " * 8,
+               _header(b"NAMESTR", b"000000" + b"%04d" % len(self.columns) + b"0" * 20)]
+        namestrs = b"".join(
+            _NAMESTR.pack(1 if typ == "Num" else 2, 0, width, n, _text(name, 8),
+                          _text(self._label(var.label, var.name), 40), b" " * 8, 0, 0,
+                          1 if typ == "Num" else 0, b"\0\0", b" " * 8, 0, 0, offset, b"\0" * 52)
+            for n, ((name, typ, width), var, offset) in enumerate(zip(self.columns, meta.variables, offsets), 1))
+        namestrs += b" " * (-len(namestrs) % RECORD)
+        return b"".join(out) + namestrs + _header(b"OBS")
+
+    def write_rows(self, rows: list[dict[str, Any]], first: int = 1) -> None:
+        """Append ``rows`` (``first`` is the 1-based number of ``rows[0]``, for messages)."""
+        if not rows or not self.columns:
+            return
+        records = np.zeros(len(rows), dtype=self.dtype)
+        for n, (name, typ, width) in enumerate(self.columns):
+            values = [r.get(name) for r in rows]
+            if typ == "Num":
+                records[f"c{n}"] = self._numbers(name, values, rows, first)
+            else:
+                records[f"c{n}"] = self._texts(name, width, values, rows, first)
+        data = records.tobytes()
+        self.fh.write(data)
+        self.bytes += len(data)
+
+    def _where(self, rows, first: int, i: int, name: str) -> dict[str, Any]:
+        return {"file": self.fname, "record": first + i, "field": name,
+                "usubjid": rows[i].get("USUBJID") or None}
+
+    def _numbers(self, name: str, values: list[Any], rows, first: int) -> np.ndarray:
+        numbers = np.array([np.nan if v is None or v == "" else float(v) for v in values], dtype=np.float64)
+        ibm, too_large, too_small = ibm_from_ieee(numbers)
+        for i in np.flatnonzero(too_large | too_small):
+            big = bool(too_large[i])
+            self.log.add("error" if big else "warning", "XPT-NUM-RANGE",
+                         f"{self.meta.name} row {first + i} {name}: {numbers[i]!r} is outside the range of "
+                         f"XPORT (IBM) numbers; written as {'missing' if big else '0'} in the XPT",
+                         value=float(numbers[i]), **self._where(rows, first, int(i), name))
+        return ibm
+
+    def _texts(self, name: str, width: int, values: list[Any], rows, first: int) -> list[bytes]:
+        texts = [v if type(v) is str else _char(v) for v in values]
+        if all(map(str.isascii, texts)) and max(map(len, texts)) <= width:
+            return [t.encode("ascii").ljust(width) for t in texts]
+        out = []
+        for i, text in enumerate(texts):
+            if not text.isascii():
+                new = to_ascii(text)
+                self.log.warning("XPT-NONASCII", f"{self.meta.name} row {first + i} {name}: non-ASCII value "
+                                 f"{text!r} written as {new!r} in the XPT", value=text,
+                                 **self._where(rows, first, i, name))
+                text = new
+            if len(text) > XPT_MAX_CHAR:
+                self.log.error("XPT-LENGTH-200", f"{self.meta.name} row {first + i} {name}: value of "
+                               f"{len(text)} bytes exceeds 200; truncated in the XPT", value=text,
+                               **self._where(rows, first, i, name))
+                text = text[:XPT_MAX_CHAR]
+            if len(text) > width:
+                raise ValueError(f"{self.meta.name} row {first + i} {name}: {len(text)} bytes but the column "
+                                 f"statistics allow {width}; the statistics do not describe these rows")
+            out.append(text.encode("ascii").ljust(width))
+        return out
+
+    def finish(self) -> None:
+        """Pad the last record with blanks."""
+        self.fh.write(b" " * (-self.bytes % RECORD))
+
+
+# ------------------------------------------------------------------------------------ reading
+_ENCODINGS = (None, "cp1252", "latin1")  # None: pyreadstat's default, UTF-8
+
+
+def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Dataset, Iterator[dict[str, Any]]]:
+    """The dataset's metadata (rows empty) and an iterator over its rows, read in chunks."""
+    encodings = list(_ENCODINGS)
+    while True:
+        encoding = encodings[0]
+        try:
+            _, meta = pyreadstat.read_xport(str(path), metadataonly=True, encoding=encoding)
             break
-        else:  # pragma: no cover - latin1 decodes every byte
-            raise
+        except UnicodeDecodeError:
+            if len(encodings) == 1:  # pragma: no cover - latin1 decodes every byte
+                raise
+            encodings.pop(0)
+            log.info("XPT-ENCODING", f"{path.name} is not UTF-8; decoded as {encodings[0]}",
+                     file=path.name, value=encodings[0])
     name = (meta.table_name or path.stem).upper()
     labels = dict(zip(meta.column_names, meta.column_labels or [None] * len(meta.column_names)))
     variables = []
     for col in meta.column_names:
         typ = "Num" if meta.readstat_variable_types.get(col) == "double" else "Char"
         variables.append(_enrich(col, labels.get(col) or "", typ, name))
-    rows = []
-    converters = [(v.name, _num if v.type == "Num" else _char) for v in variables]
-    for rec in df.itertuples(index=False, name=None):
-        rows.append({n: conv(x) for (n, conv), x in zip(converters, rec)})
     label = meta.file_label or load_spec(name).label
-    return Dataset(name=name, label=label, label_given=bool(meta.file_label), variables=variables, rows=rows,
-                   keys=_keys_for(name, meta.column_names), source=str(path))
+    ds = Dataset(name=name, label=label, label_given=bool(meta.file_label), variables=variables, rows=[],
+                 keys=_keys_for(name, meta.column_names), source=str(path))
+    converters = [(v.name, _num if v.type == "Num" else _char) for v in variables]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        offset = 0
+        while True:
+            try:
+                for df, _ in pyreadstat.read_file_in_chunks(
+                        pyreadstat.read_xport, str(path), chunksize=chunksize, offset=offset,
+                        encoding=encodings[0], disable_datetime_conversion=True):
+                    for rec in df.itertuples(index=False, name=None):
+                        yield {n: conv(x) for (n, conv), x in zip(converters, rec)}
+                    offset += len(df)
+                return
+            except UnicodeDecodeError:
+                if len(encodings) == 1:  # pragma: no cover - latin1 decodes every byte
+                    raise
+                encodings.pop(0)
+                log.info("XPT-ENCODING", f"{path.name} is not UTF-8; decoded as {encodings[0]}",
+                         file=path.name, value=encodings[0])
+
+    return ds, rows()
