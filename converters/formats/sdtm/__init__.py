@@ -54,7 +54,7 @@ from __future__ import annotations
 
 from trialbridge.converters.formats.sdtm.csv import CsvWriter, iter_csv
 from trialbridge.converters.formats.sdtm.dataset_json import (
-    DatasetJsonWriter, DatasetNdjsonWriter, _num_data_type, dataset_json_header, dataset_json_obj,
+    DatasetJsonWriter, DatasetNdjsonWriter, dataset_json_header, dataset_json_obj,
     dataset_json_schema, iter_dataset_json, iter_dataset_ndjson, num_data_type, read_dataset_json)
 from trialbridge.converters.formats.sdtm.folder import iter_dataset, read_dataset, read_sdtm_folder, sdtm_files
 from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats, dataset_meta
@@ -68,8 +68,7 @@ from trialbridge.converters.formats.sdtm.xpt import XPT_FIXED_STAMP, XptWriter, 
 __all__ = [
     "DATASET_JSON_VERSION", "DEFAULT_CREATED", "FORMATS", "READ_PREFERENCE", "SUFFIX", "XPT_FIXED_STAMP",
     "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "ColumnStats", "CsvWriter", "DatasetJsonWriter",
-    "DatasetNdjsonWriter", "DatasetWriters", "VarStats", "XptWriter", "_char", "_missing_num", "_num",
-    "_num_data_type", "_version", "dataset_json_header", "dataset_json_obj", "dataset_json_schema",
+    "DatasetNdjsonWriter", "DatasetWriters", "VarStats", "XptWriter", "_char", "_missing_num", "_num", "_version", "dataset_json_header", "dataset_json_obj", "dataset_json_schema",
     "dataset_meta", "file_name", "format_number", "ibm_from_ieee", "iter_csv", "iter_dataset",
     "iter_dataset_json", "iter_dataset_ndjson", "iter_xpt", "num_data_type", "open_dataset_writers",
     "read_dataset", "read_dataset_json", "read_sdtm_folder", "sdtm_files", "to_ascii", "write_csv",

@@ -25,7 +25,7 @@ import orjson
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
-from trialbridge.converters.formats.sdtm.stats import ColumnStats
+from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats
 from trialbridge.converters.formats.sdtm.values import (
     DATASET_JSON_VERSION, DEFAULT_CREATED, INTEGER_NAME, _char, _enrich, _keys_for, _missing_num, _num,
     _version)
@@ -49,10 +49,11 @@ def _dsj_validator():
 
 
 # ------------------------------------------------------------------------------------ writing
-def num_data_type(name: str, stats: ColumnStats) -> str:
-    """Dataset-JSON dataType of a Num variable: integer for counters and days (--SEQ, --DY,
-    AGE, VISITNUM ...) whose values are all whole numbers, else double."""
-    return "integer" if INTEGER_NAME.search(name) and stats.var(name).integral else "double"
+def num_data_type(name: str, stats: VarStats) -> str:
+    """Dataset-JSON dataType of Num variable ``name`` (values described by ``stats``): integer
+    for counters and days (--SEQ, --DY, AGE, VISITNUM ...) whose values are all whole numbers,
+    else double.  define.xml types the variable the same way."""
+    return "integer" if INTEGER_NAME.search(name) and stats.integral else "double"
 
 
 def dataset_json_header(meta: Dataset, stats: ColumnStats, *, study_oid: str,
@@ -64,7 +65,7 @@ def dataset_json_header(meta: Dataset, stats: ColumnStats, *, study_oid: str,
     for var in meta.variables:
         col: dict[str, Any] = {"itemOID": f"IT.{meta.name}.{var.name}", "name": var.name, "label": var.label}
         if var.type == "Num":
-            col["dataType"] = num_data_type(var.name, stats)
+            col["dataType"] = num_data_type(var.name, stats.var(var.name))
         else:
             col["dataType"] = "string"
             col["length"] = stats.var(var.name).length
@@ -257,6 +258,3 @@ def read_dataset_json(path: Path, log: IssueLog) -> Dataset:
     reader = iter_dataset_ndjson if path.suffix.lower() == ".ndjson" else iter_dataset_json
     return _collect(reader(path, log))
 
-
-def _num_data_type(var, ds: Dataset) -> str:  # the old whole-dataset form; define.py until it uses stats
-    return num_data_type(var.name, ColumnStats.of(Dataset(ds.name, ds.label, [var], ds.rows)))
