@@ -11,6 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 import pytest
 
+from trialbridge.converters.core.datasets import Variable
 from trialbridge.converters.core.sdtm_spec import make_dataset
 from trialbridge.converters.formats.sdtm import ColumnStats, dataset_meta, format_number
 from trialbridge.converters.formats.sdtm.stats import number_shape
@@ -145,6 +146,23 @@ def test_number_shape_equals_decimal_reading():
     values += [rng.uniform(-1, 1) * 10.0 ** rng.randint(-30, 30) for _ in range(3000)]
     assert [number_shape(v) for v in values] == [decimal_shape(v) for v in values]
     assert number_shape(123.456) == (3, 3) and number_shape(1e-7) == (1, 7) and number_shape(-5) == (1, 0)
+
+
+def test_numeric_shape_of_a_column_is_the_largest_value_shape():
+    rng = random.Random(11)
+    pools = [[rng.randint(-10 ** 6, 10 ** 6) for _ in range(50)],  # Python ints
+             [float(rng.randint(-10 ** 6, 10 ** 6)) for _ in range(50)] + [None, "", float("nan")],
+             [2 ** 60, 3.0, -7],  # a whole number past 2**53 prints as 1152921504606846976
+             [2.0 ** 60, 5.0, None],  # ... and as a float 1.152921504606847e+18
+             ["12", "0.125", 4.5, 1e-7, 0, -0.0],
+             [round(rng.uniform(-100, 100), rng.randint(0, 6)) for _ in range(200)]]
+    for values in pools:
+        stats = ColumnStats("ZZ", [Variable("X", "X", "Num")])
+        stats.add_rows([{"X": v} for v in values])
+        shapes = [number_shape(v) for v in values if number_shape(v) is not None]
+        vs = stats.var("X")
+        assert (vs.num_length, vs.num_frac) == (max([1] + [w + f for w, f in shapes]),
+                                                max([0] + [f for _, f in shapes])), values
 
 
 def test_caps_do_not_depend_on_chunking():

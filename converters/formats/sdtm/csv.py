@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator
 from trialbridge.converters.core.datasets import Dataset, Variable
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
-from trialbridge.converters.formats.sdtm.values import _char, _keys_for, format_number
+from trialbridge.converters.formats.sdtm.values import RowBatch, _keys_for, format_number
 
 
 class CsvWriter:
@@ -26,9 +26,13 @@ class CsvWriter:
         self.writer.writerow(meta.names)
         self.columns = [(v.name, v.type == "Num") for v in meta.variables]
 
-    def write_rows(self, rows: list[dict[str, Any]], first: int = 1) -> None:
-        self.writer.writerows([format_number(row.get(name)) if num else _char(row.get(name))
-                               for name, num in self.columns] for row in rows)
+    def write_batch(self, batch: RowBatch) -> None:
+        columns = [[format_number(v) for v in batch.column(name)] if num else batch.texts(name)
+                   for name, num in self.columns]
+        if columns:
+            self.writer.writerows(zip(*columns))
+        else:
+            self.writer.writerows([] for _ in batch.rows)
 
     def finish(self) -> None:
         pass

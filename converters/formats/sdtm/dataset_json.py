@@ -27,8 +27,7 @@ from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats
 from trialbridge.converters.formats.sdtm.values import (
-    DATASET_JSON_VERSION, DEFAULT_CREATED, INTEGER_NAME, _char, _enrich, _keys_for, _missing_num, _num,
-    _version)
+    DATASET_JSON_VERSION, DEFAULT_CREATED, INTEGER_NAME, RowBatch, _char, _enrich, _keys_for, _num, _version)
 
 MAX_SCHEMA_ISSUES = 20
 _CHAR_TYPES = ("string", "date", "datetime", "time", "URI", "boolean")
@@ -96,26 +95,23 @@ class _RowArrays:
         self.name = header["name"]
         self.columns = [(c["name"], c["dataType"]) for c in header["columns"]]
 
-    def __call__(self, rows: list[dict[str, Any]], first: int) -> list[list[Any]]:
-        out = []
-        for i, row in enumerate(rows):
-            values = []
-            for name, kind in self.columns:
-                v = row.get(name)
-                if kind == "string":
-                    values.append(v if type(v) is str else _char(v))
-                elif _missing_num(v):
-                    values.append(None)
-                elif kind == "integer":
-                    x = float(v)
-                    if not x.is_integer():
-                        raise ValueError(f"{self.name} row {first + i} {name}: {v!r} in an integer column; "
-                                         "the statistics do not describe these rows")
-                    values.append(int(x))
-                else:
-                    values.append(float(v))
-            out.append(values)
-        return out
+    def __call__(self, batch: RowBatch) -> list[list[Any]]:
+        columns = []
+        for name, kind in self.columns:
+            if kind == "string":
+                columns.append(batch.texts(name))
+            elif kind == "integer":
+                numbers = batch.numbers(name)
+                bad = next((i for i, x in enumerate(numbers) if x is not None and not x.is_integer()), None)
+                if bad is not None:
+                    raise ValueError(f"{self.name} row {batch.first + bad} {name}: {numbers[bad]!r} in an integer "
+                                     "column; the statistics do not describe these rows")
+                columns.append([None if x is None else int(x) for x in numbers])
+            else:
+                columns.append(batch.numbers(name))
+        if not columns:
+            return [[] for _ in batch.rows]
+        return [list(values) for values in zip(*columns)]
 
 
 class DatasetJsonWriter:
@@ -126,9 +122,9 @@ class DatasetJsonWriter:
         self.fh, self.arrays, self.first = fh, _RowArrays(head), True
         fh.write(orjson.dumps(head)[:-1] + b',"rows":[')
 
-    def write_rows(self, rows: list[dict[str, Any]], first: int = 1) -> None:
-        if rows:
-            body = orjson.dumps(self.arrays(rows, first))[1:-1]  # "[..],[..]": the list without brackets
+    def write_batch(self, batch: RowBatch) -> None:
+        if len(batch):
+            body = orjson.dumps(self.arrays(batch))[1:-1]  # "[..],[..]": the list without brackets
             self.fh.write(body if self.first else b"," + body)
             self.first = False
 
@@ -144,8 +140,8 @@ class DatasetNdjsonWriter:
         self.fh, self.arrays = fh, _RowArrays(head)
         fh.write(orjson.dumps(head) + b"\n")
 
-    def write_rows(self, rows: list[dict[str, Any]], first: int = 1) -> None:
-        self.fh.write(b"".join(orjson.dumps(r) + b"\n" for r in self.arrays(rows, first)))
+    def write_batch(self, batch: RowBatch) -> None:
+        self.fh.write(b"".join(orjson.dumps(r) + b"\n" for r in self.arrays(batch)))
 
     def finish(self) -> None:
         pass
@@ -156,7 +152,7 @@ def dataset_json_obj(ds: Dataset, *, study_oid: str, metadata_version_oid: str =
     """The whole Dataset-JSON v1.1 object for an in-memory ``ds`` (plain dicts/lists)."""
     head = dataset_json_header(ds, ColumnStats.of(ds), study_oid=study_oid, created=created,
                                metadata_version_oid=metadata_version_oid, define_href=define_href)
-    return {**head, "rows": _RowArrays(head)(ds.rows, 1)}
+    return {**head, "rows": _RowArrays(head)(RowBatch(ds.rows))}
 
 
 # ------------------------------------------------------------------------------------ reading

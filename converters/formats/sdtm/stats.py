@@ -45,6 +45,7 @@ from trialbridge.converters.formats.sdtm.values import _char, format_number, to_
 MAX_VALUES = 1000  # distinct values kept per coded variable (a codelist subset is small)
 MAX_GROUPS = 10000  # distinct group values (test codes, DSCAT values) kept per grouping variable
 BATCH = 2048  # rows folded at a time by ColumnStats.add
+_EXACT = 2.0 ** 53  # whole floats below this print without exponent or fraction (format_number)
 VLM_DOMAINS = ("LB", "CP", "VS")  # Findings datasets that get value-level metadata by --TESTCD
 VLM_SUFFIXES = ("ORRES", "STRESC", "STRESN")
 VLM_TEXTS = ("TEST", "ORRESU", "STRESU")  # described per test code (test name, units)
@@ -182,9 +183,14 @@ class VarStats:
             smallest = min(x for x in numbers if not x.is_integer())
             if self.non_integral_min is None or smallest < self.non_integral_min:
                 self.non_integral_min = smallest
+        shaped = given
         if whole:
-            self.max_abs_integral = max(self.max_abs_integral, max(map(abs, whole)))
-        for v in set(given):
+            largest = max(map(abs, whole))
+            self.max_abs_integral = max(self.max_abs_integral, largest)
+            if largest < _EXACT:  # whole numbers print as their digits: the largest has the most
+                self.num_length = max(self.num_length, len(str(int(largest))))
+                shaped = [v for v, x in zip(given, numbers) if not x.is_integer()]
+        for v in set(shaped):
             shape = number_shape(v)
             if shape is not None:
                 self.num_length = max(self.num_length, shape[0] + shape[1])
@@ -339,8 +345,10 @@ class ColumnStats:
                         self._add_variable(Variable(name=k, label=k, type="Char",
                                                     order=len(self.vars) + 1))
         self._rows += len(rows)
+        keys = set().union(*rows)  # a variable no row holds has nothing to count
         for name, stats in self.vars.items():
-            stats.add_values([r.get(name) for r in rows])
+            if name in keys:
+                stats.add_values([r.get(name) for r in rows])
         for grouping in self.groupings:
             self._add_groups(grouping, rows)
 

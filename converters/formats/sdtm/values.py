@@ -75,3 +75,42 @@ def _keys_for(domain: str, names: list[str]) -> list[str]:
 
 def _version() -> str:
     return __version__
+
+
+class RowBatch:
+    """A batch of rows handed to every format writer of a dataset, with each column taken
+    out of the row dicts once (and normalised once) however many writers read it."""
+
+    __slots__ = ("rows", "first", "_columns", "_texts", "_numbers")
+
+    def __init__(self, rows: list[dict[str, Any]], first: int = 1):
+        self.rows = rows
+        self.first = first  # 1-based number of rows[0] in the dataset, for messages
+        self._columns: dict[str, list[Any]] = {}
+        self._texts: dict[str, list[str]] = {}
+        self._numbers: dict[str, list[float | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def column(self, name: str) -> list[Any]:
+        """The values as given (absent -> None)."""
+        col = self._columns.get(name)
+        if col is None:
+            col = self._columns[name] = [r.get(name) for r in self.rows]
+        return col
+
+    def texts(self, name: str) -> list[str]:
+        """A Char column as text (missing -> "")."""
+        col = self._texts.get(name)
+        if col is None:
+            col = self._texts[name] = [v if type(v) is str else _char(v) for v in self.column(name)]
+        return col
+
+    def numbers(self, name: str) -> list[float | None]:
+        """A Num column as floats (missing, NaN included -> None)."""
+        col = self._numbers.get(name)
+        if col is None:
+            col = self._numbers[name] = [None if v is None or v == "" or v != v else float(v)
+                                         for v in self.column(name)]
+        return col

@@ -31,7 +31,7 @@ from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.formats.sdtm.csv import CsvWriter
 from trialbridge.converters.formats.sdtm.dataset_json import DatasetJsonWriter, DatasetNdjsonWriter
 from trialbridge.converters.formats.sdtm.stats import ColumnStats
-from trialbridge.converters.formats.sdtm.values import DEFAULT_CREATED, FORMATS, file_name
+from trialbridge.converters.formats.sdtm.values import DEFAULT_CREATED, FORMATS, RowBatch, file_name
 from trialbridge.converters.formats.sdtm.xpt import XptWriter, xpt_names_ok
 
 BATCH = 2048
@@ -90,14 +90,15 @@ class DatasetWriters:
     def _flush(self) -> None:
         if not self._pending:
             return
-        rows, self._pending = self._pending, []
+        batch = RowBatch(self._pending, self.rows + 1)
+        self._pending = []
         try:
             for writer in self._writers:
-                writer.write_rows(rows, self.rows + 1)
+                writer.write_batch(batch)
         except BaseException:
             self.abort()
             raise
-        self.rows += len(rows)
+        self.rows += len(batch)
 
     def close(self) -> list[Path]:
         """Finish every file and move it into place; returns the paths written."""

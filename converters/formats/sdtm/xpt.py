@@ -44,7 +44,7 @@ from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.sdtm.stats import ColumnStats
 from trialbridge.converters.formats.sdtm.values import (
-    XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME, _char, _enrich, _keys_for, _num, to_ascii)
+    XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME, RowBatch, _char, _enrich, _keys_for, _num, to_ascii)
 
 # created/modified stamp of the library and member headers (ddMMMyy:hh:mm:ss)
 XPT_FIXED_STAMP = b"01JAN70:00:00:00"
@@ -98,7 +98,7 @@ def xpt_names_ok(meta: Dataset, log: IssueLog, fname: str) -> bool:
 
 class XptWriter:
     """One dataset as XPORT v5 into the binary file ``fh``: headers now, observations with
-    :meth:`write_rows`, the final padding with :meth:`finish`.  Names must fit (see
+    :meth:`write_batch`, the final padding with :meth:`finish`.  Names must fit (see
     :func:`xpt_names_ok`); Char widths come from ``stats``."""
 
     def __init__(self, meta: Dataset, stats: ColumnStats, fh: IO[bytes], log: IssueLog, fname: str):
@@ -147,56 +147,55 @@ class XptWriter:
         namestrs += b" " * (-len(namestrs) % RECORD)
         return b"".join(out) + namestrs + _header(b"OBS")
 
-    def write_rows(self, rows: list[dict[str, Any]], first: int = 1) -> None:
-        """Append ``rows`` (``first`` is the 1-based number of ``rows[0]``, for messages)."""
-        if not rows or not self.columns:
+    def write_batch(self, batch: RowBatch) -> None:
+        """Append the rows of ``batch``."""
+        if not len(batch) or not self.columns:
             return
-        records = np.zeros(len(rows), dtype=self.dtype)
+        records = np.zeros(len(batch), dtype=self.dtype)
         for n, (name, typ, width) in enumerate(self.columns):
-            values = [r.get(name) for r in rows]
             if typ == "Num":
-                records[f"c{n}"] = self._numbers(name, values, rows, first)
+                records[f"c{n}"] = self._numbers(name, batch)
             else:
-                records[f"c{n}"] = self._texts(name, width, values, rows, first)
+                records[f"c{n}"] = self._texts(name, width, batch)
         data = records.tobytes()
         self.fh.write(data)
         self.bytes += len(data)
 
-    def _where(self, rows, first: int, i: int, name: str) -> dict[str, Any]:
-        return {"file": self.fname, "record": first + i, "field": name,
-                "usubjid": rows[i].get("USUBJID") or None}
+    def _where(self, batch: RowBatch, i: int, name: str) -> dict[str, Any]:
+        return {"file": self.fname, "record": batch.first + i, "field": name,
+                "usubjid": batch.rows[i].get("USUBJID") or None}
 
-    def _numbers(self, name: str, values: list[Any], rows, first: int) -> np.ndarray:
-        numbers = np.array([np.nan if v is None or v == "" else float(v) for v in values], dtype=np.float64)
+    def _numbers(self, name: str, batch: RowBatch) -> np.ndarray:
+        numbers = np.array(batch.numbers(name), dtype=np.float64)  # None -> NaN -> missing
         ibm, too_large, too_small = ibm_from_ieee(numbers)
         for i in np.flatnonzero(too_large | too_small):
             big = bool(too_large[i])
             self.log.add("error" if big else "warning", "XPT-NUM-RANGE",
-                         f"{self.meta.name} row {first + i} {name}: {numbers[i]!r} is outside the range of "
+                         f"{self.meta.name} row {batch.first + i} {name}: {numbers[i]!r} is outside the range of "
                          f"XPORT (IBM) numbers; written as {'missing' if big else '0'} in the XPT",
-                         value=float(numbers[i]), **self._where(rows, first, int(i), name))
+                         value=float(numbers[i]), **self._where(batch, int(i), name))
         return ibm
 
-    def _texts(self, name: str, width: int, values: list[Any], rows, first: int) -> list[bytes]:
-        texts = [v if type(v) is str else _char(v) for v in values]
+    def _texts(self, name: str, width: int, batch: RowBatch) -> list[bytes]:
+        texts = batch.texts(name)
         if all(map(str.isascii, texts)) and max(map(len, texts)) <= width:
             return [t.encode("ascii").ljust(width) for t in texts]
         out = []
         for i, text in enumerate(texts):
             if not text.isascii():
                 new = to_ascii(text)
-                self.log.warning("XPT-NONASCII", f"{self.meta.name} row {first + i} {name}: non-ASCII value "
+                self.log.warning("XPT-NONASCII", f"{self.meta.name} row {batch.first + i} {name}: non-ASCII value "
                                  f"{text!r} written as {new!r} in the XPT", value=text,
-                                 **self._where(rows, first, i, name))
+                                 **self._where(batch, i, name))
                 text = new
             if len(text) > XPT_MAX_CHAR:
-                self.log.error("XPT-LENGTH-200", f"{self.meta.name} row {first + i} {name}: value of "
+                self.log.error("XPT-LENGTH-200", f"{self.meta.name} row {batch.first + i} {name}: value of "
                                f"{len(text)} bytes exceeds 200; truncated in the XPT", value=text,
-                               **self._where(rows, first, i, name))
+                               **self._where(batch, i, name))
                 text = text[:XPT_MAX_CHAR]
             if len(text) > width:
-                raise ValueError(f"{self.meta.name} row {first + i} {name}: {len(text)} bytes but the column "
-                                 f"statistics allow {width}; the statistics do not describe these rows")
+                raise ValueError(f"{self.meta.name} row {batch.first + i} {name}: {len(text)} bytes but the "
+                                 f"column statistics allow {width}; the statistics do not describe these rows")
             out.append(text.encode("ascii").ljust(width))
         return out
 
