@@ -22,7 +22,8 @@ Modules, one concept each:
 
 * :mod:`.values` - value conventions (missing, Char/Num, XPT ASCII), formats, FDA limits.
 * :mod:`.stats` - :class:`ColumnStats`, :func:`dataset_meta`.
-* :mod:`.xpt` - our streaming XPORT v5 writer (IBM 370 doubles), pyreadstat's chunked reader.
+* :mod:`.xpt` - our streaming XPORT v5 writer and front-to-back reader (IBM 370 doubles),
+  metadata through pyreadstat.
 * :mod:`.dataset_json` - Dataset-JSON v1.1 streamed as JSON or NDJSON, and read.
 * :mod:`.csv` - CSV written and read row by row.
 * :mod:`.writers` - :func:`open_dataset_writers` (all formats of one dataset in one pass),
@@ -63,13 +64,13 @@ from trialbridge.converters.formats.sdtm.values import (
     XPT_MAX_NAME, _char, _missing_num, _num, _version, file_name, format_number, to_ascii)
 from trialbridge.converters.formats.sdtm.writers import (
     DatasetWriters, open_dataset_writers, write_csv, write_dataset_json, write_datasets, write_xpt)
-from trialbridge.converters.formats.sdtm.xpt import XPT_FIXED_STAMP, XptWriter, ibm_from_ieee, iter_xpt
+from trialbridge.converters.formats.sdtm.xpt import XPT_FIXED_STAMP, XptWriter, ibm_from_ieee, ieee_from_ibm, iter_xpt
 
 __all__ = [
     "DATASET_JSON_VERSION", "DEFAULT_CREATED", "FORMATS", "READ_PREFERENCE", "SUFFIX", "XPT_FIXED_STAMP",
     "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "ColumnStats", "CsvWriter", "DatasetJsonWriter",
     "DatasetNdjsonWriter", "DatasetWriters", "VarStats", "XptWriter", "_char", "_missing_num", "_num", "_version", "dataset_json_header", "dataset_json_obj", "dataset_json_schema",
-    "dataset_meta", "file_name", "format_number", "ibm_from_ieee", "iter_csv", "iter_dataset",
+    "dataset_meta", "file_name", "format_number", "ibm_from_ieee", "ieee_from_ibm", "iter_csv", "iter_dataset",
     "iter_dataset_json", "iter_dataset_ndjson", "iter_xpt", "num_data_type", "open_dataset_writers",
     "read_dataset", "read_dataset_json", "read_sdtm_folder", "sdtm_files", "to_ascii", "write_csv",
     "write_dataset_json", "write_datasets", "write_xpt",
