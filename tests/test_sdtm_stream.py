@@ -152,7 +152,7 @@ def test_xpt_record_layout_by_hand(tmp_path):
 
 def test_xpt_bytes_equal_the_readstat_writer_for_the_sample(sample_sdtm, tmp_path):
     datasets, _ = sample_sdtm
-    for name, ds in datasets.items():
+    for name, ds in [*datasets.items(), ("EMPTY", make_dataset("AE", []))]:
         assert write_xpt(ds, tmp_path / f"{name}.xpt", IssueLog())
         assert (tmp_path / f"{name}.xpt").read_bytes() == readstat_xpt(ds, tmp_path / f"{name}.rs.xpt"), name
 

@@ -74,7 +74,7 @@ class DatasetWriters:
                 self._writers.append(writer)
                 self.paths.append(path)
         except BaseException:
-            self._stack.__exit__(*sys.exc_info())
+            self._stack.__exit__(*sys.exc_info())  # temporary files of the formats opened so far go
             raise
 
     def write(self, row: Mapping[str, Any]) -> None:
@@ -123,8 +123,8 @@ class DatasetWriters:
         if self._open:
             self._open = False
             self.paths = []
-            exc = sys.exc_info()
-            self._stack.__exit__(*(exc if exc[0] is not None else (RuntimeError, RuntimeError("aborted"), None)))
+            # each atomic_path sees an exception, so it removes its temporary file
+            self._stack.__exit__(RuntimeError, RuntimeError(f"{self.meta.name}: writing aborted"), None)
 
     def __enter__(self) -> DatasetWriters:
         return self
