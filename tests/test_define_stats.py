@@ -8,7 +8,6 @@ from collections import Counter
 from lxml import etree
 
 from trialbridge.converters.core.issues import IssueLog
-from trialbridge.converters.core.sdtm_spec import make_dataset
 from trialbridge.converters.formats import define as define_xml
 from trialbridge.converters.formats.define import DEF21_NS, ODM_NS, XLINK_NS
 from trialbridge.converters.formats.sdtm import ColumnStats, dataset_meta
