@@ -176,6 +176,20 @@ def test_caps_do_not_depend_on_chunking():
     right.add_rows(rows[2:])
     assert left.var("LBTESTCD").values == Counter({"A": 1, "B": 1}) and not left.var("LBTESTCD").values_overflow
     assert left.merge(right) == whole
+    # past the cap, whether a result reads as a number is still followed (value-level codelists)
+    texts = [dict(ROWS[0], LBSTRESC=t) for t in ("A", "B", "C", "1.5")]
+    whole = ColumnStats("LB", max_values=2)
+    whole.add_rows(texts)
+    assert whole.var("LBSTRESC").values_overflow and whole.var("LBSTRESC").numeric_text
+    parts = [ColumnStats("LB", max_values=2) for _ in texts]
+    for part, row in zip(parts, texts):
+        part.add_rows([row])
+    merged = parts[0].merge(parts[1]).merge(parts[2]).merge(parts[3])
+    assert merged == whole and merged.group("LBTESTCD") == whole.group("LBTESTCD")
+    late = ColumnStats("LB", max_values=2)
+    late.add_rows(texts[:3])  # over the cap ...
+    late.add_rows(texts[3:])  # ... before the numeric result comes
+    assert late == whole
     under = ColumnStats("LB", max_values=3)
     under.add_rows(rows)
     assert under.var("LBTESTCD").values == Counter({"A": 1, "B": 1, "C": 1})

@@ -90,9 +90,10 @@ class VarStats:
     non_ascii: int = 0  # values that are not ASCII
     all_date: bool = True  # every present value is a complete date (YYYY-MM-DD)
     all_datetime: bool = True  # every present value is a complete date and time
+    track: bool = False  # a coded variable: its distinct values are kept
     numeric_text: bool = False  # some present value reads as a number (tracked variables only)
-    values: Counter | None = None  # distinct present values -> rows (tracked variables only)
-    values_overflow: bool = False
+    values: Counter | None = None  # distinct present values -> rows (tracked, up to max_values)
+    values_overflow: bool = False  # tracked, but more than max_values distinct values
     # Num
     integral: bool = True  # every present value is a whole number
     non_integral_min: float | None = None  # smallest value that is not (for messages)
@@ -103,12 +104,8 @@ class VarStats:
 
     @classmethod
     def new(cls, type_: str, track: bool = False, max_values: int = MAX_VALUES) -> VarStats:
-        return cls(type=type_, values=Counter() if track and type_ == "Char" else None,
-                   max_values=max_values)
-
-    @property
-    def tracked(self) -> bool:
-        return self.values is not None or self.values_overflow
+        track = track and type_ == "Char"
+        return cls(type=type_, track=track, values=Counter() if track else None, max_values=max_values)
 
     # -- derived
     @property
@@ -158,11 +155,13 @@ class VarStats:
                 self.all_date = all(DATE.match(t) for t in distinct)
             if self.all_datetime:
                 self.all_datetime = all(DATETIME.match(t) for t in distinct)
-        if self.values is not None:
+        if self.track:
             if not self.numeric_text:
-                self.numeric_text = any(_reads_as_number(t) for t in set(texts) - self.values.keys())
-            self.values.update(texts)
-            self._cap()
+                seen = self.values.keys() if self.values is not None else set()
+                self.numeric_text = any(_reads_as_number(t) for t in set(texts) - seen)
+            if self.values is not None:
+                self.values.update(texts)
+                self._cap()
 
     def _add_nums(self, values: list[Any]) -> None:
         given = [v for v in values if v is not None and v != ""]
@@ -204,8 +203,9 @@ class VarStats:
     # -- combining
     def merge(self, other: VarStats) -> VarStats:
         """Fold ``other`` (the same variable, other rows) into this one; returns self."""
-        if other.type != self.type:
-            raise ValueError(f"cannot merge {self.type} and {other.type} statistics")
+        if (other.type, other.track) != (self.type, self.track):
+            raise ValueError(f"cannot merge {other.type} statistics (values kept: {other.track}) into "
+                             f"{self.type} statistics (values kept: {self.track})")
         self.given += other.given
         self.present += other.present
         self.max_bytes = max(self.max_bytes, other.max_bytes)
@@ -216,9 +216,7 @@ class VarStats:
         self.numeric_text = self.numeric_text or other.numeric_text
         if self.values_overflow or other.values_overflow:
             self.values, self.values_overflow = None, True
-        elif other.values is not None:
-            if self.values is None:
-                self.values = Counter()
+        elif self.track:
             self.values.update(other.values)
             self._cap()
         self.integral = self.integral and other.integral
