@@ -91,3 +91,11 @@ def test_sdtm_input_same_bytes_with_worker_processes(tmp_path, target):
         done = _convert(tmp_path / "sdtm", "--to", target, "-o", tmp_path / name, "--workers", workers)
         assert done.returncode == 0, done.stdout + done.stderr
     _same_tree(tmp_path / "one", tmp_path / "two")
+
+
+def test_spill_flushes_by_payload_bytes_too():
+    spill = SortedSpill("t", chunk=1000, chunk_bytes=100)
+    for n in range(10):
+        spill.add((9 - n,), b"x" * 40)  # 40 bytes each: a run file every 3 items
+    assert len(spill._runs) == 3 and [k for k, _ in spill] == [(n,) for n in range(10)]
+    spill.close()

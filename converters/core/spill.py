@@ -3,7 +3,7 @@
 Everything that must be grouped or ordered on the way through trialbridge goes through one
 of these: the input records grouped by subject, and every output table (SDTM domain,
 record type, FHIR resource type) put in its final row order.  Items are held in memory up
-to ``chunk`` of them; each full chunk is sorted and written to a run file in a temporary
+to ``chunk`` of them or ``chunk_bytes`` of payload; each full chunk is sorted and written to a run file in a temporary
 folder; reading merges the runs (``heapq.merge``).  Memory therefore depends on the chunk
 size and the number of runs, never on the input size.  A spill that never filled a chunk
 never touches the disk.
@@ -29,7 +29,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-DEFAULT_CHUNK = 50_000
+DEFAULT_CHUNK = 50_000  # items held before a run file is written …
+DEFAULT_CHUNK_BYTES = 8 << 20  # … or this many payload bytes, whichever comes first
 _KEY = itemgetter(0)
 
 
@@ -49,9 +50,12 @@ def sort_key(values: Iterable[Any]) -> tuple:
 class SortedSpill:
     """Items ``(key, payload)`` added in any order, read back sorted by key."""
 
-    def __init__(self, name: str = "spill", *, chunk: int = DEFAULT_CHUNK, folder: str | os.PathLike | None = None):
+    def __init__(self, name: str = "spill", *, chunk: int = DEFAULT_CHUNK, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 folder: str | os.PathLike | None = None):
         self.name = name
         self.chunk = chunk
+        self.chunk_bytes = chunk_bytes
+        self._bytes = 0
         self._folder = Path(folder) if folder is not None else None
         self._own_folder = False
         self._buffer: list[tuple[Any, bytes]] = []
@@ -63,7 +67,8 @@ class SortedSpill:
     def add(self, key: Any, payload: bytes) -> None:
         self._buffer.append((key, payload))
         self.count += 1
-        if len(self._buffer) >= self.chunk:
+        self._bytes += len(payload)
+        if len(self._buffer) >= self.chunk or self._bytes >= self.chunk_bytes:
             self._flush()
 
     def extend(self, items: Iterable[tuple[Any, bytes]]) -> None:
@@ -87,6 +92,7 @@ class SortedSpill:
                 pickler.dump(item)
         self._runs.append(path)
         self._buffer = []
+        self._bytes = 0
 
     # -- reading ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[Any, bytes]]:
