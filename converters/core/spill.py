@@ -31,6 +31,7 @@ from typing import Any, Iterable, Iterator
 
 DEFAULT_CHUNK = 50_000  # items held before a run file is written …
 DEFAULT_CHUNK_BYTES = 8 << 20  # … or this many payload bytes, whichever comes first
+MAX_FAN_IN = 200  # run files merged at once; more are first merged into longer runs
 _KEY = itemgetter(0)
 
 
@@ -102,6 +103,19 @@ class SortedSpill:
             yield from self._buffer
             return
         self._flush()
+        while len(self._runs) > MAX_FAN_IN:  # keep open files bounded: merge runs into longer runs
+            merged = []
+            for start in range(0, len(self._runs), MAX_FAN_IN):
+                batch = self._runs[start:start + MAX_FAN_IN]
+                path = self._run_folder() / f"{self.name}.m{len(self._runs):05d}.{start:07d}.run"
+                with open(path, "wb") as fh:
+                    pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    for item in heapq.merge(*(_read_run(p) for p in batch), key=_KEY):
+                        pickler.dump(item)
+                for p in batch:
+                    p.unlink(missing_ok=True)
+                merged.append(path)
+            self._runs = merged
         yield from heapq.merge(*(_read_run(p) for p in self._runs), key=_KEY)
 
     def payloads(self) -> Iterator[bytes]:
