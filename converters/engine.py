@@ -91,9 +91,13 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
             return GroupResult({}, log, extra)
     else:
         records = Records(study_id=job.study.study_id if job.study else None)
+        from trialbridge.converters.formats.records import reject_repeats
+
         for _key, payload in items:
             kind, data = unpack(payload)
             records.rows[kind].append(orjson.loads(data))
+        for name, rows in records.rows.items():
+            records.rows[name] = reject_repeats(rows, log)
     if job.target == "sdtm":
         from trialbridge.converters.formats.sdtm.stats import ColumnStats
 

@@ -208,7 +208,7 @@ def _spill_records(input_path: Path, kind: str, output: Path, spill: SortedSpill
         stream = ((name, row) for name, rows in records.items() for row in rows)
         study_id = records.study_id
     else:
-        records_stream = records_io.RecordStream(input_path, log)
+        records_stream = records_io.RecordStream(input_path, log, dedupe=False)
         stream = records_stream
         study_id = None
     n = 0
