@@ -168,4 +168,9 @@ def machine() -> str:
     import platform
 
     cores = os.cpu_count()
-    return f"{platform.python_implementation()} {platform.python_version()}, {cores} cores, {platform.machine()}"
+    text = f"{platform.python_implementation()} {platform.python_version()}, {cores} cores, {platform.machine()}"
+    if hasattr(os, "getloadavg"):  # other work on the machine shows in every figure
+        text += ", load average %.2f %.2f %.2f at start" % os.getloadavg()
+    if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+        text += "; PYTHONDONTWRITEBYTECODE is set (our modules are compiled from source on every start)"
+    return text

@@ -1,0 +1,215 @@
+"""The 59-subject records sample -> SDTM + define.xml: wall time of the CLI process and where
+it goes (issue 7: target < 1.5 s wall).
+
+    python benchmarks/records_to_sdtm.py              # 5 runs of each measurement
+    python benchmarks/records_to_sdtm.py --runs 9 --format xpt,dataset-json
+    python benchmarks/records_to_sdtm.py --profile    # also the top functions under cProfile
+
+1. ``trialbridge convert samples/nct04387942 --to sdtm -o OUT`` as a child process, several
+   runs: min and median wall time (``python -c pass`` beside it: the interpreter alone).
+2. The split, in fresh child processes (one per run, medians shown): the time to
+   ``import trialbridge.converters.pipeline``, then ``pipeline.convert`` with the engine's
+   phase functions wrapped by timers at run time (nothing in the engine is edited):
+
+   read      formats.records.read_records
+   map       spokes.records_to_sdtm, and within it each SDTM mapping module's to_sdtm
+   validate  validation.rules.validate_datasets
+   write     formats.sdtm.write_datasets and pipeline.write_issues
+   define    formats.define.write_define, read_define, check_define_against_datasets
+
+   Only the outermost timed call counts (a phase called inside another is not counted
+   twice); what ``convert`` spends outside them is "other".  A phase whose function the
+   engine no longer has is shown as "n/a (hook gone)" rather than failing.  The CLI's own
+   rest (click, printing, exit) is the CLI median minus interpreter, import and convert.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _measure import ROOT, check, log, machine, measure, min_median, scratch, table, trialbridge_command  # noqa: E402
+
+SAMPLE = ROOT / "samples" / "nct04387942"
+TARGET_SECONDS = 1.5
+# phase -> (module, attribute) of the functions pipeline.convert calls for records -> SDTM
+PHASES = {
+    "read records": [("trialbridge.converters.formats.records", "read_records")],
+    "map (records -> SDTM datasets)": [("trialbridge.converters.pipeline", "records_to_sdtm")],
+    "validate (conformance rules)": [("trialbridge.converters.pipeline", "validate_datasets")],
+    "write datasets + issues.json": [("trialbridge.converters.formats.sdtm", "write_datasets"),
+                                     ("trialbridge.converters.pipeline", "write_issues")],
+    "define.xml (build, XSD, read back, check)": [("trialbridge.converters.formats.define", "write_define"),
+                                                  ("trialbridge.converters.formats.define", "read_define"),
+                                                  ("trialbridge.converters.formats.define",
+                                                   "check_define_against_datasets")],
+}
+
+
+# --------------------------------------------------------------------------- the child
+
+def phases(out: str, formats: str, profile: bool) -> None:
+    """In this fresh process: import, then one timed convert; prints JSON."""
+    import importlib
+
+    t0 = time.perf_counter()
+    import trialbridge.converters.pipeline as pipeline
+    imported = time.perf_counter() - t0
+
+    spent: dict[str, float] = {name: 0.0 for name in PHASES}
+    missing: list[str] = []
+    domains: dict[str, float] = {}
+    depth = [0]
+
+    def timed(phase: str, fn, bucket: dict):
+        def wrapper(*a, **kw):
+            if depth[0]:
+                return fn(*a, **kw)
+            depth[0] += 1
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                bucket[phase] = bucket.get(phase, 0.0) + time.perf_counter() - start
+                depth[0] -= 1
+        return wrapper
+
+    for phase, hooks in PHASES.items():
+        for module_name, attr in hooks:
+            module = importlib.import_module(module_name)
+            if not callable(getattr(module, attr, None)):
+                missing.append(phase)
+                continue
+            setattr(module, attr, timed(phase, getattr(module, attr), spent))
+    # inside map: each SDTM mapping module's to_sdtm (runs within the map phase, so it is
+    # timed on its own clock, not through the depth guard)
+    try:
+        from trialbridge.converters.spokes import domain_modules
+
+        for mod in domain_modules():
+            fn = mod.to_sdtm
+
+            def per_domain(*a, _fn=fn, _name=mod.DOMAIN, **kw):
+                start = time.perf_counter()
+                try:
+                    return _fn(*a, **kw)
+                finally:
+                    domains[_name] = domains.get(_name, 0.0) + time.perf_counter() - start
+            mod.to_sdtm = per_domain
+    except (ImportError, AttributeError):
+        pass
+
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    result = pipeline.convert(SAMPLE, "sdtm", Path(out), formats=formats)
+    if profiler:
+        profiler.disable()
+    total = time.perf_counter() - t0
+    report = {"import": imported, "convert": total, "phases": spent, "missing": sorted(set(missing)),
+              "domains": domains, "errors": result.counts.get("error", 0)}
+    if profiler:
+        import io
+        import pstats
+
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(30)
+        report["profile"] = text.getvalue()
+    print(json.dumps(report))
+
+
+# --------------------------------------------------------------------------- main
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["_phases"]:
+        phases(argv[1], argv[2], argv[3] == "1")
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    ap.add_argument("--runs", type=int, default=5, help="runs of each measurement (default 5)")
+    ap.add_argument("--format", default="xpt", help="SDTM formats written (default xpt)")
+    ap.add_argument("--profile", action="store_true", help="print the top functions under cProfile (one more run)")
+    args = ap.parse_args(argv)
+    rows_in = sum(max(0, sum(1 for _ in p.open(encoding="utf-8")) - 1) for p in SAMPLE.glob("*.csv"))
+    print(f"records -> SDTM ({args.format} + define.xml), samples/nct04387942: 59 subjects, {rows_in:,} input rows; "
+          f"{machine()}")
+    me = [sys.executable, str(Path(__file__).resolve())]
+    with scratch("tb-bench-records-") as work:
+        cli = trialbridge_command() + ["convert", str(SAMPLE), "--to", "sdtm", "-o", str(work / "cli"),
+                                       "--format", args.format]
+        log(f"CLI wall time, {args.runs} runs (+1 warm-up)")
+        check(measure(cli, label="warm-up"), "trialbridge convert", ok=(0, 1))
+        walls = [check(measure(cli, label="trialbridge"), "trialbridge convert", ok=(0, 1)).seconds
+                 for _ in range(args.runs)]
+        bare = [check(measure([sys.executable, "-c", "pass"], label="python -c pass"), "python").seconds
+                for _ in range(args.runs)]
+        log(f"phase split, {args.runs} fresh processes")
+        reports = []
+        for k in range(args.runs):
+            run = check(measure(me + ["_phases", str(work / f"split{k}"), args.format, "0"], label="split"), "split")
+            reports.append(json.loads(run.stdout.strip().splitlines()[-1]))
+        profile_text = None
+        if args.profile:
+            run = check(measure(me + ["_phases", str(work / "profile"), args.format, "1"], label="cProfile"),
+                        "profile")
+            profile_text = json.loads(run.stdout.strip().splitlines()[-1]).get("profile")
+
+    wall_min, wall_med = min_median(walls)
+    bare_min, bare_med = min_median(bare)
+    med = statistics.median
+    imp = med([r["import"] for r in reports])
+    conv = med([r["convert"] for r in reports])
+    lines = [["CLI process, wall", f"{wall_min:.3f}", f"{wall_med:.3f}", "100%"],
+             ["  interpreter start (python -c pass)", f"{bare_min:.3f}", f"{bare_med:.3f}",
+              f"{bare_med / wall_med:.0%}"],
+             ["  import trialbridge.converters.pipeline", f"{min(r['import'] for r in reports):.3f}", f"{imp:.3f}",
+              f"{imp / wall_med:.0%}"],
+             ["  pipeline.convert", f"{min(r['convert'] for r in reports):.3f}", f"{conv:.3f}",
+              f"{conv / wall_med:.0%}"]]
+    missing = set().union(*(r["missing"] for r in reports))
+    attributed = 0.0
+    for phase in PHASES:
+        values = [r["phases"].get(phase, 0.0) for r in reports]
+        if phase in missing and not any(values):
+            lines.append([f"    {phase}", "n/a (hook gone)", "", ""])
+            continue
+        attributed += med(values)
+        lines.append([f"    {phase}", f"{min(values):.3f}", f"{med(values):.3f}", f"{med(values) / wall_med:.0%}"])
+        if phase.startswith("map"):
+            names = sorted({d for r in reports for d in r["domains"]},
+                           key=lambda d: -med([r["domains"].get(d, 0.0) for r in reports]))
+            in_modules = 0.0
+            for d in names:
+                v = med([r["domains"].get(d, 0.0) for r in reports])
+                in_modules += v
+                if v >= 0.001:
+                    lines.append([f"      {d}.to_sdtm", "", f"{v:.3f}", f"{v / wall_med:.0%}"])
+            rest = med(values) - in_modules
+            lines.append(["      rest of map (datasets, --SEQ, SUPP, trial design)", "", f"{rest:.3f}",
+                          f"{rest / wall_med:.0%}"])
+    other = conv - attributed
+    lines.append(["    other (in convert, not in a phase)", "", f"{other:.3f}", f"{other / wall_med:.0%}"])
+    cli_rest = wall_med - bare_med - imp - conv
+    lines.append(["  CLI rest (click, output, exit; by difference)", "", f"{cli_rest:.3f}",
+                  f"{cli_rest / wall_med:.0%}"])
+    print()
+    print(table(["", "min s", "median s", "of wall"], lines, align="lrrr"))
+    print(f"\ntarget (issue 7): CLI wall < {TARGET_SECONDS} s: median {wall_med:.2f} s "
+          f"{'MET' if wall_med < TARGET_SECONDS else 'NOT MET'}")
+    if profile_text:
+        print("\ncProfile of pipeline.convert (one run; cumulative):")
+        print(profile_text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
