@@ -63,7 +63,8 @@ def _tree_rss(pid: int) -> int:
 
 def measure(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None, label: str = "") -> Run:
     """Run ``cmd`` to its end; wall time from start to reaping, peak RSS (see module doc)."""
-    log(f"  running {label or cmd[0]}: {' '.join(str(c) for c in cmd)}")
+    shown = " ".join("<code>" if "\n" in str(c) else str(c) for c in cmd)
+    log(f"  running {label or cmd[0]}: {shown}")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen([str(c) for c in cmd], stdout=out, stderr=err, env=env, cwd=cwd)
