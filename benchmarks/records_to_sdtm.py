@@ -7,7 +7,8 @@ it goes (issue 7: target < 1.5 s wall).
 
 1. ``trialbridge convert samples/nct04387942 --to sdtm -o OUT`` as a child process, several
    runs: min and median wall time (``python -c pass`` beside it: the interpreter alone).
-2. The split, in fresh child processes (one per run, medians shown): the time to
+2. The split, in fresh child processes (one per run, medians shown; the runs of 1. and 2.
+   alternate, so other work on the machine weighs on both alike): the time to
    ``import trialbridge.converters.pipeline``, then ``pipeline.convert`` with the engine's
    phase functions wrapped by timers at run time (nothing in the engine is edited):
 
@@ -158,15 +159,14 @@ def main(argv: list[str]) -> int:
     with scratch("tb-bench-records-") as work:
         cli = trialbridge_command() + ["convert", str(SAMPLE), "--to", "sdtm", "-o", str(work / "cli"),
                                        "--format", args.format]
-        log(f"CLI wall time, {args.runs} runs (+1 warm-up)")
+        # one CLI run, one bare interpreter and one split process per round, so that other
+        # work on the machine weighs on the three alike
+        log(f"{args.runs} rounds of: CLI, python -c pass, phase split (+1 warm-up CLI run)")
         check(measure(cli, label="warm-up"), "trialbridge convert", ok=(0, 1))
-        walls = [check(measure(cli, label="trialbridge"), "trialbridge convert", ok=(0, 1)).seconds
-                 for _ in range(args.runs)]
-        bare = [check(measure([sys.executable, "-c", "pass"], label="python -c pass"), "python").seconds
-                for _ in range(args.runs)]
-        log(f"phase split, {args.runs} fresh processes")
-        reports = []
+        walls, bare, reports = [], [], []
         for k in range(args.runs):
+            walls.append(check(measure(cli, label="trialbridge"), "trialbridge convert", ok=(0, 1)).seconds)
+            bare.append(check(measure([sys.executable, "-c", "pass"], label="python -c pass"), "python").seconds)
             run = check(measure(me + ["_phases", str(work / f"split{k}"), args.format, "0"], label="split"), "split")
             reports.append({**json.loads(run.stdout.strip().splitlines()[-1]), "wall": run.seconds})
         profile_text = None
