@@ -29,6 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_CHILD_TMP: list[Path] = []  # the innermost scratch folder's tmp/, the children's TMPDIR
 
 
 def log(message: str) -> None:
@@ -62,7 +63,11 @@ def _tree_rss(pid: int) -> int:
 
 
 def measure(cmd: list[str], *, env: dict | None = None, cwd: Path | None = None, label: str = "") -> Run:
-    """Run ``cmd`` to its end; wall time from start to reaping, peak RSS (see module doc)."""
+    """Run ``cmd`` to its end; wall time from start to reaping, peak RSS (see module doc).
+    Inside :func:`scratch`, the child's TMPDIR is a folder in it, so whatever temp files a
+    child leaves (a killed run's spill files) go when the scratch folder goes."""
+    if env is None and _CHILD_TMP:
+        env = {**os.environ, "TMPDIR": str(_CHILD_TMP[-1])}
     shown = " ".join("<code>" if "\n" in str(c) else str(c) for c in cmd)
     log(f"  running {label or cmd[0]}: {shown}")
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -117,18 +122,31 @@ def trialbridge_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "trialbridge.cli"]
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def clean_up_on_termination() -> None:
+    """SIGTERM (``kill PID``) ends the run the way Ctrl-C does: the child under way is killed
+    and the temp folders are removed on the way out (by default SIGTERM kills Python without
+    running ``finally`` blocks).  A run started in the background from a script has SIGINT
+    ignored, so ``kill PID`` is the way to stop it there."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
+
+
 @contextmanager
-def scratch(prefix: str, keep: Path | None = None):
-    """A temp folder removed on the way out, whatever happens (or ``keep`` if given: the
-    user's folder, left alone)."""
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        yield keep
-        return
+def scratch(prefix: str):
+    """A temp folder removed on the way out, whatever happens (SIGTERM too, with
+    :func:`clean_up_on_termination`); children measured inside it use its tmp/ as TMPDIR."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))
+    (folder / "tmp").mkdir()
+    _CHILD_TMP.append(folder / "tmp")
     try:
         yield folder
     finally:
+        _CHILD_TMP.remove(folder / "tmp")
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -138,10 +156,6 @@ def count_lines(folder: Path, pattern: str = "*.ndjson") -> int:
         with open(path, "rb") as fh:
             n += sum(1 for line in fh if line.strip())
     return n
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def repeat(cmd: list[str], runs: int, **kw) -> list[float]:

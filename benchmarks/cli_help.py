@@ -18,7 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import log, machine, min_median, repeat, table, trialbridge_command  # noqa: E402
+from _measure import (clean_up_on_termination, log, machine, min_median, repeat, table,  # noqa: E402
+                      trialbridge_command)
 
 TARGET_SECONDS = 0.3
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
@@ -42,6 +43,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--runs", type=int, default=10, help="runs of each command (default 10)")
     ap.add_argument("--top", type=int, default=8, help="heaviest imports to list (default 8)")
     args = ap.parse_args(argv)
+    clean_up_on_termination()
     print(f"trialbridge --help; {machine()}")
     commands = [("python -c pass", [sys.executable, "-c", "pass"]),
                 ("python -c 'import click'", [sys.executable, "-c", "import click"]),

@@ -33,8 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import (Run, check, count_lines, log, machine, measure, scratch, table,  # noqa: E402
-                      trialbridge_command)
+from _measure import (Run, check, clean_up_on_termination, count_lines, log, machine, measure,  # noqa: E402
+                      scratch, table, trialbridge_command)
 
 DEFAULT_SIZES = [20_000]
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trialbridge-bench"
@@ -80,8 +80,8 @@ def naive(folder: str, out: str) -> None:
                 res = model.model_validate_json(line)
                 n += 1
                 if path.stem == "Patient":
-                    sid = next((i.value for i in res.identifier or [] if i.system == "urn:trialbridge:fhir:subject-id"), None)
-                    subjects[f"Patient/{res.id}"] = sid
+                    subjects[f"Patient/{res.id}"] = next(
+                        (i.value for i in res.identifier or [] if i.system == "urn:trialbridge:fhir:subject-id"), None)
                 elif path.stem == "Observation":
                     coding = res.code.coding[0] if res.code.coding else None
                     q = res.valueQuantity
@@ -250,6 +250,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--skip-naive", action="store_true", help="leave out the naive pipeline")
     ap.add_argument("--with-fhiry", action="store_true", help="add fhiry (installed into a cache venv on first use)")
     args, unknown = ap.parse_known_args(own)
+    clean_up_on_termination()
     passthrough = unknown + rest
     from make_fhir_corpus import make_corpus
 

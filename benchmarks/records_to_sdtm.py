@@ -41,7 +41,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import ROOT, check, log, machine, measure, min_median, scratch, table, trialbridge_command  # noqa: E402
+from _measure import (ROOT, check, clean_up_on_termination, log, machine, measure, min_median,  # noqa: E402
+                      scratch, table, trialbridge_command)
 
 SAMPLE = ROOT / "samples" / "nct04387942"
 TARGET_SECONDS = 1.5
@@ -161,6 +162,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--format", default="xpt", help="SDTM formats written (default xpt)")
     ap.add_argument("--profile", action="store_true", help="print the top functions under cProfile (one more run)")
     args = ap.parse_args(argv)
+    clean_up_on_termination()
     rows_in = sum(max(0, sum(1 for _ in p.open(encoding="utf-8")) - 1) for p in SAMPLE.glob("*.csv"))
     print(f"records -> SDTM ({args.format} + define.xml), samples/nct04387942: 59 subjects, {rows_in:,} input rows; "
           f"{machine()}")

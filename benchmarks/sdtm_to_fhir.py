@@ -28,7 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _measure import check, count_lines, log, machine, measure, scratch, table, trialbridge_command  # noqa: E402
+from _measure import (check, clean_up_on_termination, count_lines, log, machine, measure, scratch,  # noqa: E402
+                      table, trialbridge_command)
 
 TARGET_FLOOR = 0.7
 
@@ -108,6 +109,7 @@ def main(argv: list[str]) -> int:
                     help="--source records: how many times the 59-subject sample is replicated (default 4)")
     ap.add_argument("--sdtm", type=Path, help="an existing SDTM folder instead")
     args, unknown = ap.parse_known_args(own)
+    clean_up_on_termination()
     passthrough = unknown + rest
     print(f"SDTM XPT -> FHIR R4 NDJSON; {machine()}")
     lines: list[list] = []
