@@ -35,6 +35,7 @@ TARGETS = ("sdtm", "records", "fhir")
 SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
 FHIR_FORMATS = ("ndjson", "bundle")
 FHIR_VERSIONS = ("R4", "R5")
+AUTO_WORKERS_FROM = 20_000  # input items from which --workers defaults to one process per core
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
-            link_subjects: Path | None = None, workers: int = 1, engine_name: str = "local",
+            link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
             scheduler: str | None = None, progress: bool = False) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
@@ -162,6 +163,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         result.study_id = result.study_id or (study.study_id if study else "")
         reporter.phase("map", len(groups))
         del groups
+        if workers is None:  # worker processes pay off on large inputs only
+            workers = engine.default_workers() if len(spill) >= AUTO_WORKERS_FROM else 1
         sinks = engine.run(job, spill, log, workers=workers, engine=engine_name, scheduler=scheduler,
                            progress=reporter.advance)
     reporter.phase("write", None)
