@@ -194,3 +194,12 @@ def test_last_contact_of_equal_dates_names_the_dataset_first_by_name_whatever_th
     validator.finish()
     assert found(log) == [("SDTM-AE-AFTER-LAST-CONTACT", 1, "AESTDTC", "2024-04-03", "S1-001", 1,
                            "AESTDTC 2024-04-03 is after the subject's last contact (DS.DSSTDTC 2024-04-02)")]
+
+
+def test_remembered_key_texts_keep_bools_apart_from_numbers():
+    from trialbridge.converters.validation.engine import KeyTexts, key_text
+
+    texts = KeyTexts()
+    values = [1.0, True, 1, 0.0, False, 0, 2.0, 2, " 2.00", "2", " x ", None, float("nan")]
+    assert [texts[v] for v in values + values] == [key_text(v) for v in values + values]
+    assert [texts[v] for v in (1.0, True, 0, False)] == ["1", "True", "0", "False"]

@@ -52,7 +52,7 @@ TRIAL_DESIGN = frozenset({"TA", "TE", "TV", "TI", "TS", "TD", "TM"})
 
 RowFn = Callable[[int, dict], None]
 _INTEGER_TEXT = re.compile(r"[+-]?\d+(\.0*)?")
-CACHE_LIMIT = 50_000  # entries of a per-run parse cache before it is emptied
+CACHE_LIMIT = 4_096  # entries of a parse or text cache before it is emptied
 
 
 # --------------------------------------------------------------------------- values
@@ -102,20 +102,28 @@ def key_text(value: Any) -> str:
 
 
 class KeyTexts(dict):
-    """:func:`key_text` of text values, remembered: ``texts[value]`` is a C-level lookup for a
-    value seen before.  Only ``str`` values are kept (a number may equal a bool as a dict key
-    and not as text); :meth:`bounded` empties it when it grows past :data:`CACHE_LIMIT`."""
+    """:func:`key_text` of one column's values, remembered: ``texts[value]`` is a C-level
+    lookup for a value seen before.  Text and numbers are kept, except numbers equal to 0 or
+    1, which a bool would also find as a dict key (``True == 1``) and has another text."""
 
     def __missing__(self, value: Any) -> str:
         text = key_text(value)
-        if value.__class__ is str:
+        if value.__class__ is str or (value.__class__ in (float, int) and value not in (0, 1)):
             self[value] = text
         return text
 
-    def bounded(self) -> "KeyTexts":
-        if len(self) > CACHE_LIMIT:
-            self.clear()
-        return self
+
+def key_texts(columns: int) -> tuple[list[KeyTexts], Callable[[int], None]]:
+    """One :class:`KeyTexts` per column and a function that empties those grown past
+    :data:`CACHE_LIMIT`, cheap enough to call on every row (it looks every 1024th)."""
+    caches = [KeyTexts() for _ in range(columns)]
+
+    def bound(row_no: int) -> None:
+        if not row_no & 1023:
+            for cache in caches:
+                if len(cache) > CACHE_LIMIT:
+                    cache.clear()
+    return caches, bound
 
 
 def dtc(value: Any) -> str | None:

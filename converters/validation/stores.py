@@ -36,7 +36,7 @@ class Scratch:
             self._db = sqlite3.connect("", isolation_level=None)
             self._db.execute("PRAGMA journal_mode = OFF")
             self._db.execute("PRAGMA synchronous = OFF")
-            self._db.execute("PRAGMA cache_size = -8192")  # 8 MiB of pages in memory, the rest on disk
+            self._db.execute("PRAGMA cache_size = -2048")  # 2 MiB of pages in memory, the rest on disk
             self._db.execute("BEGIN")
         return self._db
 

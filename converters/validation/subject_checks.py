@@ -9,9 +9,10 @@ design) is one run; beyond ``max_run`` keys that run moves to SQLite.
 """
 from __future__ import annotations
 
+from operator import getitem
 from typing import Any
 
-from trialbridge.converters.validation.engine import Check, DatasetInfo, KeyTexts, RowFn, is_null, key_text, run_value
+from trialbridge.converters.validation.engine import Check, DatasetInfo, RowFn, is_null, key_text, key_texts, run_value
 from trialbridge.converters.validation.stores import FirstSeen
 
 CELL_BUDGET = 1_000_000  # key cells held for one subject run before it moves to SQLite
@@ -53,10 +54,11 @@ class KeyDuplicates(_Duplicates):
         field = ", ".join(keys)
         # the run is the subject as the key holds it; without USUBJID the whole dataset is one run
         subject = keys.index("USUBJID") if "USUBJID" in keys else None
-        texts = KeyTexts()
+        texts, bound = key_texts(len(keys))
 
         def row_fn(row_no: int, row: dict) -> None:
-            key = tuple(map(texts.bounded().__getitem__, map(row.get, keys)))
+            bound(row_no)
+            key = tuple(map(getitem, texts, map(row.get, keys)))
             first = first_seen(None if subject is None else key[subject], key, row_no)
             if first is not None:
                 self.report(ds, f"Duplicate record over keys ({field}): same as record {first}",
@@ -100,10 +102,11 @@ class DuplicateRecords(_Duplicates):
         first_seen = index.first
         subject = names.index("USUBJID") if "USUBJID" in names else None
         message = "Record is identical to record {}" + (f" except {seq}" if seq else "")
-        texts = KeyTexts()
+        texts, bound = key_texts(len(names))
 
         def row_fn(row_no: int, row: dict) -> None:
-            key = tuple(map(texts.bounded().__getitem__, map(row.get, names)))
+            bound(row_no)
+            key = tuple(map(getitem, texts, map(row.get, names)))
             first = first_seen(None if subject is None else key[subject], key, row_no)
             if first is not None:
                 self.report(ds, message.format(first), row_no, row, seq)
