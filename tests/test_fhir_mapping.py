@@ -10,7 +10,7 @@ from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import Records, public
-from trialbridge.mappings.fhir import (EXT_LOCAL_DATETIME, LBTESTCD_SYSTEM, LOINC, UCUM, FhirContext, adverse_event, encounter,
+from trialbridge.mappings.fhir import (EXT_LOCAL_DATETIME, LOINC, NCIT, UCUM, FhirContext, adverse_event, encounter,
                            medication_administration, observation, patient, research_subject)
 from trialbridge.mappings.fhir.ids import resource_id
 
@@ -64,12 +64,13 @@ def test_igg_day_7_of_subject_001(sample_records, ctx):
     res = observation.to_fhir(rec, ctx, kind="lab_result")
     codings = res["code"]["coding"]
     assert {"system": LOINC, "code": "2465-3", "display": "IgG [Mass/volume] in Serum or Plasma"} in codings
-    assert {"system": LBTESTCD_SYSTEM, "code": "IGG", "display": "Immunoglobulin G"} in codings
+    # CDISC CT as the NCI Thesaurus code of the LBTESTCD term, the submission value as display
+    assert {"system": NCIT, "code": "C81971", "display": "IGG"} in codings
     assert res["valueQuantity"] == {"value": Decimal("10.5"), "unit": "g/L", "system": UCUM, "code": "g/L"}
     assert res["referenceRange"][0]["low"]["value"] == Decimal("5.0")
     assert res["category"][0]["coding"][0]["code"] == "laboratory"
     assert res["subject"] == {"reference": f"Patient/{resource_id('Patient', 'NCT04387942', '001')}"}
-    assert res["contained"][0]["type"]["coding"][0]["code"] == "SERUM"
+    assert res["contained"][0]["type"]["coding"] == [{"system": NCIT, "code": "C13325", "display": "SERUM"}]
     assert res["encounter"] == {"display": "DAY 7"}
     assert '"low":{"value":5.0,' in fhir_io.dumps(res)  # 5.0 stays 5.0
     assert res["interpretation"][0]["coding"][0]["code"] == "N"  # 10.5 within 5.0-14.6
@@ -385,3 +386,20 @@ def test_final_disposition_event_is_the_latest_dated():
     # it; of the two events on 2020-11-27 the one listed last (the hub's latest) is final
     assert final_event(events)["event"] == "DEATH"
     assert final_event(events[:2])["event"] == "COMPLETED" and final_event([]) is None
+
+
+def test_cdisc_codes_are_nci_thesaurus_c_codes_and_old_files_still_read(ctx):
+    """Observation.code carries the LBTESTCD / CPTESTCD term as its NCIt C-code (display: the
+    submission value); files written with the invented http://cdisc.org/ct/... systems still map."""
+    res = observation.to_fhir(_lab(test="IFN-gamma", result="3.1"), ctx, kind="lab_result")
+    assert res["code"]["coding"] == [
+        {"system": LOINC, "code": "27415-9", "display": "Interferon gamma [Mass/volume] in Serum or Plasma"},
+        {"system": NCIT, "code": "C81996", "display": "IFNG"}]
+    cp = observation.to_fhir({"subject_id": "001", "collected": "2020-06-05T08:00", "population": "CD3+ T cells",
+                              "measure": "COUNT", "result": "2966", "unit": "/uL"}, ctx, kind="cell_phenotype")
+    assert {"system": NCIT, "code": "C122157", "display": "TLYCE"} in cp["code"]["coding"]
+    for coding, kind in (({"system": "http://cdisc.org/ct/lbtestcd", "code": "INTLK4"}, "lab_result"),
+                         ({"system": "http://cdisc.org/ct/cptestcd", "code": "TLYCE"}, "cell_phenotype"),
+                         ({"system": NCIT, "code": "C74832"}, "lab_result")):
+        got, entry = observation.kind_of({"code": {"coding": [coding]}})
+        assert got == kind and entry is not None, coding

@@ -8,10 +8,14 @@ They never read clocks or files; ids are uuid5 of natural keys (:mod:`.ids`).
 
 Choices shared by all modules (documented once, here)
 -----------------------------------------------------
-* **Code systems chosen by trialbridge** (not registered with HL7; CDISC publishes no FHIR
-  canonical URIs for its codelists):
-  ``http://cdisc.org/ct/lbtestcd`` (LBTESTCD), ``http://cdisc.org/ct/cptestcd`` (CPTESTCD),
-  ``http://cdisc.org/ct/spectype`` (SPECTYPE).  Codes are the CDISC submission values.
+* **CDISC controlled terminology as NCI Thesaurus codes.**  CDISC CT is published by NCI EVS
+  inside the NCI Thesaurus (NCIt): every codelist term has an NCIt C-code.  A coded CDISC value
+  (LBTESTCD, CPTESTCD, SPECTYPE, ROUTE, AESEV …) is written as a coding in the NCIt code
+  system ``http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl`` (the official URL of HL7
+  Terminology's CodeSystem v3-nciThesaurus) with the term's C-code as ``code`` and the CDISC
+  submission value as ``display`` (:func:`cdisc_coding`; C-codes from the CT extract in
+  ``mappings/terminology/ct/``).  Files written before this used invented systems
+  (``http://cdisc.org/ct/lbtestcd`` …, submission values as codes); they are still read.
 * **Local extensions and identifier systems** live under ``urn:trialbridge:fhir:``: a record
   field with no home in core R4 (race, cohort, course, AE grade …) is carried as
   ``{"url": "urn:trialbridge:fhir:extension:<field>", "valueString": <text as given>}``
@@ -42,6 +46,7 @@ from typing import Any
 
 from trialbridge.converters.core import jsoncodec
 from trialbridge.mappings import terminology
+from trialbridge.mappings.terminology import ct
 
 TB = "urn:trialbridge:fhir:"
 EXT = TB + "extension:"
@@ -51,9 +56,11 @@ USUBJID_SYSTEM = TB + "usubjid"
 AE_NUMBER_SYSTEM = TB + "ae-number"
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
-LBTESTCD_SYSTEM = "http://cdisc.org/ct/lbtestcd"
-CPTESTCD_SYSTEM = "http://cdisc.org/ct/cptestcd"
-SPECTYPE_SYSTEM = "http://cdisc.org/ct/spectype"
+# NCI Thesaurus, in which NCI EVS publishes CDISC CT (HL7 Terminology, CodeSystem v3-nciThesaurus)
+NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
+# read only: the invented systems earlier versions wrote CDISC submission values in
+LEGACY_LBTESTCD_SYSTEM = "http://cdisc.org/ct/lbtestcd"
+LEGACY_CPTESTCD_SYSTEM = "http://cdisc.org/ct/cptestcd"
 
 # FHIR R4 dateTime / decimal regexes (datatypes.html): FHIR's own wire grammar, which decides
 # whether a record date/time can be written as a dateTime as it is (seconds and offset
@@ -163,6 +170,31 @@ def quantity_unit(q: dict) -> str | None:
 
 
 # --------------------------------------------------------------------------- codes and extensions
+
+
+def cdisc_coding(codelist: str, value: str | None) -> dict | None:
+    """The NCIt coding of a CDISC CT term: ``{system: NCIt, code: <C-code>, display: <submission
+    value>}`` for a submission value (or CDISC synonym) of ``codelist`` (short name or C-code);
+    None when the value is not a term of that codelist."""
+    if not value:
+        return None
+    found = ct.codelist(codelist)
+    submission = found.lookup(value)
+    if submission is None:
+        return None
+    return {"system": NCIT, "code": found.terms[submission], "display": submission}
+
+
+def table_cdisc_coding(table: str, value: str | None) -> dict | None:
+    """The NCIt coding of a record value mapped through a CT-backed terminology table: the
+    entry's CDISC value in the table's codelist (an entry may name its own, e.g. a disposition
+    event's ``dsdecod_codelist``)."""
+    found = terminology.load_table(table)
+    entry = found.lookup(value) if value else None
+    codelist = (entry or {}).get("dsdecod_codelist") or found.codelist
+    if entry is None or not codelist:
+        return None
+    return cdisc_coding(codelist, entry.get(found.value_field))
 
 
 def coded(table: str, value: str | None, ctx: FhirContext, field_name: str) -> dict | None:
