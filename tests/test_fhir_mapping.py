@@ -403,3 +403,22 @@ def test_cdisc_codes_are_nci_thesaurus_c_codes_and_old_files_still_read(ctx):
                          ({"system": NCIT, "code": "C74832"}, "lab_result")):
         got, entry = observation.kind_of({"code": {"coding": [coding]}})
         assert got == kind and entry is not None, coding
+
+
+def test_coded_values_carry_the_nci_thesaurus_code_of_their_cdisc_term(ctx):
+    """Route, dose form, AE severity and outcome: the standard FHIR coding first, then the NCIt
+    coding of the CDISC term; the record's text as given."""
+    dose = {"subject_id": "001", "treatment": "rhIL-2", "start": "2020-06-05", "dose": "1", "dose_unit": "mg",
+            "route": "IV", "dose_form": "Lyophilized powder for injection"}
+    res = medication_administration.to_fhir(dose, ctx)
+    assert res["dosage"]["route"]["coding"][1] == {"system": NCIT, "code": "C38276", "display": "INTRAVENOUS"}
+    assert res["dosage"]["route"]["text"] == "IV"
+    assert res["contained"][0]["form"] == {
+        "coding": [{"system": NCIT, "code": "C42957", "display": "INJECTION, POWDER, LYOPHILIZED, FOR SOLUTION"}],
+        "text": "Lyophilized powder for injection"}
+    ae = adverse_event.to_fhir({"subject_id": "001", "ae_number": "9", "term": "x", "start": "2020-06",
+                                "severity": "MODERATE", "outcome": "FATAL"}, ctx)
+    assert ae["severity"]["coding"][1] == {"system": NCIT, "code": "C41339", "display": "MODERATE"}
+    assert ae["outcome"]["coding"][1] == {"system": NCIT, "code": "C48275", "display": "FATAL"}
+    pat = patient.to_fhir({"subject_id": "001", "sex": "F"}, ctx)
+    assert pat["gender"] == "female"

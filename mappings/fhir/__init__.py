@@ -198,19 +198,20 @@ def table_cdisc_coding(table: str, value: str | None) -> dict | None:
 
 
 def coded(table: str, value: str | None, ctx: FhirContext, field_name: str) -> dict | None:
-    """CodeableConcept for a record value: the table's FHIR coding plus the value as text."""
+    """CodeableConcept for a record value: the table's FHIR coding (HL7, SNOMED CT …), then the
+    NCIt coding of its CDISC CT term when the table is CT-backed, and the value as text."""
     if not value:
         return None
-    cc: dict[str, Any] = {}
     entry = terminology.load_table(table).lookup(value)
     fhir_coding = (entry or {}).get("fhir") or (entry or {}).get("snomed")
-    if fhir_coding:
-        cc["coding"] = [{k: fhir_coding[k] for k in ("system", "code", "display") if fhir_coding.get(k)}]
-    else:
+    codings = [{k: fhir_coding[k] for k in ("system", "code", "display") if fhir_coding.get(k)}] if fhir_coding else []
+    cdisc = table_cdisc_coding(table, value)
+    if cdisc:
+        codings.append(cdisc)
+    if not codings:
         ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"{value!r} has no FHIR code in table {table}; "
                   "written as CodeableConcept.text only", field=field_name, value=value)
-    cc["text"] = value
-    return cc
+    return {**({"coding": codings} if codings else {}), "text": value}
 
 
 def decode(table: str, cc: dict | None, ctx: FhirContext, field_name: str) -> str | None:

@@ -5,7 +5,8 @@ decoded_term -> event.coding (system MedDRA ``http://terminology.hl7.org/CodeSys
 display only: the records carry the preferred-term name, not its MedDRA code);
 category -> category.text; start -> date (partial dates YYYY / YYYY-MM are valid R4
 dateTimes and are written as given); serious -> seriousness (serious / non-serious, text as
-given); severity -> severity (severity table); outcome -> outcome (outcome table);
+given); severity -> severity (severity table: the HL7 code, then the NCIt coding of the CDISC
+AESEV term); outcome -> outcome (outcome table: HL7 code, then the NCIt coding of the OUT term);
 relatedness -> suspectEntity.causality.assessment (relatedness table), with
 suspectEntity.instance a display-only reference to the study treatment.  end (R4 has no
 resolution date), body_system, grade, serious_criteria, action_taken -> local extensions.

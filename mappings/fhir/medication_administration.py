@@ -1,10 +1,12 @@
 """Exposure record <-> FHIR R4 MedicationAdministration (one per administered dose).
 
-Mapped: treatment -> contained Medication.code.text, dose_form -> Medication.form.text,
+Mapped: treatment -> contained Medication.code.text, dose_form -> Medication.form (the NCIt
+coding of its CDISC FRM term, text as given),
 lot_number -> Medication.batch.lotNumber (the Medication is contained, referenced as "#med");
 start/end -> effectivePeriod (local times without offset: see ``mappings.fhir``);
 dose/dose_unit -> dosage.dose (value as exact decimal, unit as given, system UCUM, code the
-UCUM code); route -> dosage.route (SNOMED CT coding from the routes table, text as given).
+UCUM code); route -> dosage.route (SNOMED CT coding from the routes table and the NCIt coding
+of the CDISC ROUTE term, text as given).
 planned_dose_per_bsa, bsa_m2, frequency, course, adjustment_reason -> local extensions.
 status is ``completed``: an exposure record is a dose that was given.
 
@@ -15,7 +17,7 @@ text comes back as the CDISC term of its SNOMED code.
 from __future__ import annotations
 
 from trialbridge.mappings.fhir import (FhirContext, clean, coded, decode, extensions, get_datetime, number_text, quantity,
-                           quantity_unit, read_extensions, set_datetime, subject_of)
+                           quantity_unit, read_extensions, set_datetime, subject_of, table_cdisc_coding)
 from trialbridge.mappings.fhir import encounter
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
@@ -31,7 +33,8 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     sid = record["subject_id"]
     medication: dict = {"resourceType": "Medication", "id": "med", "code": {"text": record["treatment"]}}
     if record.get("dose_form"):
-        medication["form"] = {"text": record["dose_form"]}
+        form = table_cdisc_coding("dose_form", record["dose_form"])  # CDISC FRM term as its NCIt code
+        medication["form"] = {**({"coding": [form]} if form else {}), "text": record["dose_form"]}
     if record.get("lot_number"):
         medication["batch"] = {"lotNumber": record["lot_number"]}
     res: dict = {

@@ -22,6 +22,7 @@ ORDER = 20
 EXTRA = ("race", "ethnicity", "country", "height_cm", "weight_kg")
 MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
                        "display": "Medical record number"}]}
+ADMINISTRATIVE_GENDER = "http://hl7.org/fhir/administrative-gender"
 MRN_SYSTEM = "urn:trialbridge:fhir:medical-record-number"
 
 
@@ -46,9 +47,10 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
             res["telecom"] = [{"system": "phone", "value": record["phone"]}]
         if record.get("address"):
             res["address"] = [{"text": record["address"]}]
-    gender = coded("sex", record.get("sex"), ctx, "sex")
-    if gender and gender.get("coding"):
-        res["gender"] = gender["coding"][0]["code"]
+    gender = next((c["code"] for c in (coded("sex", record.get("sex"), ctx, "sex") or {}).get("coding", [])
+                   if c.get("system") == ADMINISTRATIVE_GENDER), None)
+    if gender:
+        res["gender"] = gender
     if record.get("birth_date"):
         res["birthDate"] = record["birth_date"]
     set_datetime(res, "deceasedDateTime", record.get("death_date"))
