@@ -315,16 +315,26 @@ def test_dispositions_on_research_subject(ctx):
          "verbatim": "Parents withdrew consent", "date": "2020-12-01T10:00"},
     ]
     res = research_subject.to_fhir(subject, ctx, dispositions)
-    _valid(res)
+    assert fhir_validate.schema_errors(res) == []
+    # fhir.resources' R4B Extension model has no field for a primitive extension on value[x]
+    # (``_valueDateTime``), which the R4 JSON format allows and the official schema accepts
+    assert fhir_validate.model_errors(res) == ["extension/3/extension/3/_valueDateTime: Extra inputs are not permitted"]
     assert res["status"] == "off-study"
     assert res["period"] == {"start": "2020-08-01", "end": "2020-12-01", "_end": {"extension": [
         {"url": EXT_LOCAL_DATETIME, "valueString": "2020-12-01T10:00"}]}}
     disp = [e for e in res["extension"] if e["url"] == research_subject.EXT_DISPOSITION]
-    assert disp[0]["extension"] == [{"url": "event", "valueString": "INFORMED CONSENT OBTAINED"},
-                                    {"url": "verbatim", "valueString": "Informed consent signed by parent/guardian"},
-                                    {"url": "category", "valueString": "PROTOCOL MILESTONE"},
-                                    {"url": "date", "valueDateTime": "2020-08-01"}]
-    assert disp[1]["extension"][-1] == {"url": "date", "valueString": "2020-12-01T10:00"}  # no offset: text
+    assert disp[0]["extension"] == [
+        {"url": "event", "valueCodeableConcept": {"coding": [{"system": NCIT, "code": "C16735",
+                                                               "display": "INFORMED CONSENT OBTAINED"}],
+                                                   "text": "INFORMED CONSENT OBTAINED"}},
+        {"url": "verbatim", "valueString": "Informed consent signed by parent/guardian"},
+        {"url": "category", "valueCodeableConcept": {"coding": [{"system": NCIT, "code": "C74588",
+                                                                  "display": "PROTOCOL MILESTONE"}],
+                                                      "text": "PROTOCOL MILESTONE"}},
+        {"url": "date", "valueDateTime": "2020-08-01"}]
+    # a local time: a dateTime (date precision without a site time zone) + the text as recorded
+    assert disp[1]["extension"][-1] == {"url": "date", "valueDateTime": "2020-12-01", "_valueDateTime": {
+        "extension": [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-12-01T10:00"}]}}
     back = fhir_io.loads(fhir_io.dumps(res))
     assert research_subject.from_fhir(back, ctx) == subject
     assert research_subject.dispositions_from_fhir(back, "025", ctx) == dispositions

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from trialbridge.mappings.fhir import NCIT, assemble
+from trialbridge.mappings.fhir import EXT, EXT_LOCAL_DATETIME, NCIT, assemble
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import public, record_types
@@ -122,7 +122,7 @@ def test_mixed_input_is_reported_and_read(sample_r4, sample_r5, study):
 def test_first_dose_of_subject_001_in_r5(sample_r5, study):
     doses = _by_subject(sample_r5, "MedicationAdministration", study.study_id, "001")
     first = min(doses, key=lambda r: r["occurencePeriod"]["_start"]["extension"][0]["valueString"])
-    local = "urn:trialbridge:fhir:extension:local-datetime"
+    local = EXT_LOCAL_DATETIME
     assert first["status"] == "completed"
     assert "effectivePeriod" not in first and "medicationReference" not in first and "context" not in first
     assert first["occurencePeriod"] == {
@@ -176,7 +176,7 @@ def test_adverse_event_in_r5(sample_r5, study):
         "coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-severity", "code": "mild",
                     "display": "Mild"}, {"system": NCIT, "code": "C41338", "display": "MILD"}], "text": "MILD"}
     assert exts[r5.AE_GRADE]["valueCodeableConcept"] == {"text": "1"}
-    assert "urn:trialbridge:fhir:extension:grade" not in exts
+    assert EXT + "grade" not in exts and "urn:trialbridge:fhir:extension:grade" not in exts
     assert ae["outcome"] == [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-outcome",
                                           "code": "resolved", "display": "Resolved"},
                                          {"system": NCIT, "code": "C49498", "display": "RECOVERED/RESOLVED"}],

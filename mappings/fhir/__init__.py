@@ -16,11 +16,15 @@ Choices shared by all modules (documented once, here)
   submission value as ``display`` (:func:`cdisc_coding`; C-codes from the CT extract in
   ``mappings/terminology/ct/``).  Files written before this used invented systems
   (``http://cdisc.org/ct/lbtestcd`` …, submission values as codes); they are still read.
-* **Local extensions and identifier systems** live under ``urn:trialbridge:fhir:``: a record
-  field with no home in core R4 (race, cohort, course, AE grade …) is carried as
-  ``{"url": "urn:trialbridge:fhir:extension:<field>", "valueString": <text as given>}``
-  so that records -> FHIR -> records is identity.  A receiving server keeps unknown
-  extensions; a profile (e.g. US Core race) can replace one later without engine changes.
+* **Extensions and identifier systems at canonical https URLs we own.**  A record field with no
+  home in core R4 (race, cohort, course, AE grade …) is an extension
+  ``https://trialbridge.org/fhir/StructureDefinition/<name>``, each defined by an R4
+  StructureDefinition shipped in ``schemas/fhir/structuredefinitions/`` and listed, with the
+  type of its value, in ``mappings/fhir/extensions.yaml``: numbers are Quantities with a UCUM
+  unit (BSA in m2, dose per m2, height, weight), CDISC-coded values CodeableConcepts with the
+  NCIt coding and the text as given, dates dateTimes, free text strings.  Identifier systems
+  are ``https://trialbridge.org/fhir/sid/<name>``.  The readers also accept the
+  ``urn:trialbridge:fhir:…`` URLs of files written before (:func:`is_uri`).
 * **Local times without a UTC offset.**  An R4 ``dateTime`` with a time must carry seconds and
   a timezone; the records hold site-local times such as ``2020-06-05T08:30`` and the study
   configuration states no offset.  Inventing one (+08:00) would be inventing data, so such a
@@ -39,21 +43,33 @@ Choices shared by all modules (documented once, here)
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
+import jsonschema
+import yaml
+
 from trialbridge.converters.core import jsoncodec
+from trialbridge.converters.core.issues import TrialbridgeError, schema_problem
 from trialbridge.mappings import terminology
 from trialbridge.mappings.terminology import ct
 
-TB = "urn:trialbridge:fhir:"
-EXT = TB + "extension:"
+# canonical URLs trialbridge owns (docs/fhir.md): extension definitions and identifier systems
+CANONICAL = "https://trialbridge.org/fhir/"
+EXT = CANONICAL + "StructureDefinition/"
+SID = CANONICAL + "sid/"
+# read only: what files written before used for the same extensions and identifier systems
+LEGACY_EXT = "urn:trialbridge:fhir:extension:"
+LEGACY_SID = "urn:trialbridge:fhir:"
 EXT_LOCAL_DATETIME = EXT + "local-datetime"
-SUBJECT_ID_SYSTEM = TB + "subject-id"
-USUBJID_SYSTEM = TB + "usubjid"
-AE_NUMBER_SYSTEM = TB + "ae-number"
+SUBJECT_ID_SYSTEM = SID + "subject-id"
+USUBJID_SYSTEM = SID + "usubjid"
+AE_NUMBER_SYSTEM = SID + "ae-number"
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
 # NCI Thesaurus, in which NCI EVS publishes CDISC CT (HL7 Terminology, CodeSystem v3-nciThesaurus)
@@ -100,6 +116,21 @@ class FhirContext:
             self.log.add(severity, code, message, **{**self.where, **where})
 
 
+def legacy_uri(uri: str) -> str | None:
+    """The ``urn:trialbridge:fhir:`` URL files written before used for one of our URLs."""
+    if uri.startswith(EXT):
+        return LEGACY_EXT + uri[len(EXT):]
+    if uri.startswith(SID):
+        return LEGACY_SID + uri[len(SID):]
+    return None
+
+
+def is_uri(found: Any, ours: str) -> bool:
+    """``found`` (an extension url or identifier system read from FHIR) is ``ours``, or the
+    ``urn:`` name an earlier trialbridge wrote for it."""
+    return isinstance(found, str) and (found == ours or found == legacy_uri(ours))
+
+
 # --------------------------------------------------------------------------- dates
 
 
@@ -118,7 +149,7 @@ def get_datetime(source: dict | None, key: str) -> str | None:
     if not source:
         return None
     for ext in (source.get("_" + key) or {}).get("extension", []):
-        if ext.get("url") == EXT_LOCAL_DATETIME and ext.get("valueString"):
+        if is_uri(ext.get("url"), EXT_LOCAL_DATETIME) and ext.get("valueString"):
             return ext["valueString"]
     value = source.get(key)
     return str(value) if value else None
@@ -229,23 +260,127 @@ def decode(table: str, cc: dict | None, ctx: FhirContext, field_name: str) -> st
     return terminology.map_term(table, candidates[0], log=ctx.log, where={**ctx.where, "field": field_name})
 
 
-def extensions(record: dict, names: tuple[str, ...]) -> list[dict]:
-    return [{"url": EXT + n.replace("_", "-"), "valueString": record[n]} for n in names if record.get(n)]
+@lru_cache(maxsize=1)
+def extension_definitions() -> dict[str, dict]:
+    """``mappings/fhir/extensions.yaml`` (checked against its schema), by extension name."""
+    data = yaml.safe_load(resources.files("trialbridge.mappings").joinpath("fhir", "extensions.yaml")
+                          .read_text("utf-8"))
+    schema = json.loads(resources.files("trialbridge.schemas").joinpath("config", "fhir_extensions.schema.json")
+                        .read_text("utf-8"))
+    problem = schema_problem(jsonschema.Draft202012Validator(schema), data)
+    if problem:
+        raise TrialbridgeError(f"mappings/fhir/extensions.yaml: {problem}")
+    if data["base"] != EXT or data["legacy_base"] != LEGACY_EXT:
+        raise TrialbridgeError("mappings/fhir/extensions.yaml: base and legacy_base must be "
+                               f"{EXT!r} and {LEGACY_EXT!r} (mappings.fhir.EXT, LEGACY_EXT)")
+    return {e["name"]: e for e in data["extensions"]}
+
+
+def _coding(spec: dict, text: str) -> dict | None:
+    source = spec["coding"]
+    if "table" in source:
+        return table_cdisc_coding(source["table"], text)
+    if "codelist" in source:
+        return cdisc_coding(source["codelist"], text)
+    return {"system": source["system"], "code": text}
+
+
+def _unit_code(spec: dict, record: dict) -> str | None:
+    if "unit" in spec:
+        return spec["unit"]
+    base = record.get(spec["unit_field"])
+    found = terminology.unit(base) if base else None
+    return f"{found['ucum']}{spec['unit_suffix']}" if found and found.get("ucum") else None
+
+
+def set_extension_value(ext: dict, spec: dict, text: str, ctx: FhirContext, record: dict, name: str) -> bool:
+    """Put ``text`` into ``ext`` as the value type ``spec`` declares (False: nothing written)."""
+    kind = spec["value"]
+    if kind == "string":
+        ext["valueString"] = text
+    elif kind == "dateTime":
+        set_datetime(ext, "valueDateTime", text)
+    elif kind == "CodeableConcept":
+        coding = _coding(spec, text)
+        if coding is None:
+            ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"{text!r} has no code for extension {name}; written as "
+                      "CodeableConcept.text only", field=name, value=text)
+        ext["valueCodeableConcept"] = {**({"coding": [coding]} if coding else {}), "text": text}
+    else:  # Quantity
+        value = exact_decimal(text)
+        if value is None:
+            ctx.issue("warning", "FHIR-NOT-NUMERIC", f"{name} {text!r} is not an exact decimal; not written",
+                      field=name, value=text)
+            return False
+        unit = _unit_code(spec, record)
+        if unit is None:
+            ctx.issue("warning", "FHIR-UNIT-NOT-UCUM", f"{name}: no UCUM unit (from {spec.get('unit_field')!r} "
+                      f"{record.get(spec.get('unit_field', ''))!r}); written without unit", field=name, value=text)
+        ext["valueQuantity"] = {"value": value, **({"unit": unit, "system": UCUM, "code": unit} if unit else {})}
+    return True
+
+
+def extension(name: str, text: str, ctx: FhirContext, record: dict | None = None) -> dict | None:
+    """One simple extension ``<EXT><name>`` with ``text`` as its declared value type."""
+    spec = extension_definitions()[name]
+    ext: dict[str, Any] = {"url": EXT + name}
+    return ext if set_extension_value(ext, spec, text, ctx, record or {}, name) else None
+
+
+def complex_extension(name: str, values: dict[str, str], ctx: FhirContext) -> dict:
+    """A complex extension ``<EXT><name>``: one sub-extension per declared part with a value."""
+    subs = []
+    for part in extension_definitions()[name]["parts"]:
+        text = values.get(part["name"])
+        sub: dict[str, Any] = {"url": part["name"]}
+        if text and set_extension_value(sub, part, text, ctx, values, f"{name}.{part['name']}"):
+            subs.append(sub)
+    return {"url": EXT + name, "extension": subs}
+
+
+def extensions(record: dict, names: tuple[str, ...], ctx: FhirContext) -> list[dict]:
+    """The extensions of a record's fields (field ``bsa_m2`` -> extension ``bsa-m2``)."""
+    out = []
+    for n in names:
+        if record.get(n):
+            ext = extension(n.replace("_", "-"), record[n], ctx, record)
+            if ext is not None:
+                out.append(ext)
+    return out
+
+
+def extension_text(ext: dict) -> str | None:
+    """The record text of an extension (or sub-extension) value, whichever type we wrote it as
+    (``valueString`` as well: what files written before used for every field)."""
+    if ext.get("valueString") not in (None, ""):
+        return str(ext["valueString"])
+    if "valueDateTime" in ext or "_valueDateTime" in ext:
+        return get_datetime(ext, "valueDateTime")
+    if "valueCodeableConcept" in ext:
+        cc = ext["valueCodeableConcept"] or {}
+        return cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []), None)
+    if "valueQuantity" in ext:
+        return number_text((ext["valueQuantity"] or {}).get("value"))
+    return None
 
 
 def read_extensions(resource: dict, names: tuple[str, ...]) -> dict:
-    wanted = {EXT + n.replace("_", "-"): n for n in names}
+    wanted = {}
+    for n in names:
+        url = EXT + n.replace("_", "-")
+        wanted[url] = wanted[legacy_uri(url)] = n
     out = {}
     for ext in resource.get("extension", []) or []:
         name = wanted.get(ext.get("url"))
-        if name and ext.get("valueString") not in (None, ""):
-            out[name] = ext["valueString"]
+        text = extension_text(ext) if name else None
+        if text not in (None, ""):
+            out[name] = text
     return out
 
 
 def identifier_value(resource: dict, system: str) -> str | None:
     for ident in resource.get("identifier", []) or []:
-        if ident.get("system") == system and ident.get("value"):
+        if is_uri(ident.get("system"), system) and ident.get("value"):
             return ident["value"]
     return None
 

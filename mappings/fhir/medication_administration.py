@@ -7,7 +7,9 @@ start/end -> effectivePeriod (local times without offset: see ``mappings.fhir``)
 dose/dose_unit -> dosage.dose (value as exact decimal, unit as given, system UCUM, code the
 UCUM code); route -> dosage.route (SNOMED CT coding from the routes table and the NCIt coding
 of the CDISC ROUTE term, text as given).
-planned_dose_per_bsa, bsa_m2, frequency, course, adjustment_reason -> local extensions.
+planned_dose_per_bsa and bsa_m2 -> extensions with Quantity values (UCUM <dose unit>/m2 and m2),
+frequency -> extension with the NCIt coding of its CDISC FREQ term, course and
+adjustment_reason -> string extensions (``mappings/fhir/extensions.yaml``).
 status is ``completed``: an exposure record is a dose that was given.
 
 Not round-tripped: a dose that is not an exact decimal (then dosage.text carries
@@ -42,7 +44,7 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
         "id": resource_id("MedicationAdministration", ctx.study_id, sid, record["start"], record["treatment"]),
         "contained": [medication],
     }
-    ext = extensions(record, EXTRA)
+    ext = extensions(record, EXTRA, ctx)
     if ext:
         res["extension"] = ext
     res["status"] = "completed"
