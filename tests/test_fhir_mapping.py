@@ -45,9 +45,9 @@ def test_first_dose_of_subject_001(sample_records, ctx):
     dose = res["dosage"]["dose"]
     assert dose == {"value": Decimal("315000"), "unit": "[iU]", "system": UCUM, "code": "[iU]"}
     assert '"value":315000,' in fhir_io.dumps(res)
-    # a local time without offset is not a valid R4 dateTime: date precision + exact text kept
+    # a site-local time: the full dateTime with the site's offset (Asia/Shanghai), the text as recorded kept
     period = res["effectivePeriod"]
-    assert period["start"] == "2020-06-05"
+    assert period["start"] == "2020-06-05T08:30:00+08:00"
     assert period["_start"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-06-05T08:30"}]
     assert res["dosage"]["route"]["coding"][0] == {"system": "http://snomed.info/sct", "code": "47625008",
                                                    "display": "Intravenous route"}
@@ -245,7 +245,7 @@ def test_visit_is_an_encounter(ctx):
     assert res["class"] == {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB",
                             "display": "ambulatory"}
     assert res["type"] == [{"text": "UNSCHEDULED"}] and res["reasonCode"] == [{"text": "Relapse of purpura"}]
-    assert res["period"]["start"] == "2020-07-01"
+    assert res["period"]["start"] == "2020-07-01T10:15:00+08:00"
     assert res["period"]["_start"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-07-01T10:15"}]
     assert res["id"] == resource_id("Encounter", "NCT04387942", "001", "UNSCHEDULED", "2020-07-01T10:15")
     assert encounter.from_fhir(fhir_io.loads(fhir_io.dumps(res)), _sub_ctx(ctx.study, res["subject"]["reference"])) == rec
@@ -320,7 +320,7 @@ def test_dispositions_on_research_subject(ctx):
     # (``_valueDateTime``), which the R4 JSON format allows and the official schema accepts
     assert fhir_validate.model_errors(res) == ["extension/3/extension/3/_valueDateTime: Extra inputs are not permitted"]
     assert res["status"] == "off-study"
-    assert res["period"] == {"start": "2020-08-01", "end": "2020-12-01", "_end": {"extension": [
+    assert res["period"] == {"start": "2020-08-01", "end": "2020-12-01T10:00:00+08:00", "_end": {"extension": [
         {"url": EXT_LOCAL_DATETIME, "valueString": "2020-12-01T10:00"}]}}
     disp = [e for e in res["extension"] if e["url"] == research_subject.EXT_DISPOSITION]
     assert disp[0]["extension"] == [
@@ -332,8 +332,8 @@ def test_dispositions_on_research_subject(ctx):
                                                                   "display": "PROTOCOL MILESTONE"}],
                                                       "text": "PROTOCOL MILESTONE"}},
         {"url": "date", "valueDateTime": "2020-08-01"}]
-    # a local time: a dateTime (date precision without a site time zone) + the text as recorded
-    assert disp[1]["extension"][-1] == {"url": "date", "valueDateTime": "2020-12-01", "_valueDateTime": {
+    # a site-local time: the full dateTime at the site's offset + the text as recorded
+    assert disp[1]["extension"][-1] == {"url": "date", "valueDateTime": "2020-12-01T10:00:00+08:00", "_valueDateTime": {
         "extension": [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-12-01T10:00"}]}}
     back = fhir_io.loads(fhir_io.dumps(res))
     assert research_subject.from_fhir(back, ctx) == subject
@@ -432,3 +432,73 @@ def test_coded_values_carry_the_nci_thesaurus_code_of_their_cdisc_term(ctx):
     assert ae["outcome"]["coding"][1] == {"system": NCIT, "code": "C48275", "display": "FATAL"}
     pat = patient.to_fhir({"subject_id": "001", "sex": "F"}, ctx)
     assert pat["gender"] == "female"
+
+
+def _study_with_sites(study, *sites):
+    import copy
+
+    from trialbridge.mappings.study import Study
+
+    config = copy.deepcopy(study.config)
+    config["sites"] = [{"site_id": f"{n + 1:02d}", "name": f"Site {n + 1}", "country": "CHN", **s}
+                       for n, s in enumerate(sites)]
+    return Study(config, study.path)
+
+
+@pytest.mark.parametrize("site, local, written", [
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08:30", "2020-06-05T08:30:00+08:00"),
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08:30:15.5", "2020-06-05T08:30:15.5+08:00"),
+    ({"utc_offset": "-05:00"}, "2021-07-01T09:00", "2021-07-01T09:00:00-05:00"),
+    ({"time_zone": "America/New_York"}, "2021-07-01T09:00", "2021-07-01T09:00:00-04:00"),  # daylight saving
+    ({"time_zone": "America/New_York"}, "2021-01-01T09:00", "2021-01-01T09:00:00-05:00"),
+    ({"time_zone": "America/New_York"}, "2021-11-07T01:30", "2021-11-07"),  # ambiguous: clocks went back
+    ({"time_zone": "America/New_York"}, "2021-03-14T02:30", "2021-03-14"),  # does not exist: clocks went forward
+    ({}, "2020-06-05T08:30", "2020-06-05"),  # no time zone configured: date precision
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08", "2020-06-05"),  # no minutes: not completed
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08:30+05:30", "2020-06-05T08:30:00+05:30"),  # its own offset
+])
+def test_site_local_times_get_the_site_offset_when_known(study, site, local, written):
+    ctx = FhirContext(_study_with_sites(study, site), IssueLog())
+    rec = _lab(collected=local)
+    res = observation.to_fhir({**rec, "subject_id": "001"}, ctx, kind="lab_result")
+    assert res["effectiveDateTime"] == written
+    assert res["_effectiveDateTime"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": local}]
+    assert fhir_validate.schema_errors(res) == []
+    sub = FhirContext(ctx.study, IssueLog(), subjects={res["subject"]["reference"]: "001"})
+    assert observation.from_fhir(fhir_io.loads(fhir_io.dumps(res)), sub)[1]["collected"] == local
+
+
+def test_complete_fhir_datetimes_are_written_as_they_are(ctx):
+    res = observation.to_fhir(_lab(collected="2020-06-05T08:30:00+08:00"), ctx, kind="lab_result")
+    assert res["effectiveDateTime"] == "2020-06-05T08:30:00+08:00" and "_effectiveDateTime" not in res
+
+
+def test_the_site_of_the_subject_decides_the_offset(study, sample_records):
+    """Two sites in different zones: a record is written with its subject's site's offset; a
+    record whose subject (and so site) is unknown keeps date precision."""
+    two = _study_with_sites(study, {"time_zone": "Asia/Shanghai"}, {"time_zone": "Europe/Berlin"})
+    records = Records(study_id="NCT04387942")
+    records.rows["subject"] = [{"study_id": "NCT04387942", "site_id": "02", "subject_id": "900", "sex": "F",
+                                "consent_date": "2020-06-01"}]
+    records.rows["lab_result"] = [{**_lab(collected="2020-06-05T08:30"), "subject_id": sid} for sid in ("900", "901")]
+    made = {r["subject"]["reference"]: r for t, _k, r in assemble.subject_resources(records, two, IssueLog())
+            if t == "Observation"}
+    got = sorted(r["effectiveDateTime"] for r in made.values())
+    assert got == ["2020-06-05", "2020-06-05T08:30:00+02:00"]
+
+
+def test_time_zone_configuration_is_checked(tmp_path, study):
+    import yaml
+
+    from trialbridge.converters.core.issues import TrialbridgeError
+    from trialbridge.mappings.study import load_study
+
+    for site, message in (({"time_zone": "Mars/Olympus_Mons"}, "is not an IANA time zone"),
+                          ({"time_zone": "Asia/Shanghai", "utc_offset": "+08:00"}, "sites/0"),
+                          ({"utc_offset": "+8"}, "sites/0/utc_offset")):
+        config = _study_with_sites(study, site).config
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(config), "utf-8")
+        with pytest.raises(TrialbridgeError, match=message):
+            load_study(path)
+    assert load_study("NCT04387942").config["sites"][0]["time_zone"] == "Asia/Shanghai"

@@ -126,8 +126,8 @@ def test_first_dose_of_subject_001_in_r5(sample_r5, study):
     assert first["status"] == "completed"
     assert "effectivePeriod" not in first and "medicationReference" not in first and "context" not in first
     assert first["occurencePeriod"] == {
-        "start": "2020-06-05", "_start": {"extension": [{"url": local, "valueString": "2020-06-05T08:30"}]},
-        "end": "2020-06-05", "_end": {"extension": [{"url": local, "valueString": "2020-06-05T09:30"}]}}
+        "start": "2020-06-05T08:30:00+08:00", "_start": {"extension": [{"url": local, "valueString": "2020-06-05T08:30"}]},
+        "end": "2020-06-05T09:30:00+08:00", "_end": {"extension": [{"url": local, "valueString": "2020-06-05T09:30"}]}}
     # the R4 writer names a contained Medication: R5 CodeableReference.reference
     assert first["medication"] == {"reference": {"reference": "#med"}}
     assert first["contained"] == [{"resourceType": "Medication", "id": "med", "code": {"text": "rhIL-2"},

@@ -25,14 +25,22 @@ Choices shared by all modules (documented once, here)
   NCIt coding and the text as given, dates dateTimes, free text strings.  Identifier systems
   are ``https://trialbridge.org/fhir/sid/<name>``.  The readers also accept the
   ``urn:trialbridge:fhir:…`` URLs of files written before (:func:`is_uri`).
-* **Local times without a UTC offset.**  An R4 ``dateTime`` with a time must carry seconds and
-  a timezone; the records hold site-local times such as ``2020-06-05T08:30`` and the study
-  configuration states no offset.  Inventing one (+08:00) would be inventing data, so such a
-  value is written at *date* precision (``2020-06-05``, which is true) and the exact text as
-  given is kept in a primitive extension ``_<element>.extension[url=...:local-datetime]``.
-  Readers that ignore extensions see a correct, coarser date; trialbridge reads the exact
-  text back.  Values that already are valid FHIR (date only, partial ``YYYY``/``YYYY-MM``,
-  or a full time with seconds and offset) are written unchanged.
+* **Site-local times.**  The records hold date/times as the site wrote them, in site-local
+  time without a UTC offset (``2020-06-05T08:30``); an R4 ``dateTime`` with a time must have
+  seconds and an offset.  When the study configuration states the site's time zone
+  (``sites[].time_zone``, IANA, or ``sites[].utc_offset``) the value is written as the full
+  dateTime of that instant, ``2020-06-05T08:30:00+08:00`` (seconds zero-filled, as R4 allows;
+  the offset in force at that local time, daylight saving included).  Without it — or for a
+  local time that a daylight-saving change makes ambiguous or non-existent — inventing an
+  offset would be inventing data, so the value is written at *date* precision
+  (``2020-06-05``, which is true).  Either way the text exactly as recorded is kept in the
+  primitive extension ``_<element>.extension[url=…/local-datetime]`` (defined in
+  ``extensions.yaml``), from which trialbridge reads it back: records -> FHIR -> records is
+  identity.  Values that already are valid FHIR (dates, partial ``YYYY``/``YYYY-MM``, full
+  times with seconds and offset) are written unchanged, without the extension.  The site is the
+  record's own ``site_id`` (subject records) or its subject's (:attr:`FhirContext.subject_sites`,
+  filled by ``assemble``); when it is not known, the configured time zone is used only if every
+  configured site has the same one.
 * **Decimals keep their text**: ``1.30`` becomes ``Decimal("1.30")`` and is serialised as
   ``1.30``; text that a JSON number cannot reproduce exactly (``.5``, ``1e3``) is not turned
   into a number (valueString / an issue instead).
@@ -46,6 +54,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from importlib import resources
@@ -54,7 +63,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from trialbridge.converters.core import jsoncodec
+from trialbridge.converters.core import iso8601, jsoncodec
 from trialbridge.converters.core.issues import TrialbridgeError, schema_problem
 from trialbridge.mappings import terminology
 from trialbridge.mappings.terminology import ct
@@ -106,10 +115,20 @@ class FhirContext:
     encounters: Any = None
     dispositions: dict[str, list[dict]] = field(default_factory=dict)
     encounter_labels: dict[str, str] = field(default_factory=dict)
+    subject_sites: dict[str, str] = field(default_factory=dict)  # subject_id -> site_id, for site-local times
+    _clocks: dict = field(default_factory=dict, repr=False)
 
     @property
     def study_id(self) -> str:
         return self.study.study_id
+
+    def clock(self, record: dict | None) -> SiteClock | None:
+        """The clock of the site a record was collected at (None: its UTC offset is not known)."""
+        record = record or {}
+        site = record.get("site_id") or self.subject_sites.get(record.get("subject_id") or "")
+        if site not in self._clocks:
+            self._clocks[site] = site_clock(self.study, site)
+        return self._clocks[site]
 
     def issue(self, severity: str, code: str, message: str, **where: Any) -> None:
         if self.log is not None:
@@ -134,14 +153,83 @@ def is_uri(found: Any, ours: str) -> bool:
 # --------------------------------------------------------------------------- dates
 
 
-def set_datetime(target: dict, key: str, text: str | None) -> None:
-    """Write a record date/time to ``target[key]`` as an R4 dateTime (see module docstring)."""
+@dataclass(frozen=True)
+class SiteClock:
+    """A site's local time: an IANA time zone or a fixed UTC offset (``+08:00``)."""
+
+    time_zone: str | None = None
+    utc_offset: str | None = None
+
+    def offset_at(self, local: datetime) -> str | None:
+        """The UTC offset (``+08:00``) of a local wall-clock time at the site; None when a
+        daylight-saving change makes that local time ambiguous or non-existent."""
+        if self.utc_offset:
+            return self.utc_offset
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(str(self.time_zone))
+        first, second = (local.replace(tzinfo=zone, fold=f).utcoffset() for f in (0, 1))
+        if first != second or first is None:
+            return None
+        # a non-existent local time (spring forward) has one offset per fold but does not round-trip
+        if local.replace(tzinfo=zone).astimezone(zone).replace(tzinfo=None) != local:
+            return None
+        return _offset_text(first)
+
+
+def _offset_text(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def site_clock(study: Any, site_id: str | None) -> SiteClock | None:
+    """The clock the study configuration gives a site; for an unknown site, the one every
+    configured site shares (None when they differ or none is configured)."""
+    sites = (getattr(study, "config", None) or {}).get("sites") or []
+    if site_id:
+        site = next((s for s in sites if s.get("site_id") == site_id), None)
+        return _clock_of(site) if site else None
+    clocks = {_clock_of(s) for s in sites}
+    return clocks.pop() if len(clocks) == 1 else None
+
+
+def _clock_of(site: dict) -> SiteClock | None:
+    if site.get("time_zone") or site.get("utc_offset"):
+        return SiteClock(site.get("time_zone"), site.get("utc_offset"))
+    return None
+
+
+def fhir_datetime(text: str, clock: SiteClock | None) -> str | None:
+    """The R4 dateTime of a record date/time with a time and no seconds or offset
+    (``2020-06-05T08:30`` -> ``2020-06-05T08:30:00+08:00``): seconds zero-filled, the offset
+    the text gives or the site's; None when the text has no minutes or no offset is known."""
+    parsed = iso8601.parse(text, unknown_parts=False)
+    if parsed is None or parsed.known < 5:
+        return None
+    year, month, day, hour, minute, second = parsed.fields
+    if parsed.offset is not None:
+        offset = "Z" if text.endswith("Z") else text[-6:]
+    elif clock is not None:
+        offset = clock.offset_at(datetime(year, month, day, hour, minute, second or 0))
+        if offset is None:
+            return None
+    else:
+        return None
+    fraction = f".{parsed.fraction}" if parsed.fraction else ""
+    return f"{text[:10]}T{hour:02d}:{minute:02d}:{second or 0:02d}{fraction}{offset}"
+
+
+def set_datetime(target: dict, key: str, text: str | None, clock: SiteClock | None = None) -> None:
+    """Write a record date/time to ``target[key]`` as an R4 dateTime (see module docstring):
+    as it is when it is one; else completed with seconds and the site's offset (``clock``),
+    or at date precision, with the text as recorded in the local-datetime extension."""
     if not text:
         return
     if FHIR_DATETIME.fullmatch(text):
         target[key] = text
         return
-    target[key] = text[:10]
+    target[key] = fhir_datetime(text, clock) or text[:10]
     target["_" + key] = {"extension": [{"url": EXT_LOCAL_DATETIME, "valueString": text}]}
 
 
@@ -299,7 +387,7 @@ def set_extension_value(ext: dict, spec: dict, text: str, ctx: FhirContext, reco
     if kind == "string":
         ext["valueString"] = text
     elif kind == "dateTime":
-        set_datetime(ext, "valueDateTime", text)
+        set_datetime(ext, "valueDateTime", text, ctx.clock(record))
     elif kind == "CodeableConcept":
         coding = _coding(spec, text)
         if coding is None:

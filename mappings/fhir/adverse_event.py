@@ -54,7 +54,7 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     event["text"] = record["term"]
     res["event"] = event
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
-    set_datetime(res, "date", record["start"])
+    set_datetime(res, "date", record["start"], ctx.clock(record))
     serious = record.get("serious")
     if serious:
         found = SERIOUSNESS.get(serious.strip().upper())

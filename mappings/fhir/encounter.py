@@ -3,7 +3,7 @@
 Mapped: visit (the label as written by the site) -> extension
 ``https://trialbridge.org/fhir/StructureDefinition/visit`` and ``type[0].text`` (a reader without our
 extension still sees the label); status DONE -> ``finished``, NOT DONE -> ``cancelled``;
-start/end -> period.start/end (local times without offset: see ``mappings.fhir``);
+start/end -> period.start/end (site-local times: see ``mappings.fhir``);
 reason -> ``reasonCode[0].text``; subject -> Patient reference.  ``class`` is required by R4
 and the records hold no setting: a study visit is written as ``AMB`` (ambulatory,
 v3-ActCode).  The id is uuid5 of study, subject, visit label and start.
@@ -61,8 +61,9 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     res["type"] = [{"text": record["visit"]}]
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
     period: dict = {}
-    set_datetime(period, "start", record["start"])
-    set_datetime(period, "end", record.get("end"))
+    clock = ctx.clock(record)
+    set_datetime(period, "start", record["start"], clock)
+    set_datetime(period, "end", record.get("end"), clock)
     res["period"] = period
     if record.get("reason"):
         res["reasonCode"] = [{"text": record["reason"]}]

@@ -3,7 +3,7 @@
 Mapped: treatment -> contained Medication.code.text, dose_form -> Medication.form (the NCIt
 coding of its CDISC FRM term, text as given),
 lot_number -> Medication.batch.lotNumber (the Medication is contained, referenced as "#med");
-start/end -> effectivePeriod (local times without offset: see ``mappings.fhir``);
+start/end -> effectivePeriod (site-local times: see ``mappings.fhir``);
 dose/dose_unit -> dosage.dose (value as exact decimal, unit as given, system UCUM, code the
 UCUM code); route -> dosage.route (SNOMED CT coding from the routes table and the NCIt coding
 of the CDISC ROUTE term, text as given).
@@ -51,8 +51,9 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     res["medicationReference"] = {"reference": "#med"}
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
     period: dict = {}
-    set_datetime(period, "start", record["start"])
-    set_datetime(period, "end", record.get("end"))
+    clock = ctx.clock(record)
+    set_datetime(period, "start", record["start"], clock)
+    set_datetime(period, "end", record.get("end"), clock)
     res["effectivePeriod"] = period
     dosage: dict = {}
     route = coded("routes", record.get("route"), ctx, "route")

@@ -94,7 +94,7 @@ def to_fhir(record: dict, ctx: FhirContext, kind: str | None = None) -> dict:
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
     if record.get("visit"):
         res["encounter"] = {"display": record["visit"]}
-    set_datetime(res, "effectiveDateTime", record["collected"])
+    set_datetime(res, "effectiveDateTime", record["collected"], ctx.clock(record))
     unit = record.get("unit")
     if result:
         q = quantity(result, unit, ctx, "unit")

@@ -55,7 +55,7 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
         res["gender"] = gender
     if record.get("birth_date"):
         res["birthDate"] = record["birth_date"]
-    set_datetime(res, "deceasedDateTime", record.get("death_date"))
+    set_datetime(res, "deceasedDateTime", record.get("death_date"), ctx.clock(record))
     return res
 
 

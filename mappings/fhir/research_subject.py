@@ -79,9 +79,9 @@ def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple | N
         res["identifier"].append({"system": USUBJID_SYSTEM, "value": ctx.study.usubjid(record["site_id"], sid)})
     res["status"] = status_of(final) if final is not None else STATUS[record.get("screen_failure", "")]
     period: dict = {}
-    set_datetime(period, "start", record.get("consent_date"))
+    set_datetime(period, "start", record.get("consent_date"), ctx.clock(record))
     if final is not None:
-        set_datetime(period, "end", final["date"])
+        set_datetime(period, "end", final["date"], ctx.clock(record))
     if period:
         res["period"] = period
     # the site's own study when the site is configured (FHIR-to-CDISC IG: site study partOf sponsor study)
