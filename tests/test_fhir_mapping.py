@@ -13,6 +13,7 @@ from trialbridge.converters.core.records import Records, public
 from trialbridge.mappings.fhir import (EXT_LOCAL_DATETIME, LOINC, NCIT, UCUM, FhirContext, adverse_event, encounter,
                            medication_administration, observation, patient, research_subject)
 from trialbridge.mappings.fhir.ids import resource_id
+from trialbridge.mappings.terminology import ct
 
 
 @pytest.fixture(scope="module")
@@ -416,7 +417,8 @@ def test_cdisc_codes_are_nci_thesaurus_c_codes_and_old_files_still_read(ctx):
 
 
 def test_coded_values_carry_the_nci_thesaurus_code_of_their_cdisc_term(ctx):
-    """Route, dose form, AE severity and outcome: the standard FHIR coding first, then the NCIt
+    """Route, dose form, AE severity, outcome and seriousness, result interpretation: the standard
+    FHIR coding first, then the NCIt
     coding of the CDISC term; the record's text as given."""
     dose = {"subject_id": "001", "treatment": "rhIL-2", "start": "2020-06-05", "dose": "1", "dose_unit": "mg",
             "route": "IV", "dose_form": "Lyophilized powder for injection"}
@@ -430,6 +432,12 @@ def test_coded_values_carry_the_nci_thesaurus_code_of_their_cdisc_term(ctx):
                                 "severity": "MODERATE", "outcome": "FATAL"}, ctx)
     assert ae["severity"]["coding"][1] == {"system": NCIT, "code": "C41339", "display": "MODERATE"}
     assert ae["outcome"]["coding"][1] == {"system": NCIT, "code": "C48275", "display": "FATAL"}
+    ae = adverse_event.to_fhir({"subject_id": "001", "ae_number": "9", "term": "x", "start": "2020-06", "serious": "Y"},
+                               ctx)
+    assert ae["seriousness"]["coding"][1] == {"system": NCIT, "code": "C49488", "display": "Y"}
+    high = observation.to_fhir(_lab(result="6.0"), ctx)["interpretation"][0]["coding"]
+    assert high[0]["code"] == "H" and high[1] == {"system": NCIT, "code": ct.codelist("NRIND").terms["HIGH"],
+                                                  "display": "HIGH"}
     pat = patient.to_fhir({"subject_id": "001", "sex": "F"}, ctx)
     assert pat["gender"] == "female"
 

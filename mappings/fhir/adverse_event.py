@@ -4,7 +4,8 @@ Mapped: ae_number -> identifier (system https://trialbridge.org/fhir/sid/ae-numb
 decoded_term -> event.coding (system MedDRA ``http://terminology.hl7.org/CodeSystem/mdr``,
 display only: the records carry the preferred-term name, not its MedDRA code);
 category -> category.text; start -> date (partial dates YYYY / YYYY-MM are valid R4
-dateTimes and are written as given); serious -> seriousness (serious / non-serious, text as
+dateTimes and are written as given); serious -> seriousness (serious / non-serious, then the
+NCIt code of the NY term, text as
 given); severity -> severity (severity table: the HL7 code, then the NCIt coding of the CDISC
 AESEV term); outcome -> outcome (outcome table: HL7 code, then the NCIt coding of the OUT term);
 relatedness -> suspectEntity.causality.assessment (relatedness table), with
@@ -20,8 +21,8 @@ NOT RELATED; WHO-UMC Certain comes back as RELATED.
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, clean, coded, decode, extensions, get_datetime,
-                                      is_uri, read_extensions, set_datetime, subject_of)
+from trialbridge.mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, cdisc_coding, clean, coded, decode, extensions,
+                                      get_datetime, is_uri, read_extensions, set_datetime, subject_of)
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 
@@ -61,8 +62,9 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
         if found is None:
             ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"serious {serious!r} is not Y or N; written as text only",
                       field="serious", value=serious)
-        res["seriousness"] = {**({"coding": [{"system": SERIOUSNESS_SYSTEM, "code": found[0], "display": found[1]}]}
-                                 if found else {}), "text": serious}
+        codings = ([{"system": SERIOUSNESS_SYSTEM, "code": found[0], "display": found[1]}] if found else []) + \
+            [c for c in [cdisc_coding("NY", serious.strip().upper())] if c and found]  # AESER: the NY term's NCIt code
+        res["seriousness"] = {**({"coding": codings} if codings else {}), "text": serious}
     for key, table in (("severity", "severity"), ("outcome", "outcome")):
         cc = coded(table, record.get(key), ctx, key)
         if cc:

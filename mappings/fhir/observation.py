@@ -13,7 +13,8 @@ result; ``<2.0`` style results keep their comparator (``comparator: "<"``, value
 anything else is ``valueString``.  No result: status ``cancelled`` and dataAbsentReason
 ``not-performed`` with the not-done reason as text.  ref_low/ref_high -> referenceRange
 low/high (same unit), and Observation.interpretation (HL7 v3 L/H/N) derived from the numeric
-result and that range by the --NRIND rule — derived, so not read back.  specimen -> a
+result and that range by the --NRIND rule (then the NCIt code of the NRIND term) — derived, so
+not read back.  specimen -> a
 contained Specimen ("#specimen") whose type is the NCIt coding of its SPECTYPE term (text as
 given), with accession -> Specimen.accessionIdentifier.
 collected -> effectiveDateTime (local times: see ``mappings.fhir``); visit -> encounter as a
@@ -148,7 +149,8 @@ def _interpretation(result: str | None, record: dict) -> dict | None:
     if not entry or not entry.get("fhir"):
         return None
     coding = {k: entry["fhir"][k] for k in ("system", "code", "display") if entry["fhir"].get(k)}
-    return {"coding": [coding]}
+    cdisc = table_cdisc_coding("nrind", indicator)  # the LBNRIND term's NCIt code
+    return {"coding": [coding, *([cdisc] if cdisc else [])]}
 
 
 def kind_of(resource: dict) -> tuple[str | None, dict | None]:
