@@ -85,6 +85,9 @@ def subject_resources(records: Records, study, log, include_identifiers: bool = 
     writes one resource per record of its ``RECORD_TYPES``."""
     ctx = FhirContext(study, log, include_identifiers)
     subject_ids = {r.get("subject_id") for r in records["subject"]}
+    # the site of each subject: its local times are written with that site's UTC offset
+    ctx.subject_sites = {r["subject_id"]: r["site_id"] for r in records["subject"]
+                         if r.get("subject_id") and r.get("site_id")}
     for row in sorted(records["disposition"], key=lambda r: _natural_key("disposition", r)):
         if row.get("subject_id") in subject_ids:
             ctx.dispositions.setdefault(row["subject_id"], []).append(public(row))
