@@ -66,6 +66,9 @@ class SortedSpill:
 
     # -- writing ----------------------------------------------------------------------
     def add(self, key: Any, payload: bytes) -> None:
+        # a right-sized copy: orjson returns every document in a 4 KiB allocation whatever its
+        # length, which would make a buffer of short rows eight times its counted size
+        payload = bytes(memoryview(payload))
         self._buffer.append((key, payload))
         self.count += 1
         self._bytes += len(payload)
@@ -91,6 +94,7 @@ class SortedSpill:
             pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
             for item in self._buffer:
                 pickler.dump(item)
+                pickler.clear_memo()  # the memo would keep every item alive until the run is written
         self._runs.append(path)
         self._buffer = []
         self._bytes = 0
@@ -112,6 +116,7 @@ class SortedSpill:
                     pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
                     for item in heapq.merge(*(_read_run(p) for p in batch), key=_KEY):
                         pickler.dump(item)
+                        pickler.clear_memo()
                 for p in batch:
                     p.unlink(missing_ok=True)
                 merged.append(path)
@@ -160,6 +165,8 @@ def _read_run(path: Path) -> Iterator[tuple[Any, bytes]]:
         unpickler = pickle.Unpickler(fh)
         while True:
             try:
-                yield unpickler.load()
+                item = unpickler.load()
             except EOFError:
                 return
+            unpickler.memo.clear()  # an unpickler's memo keeps every item it read alive
+            yield item
