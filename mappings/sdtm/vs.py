@@ -67,6 +67,9 @@ def _measurement(ctx: Context, rec: dict[str, Any]) -> dict[str, Any] | None:
         terminology.count_unmapped("vital_signs", rec["test"], ctx.log)
         ctx.reject(rec, "TERM-UNMAPPED-VSTEST", f"vital sign {rec['test']!r} is not in the vital signs table", "test")
         return None
+    unit = terminology.unit(rec.get("unit")) if rec.get("unit") else None
+    if unit and unit["ucum"] in (test.get("read_units") or {}):  # /min of a heart rate: beats/min
+        rec = {**rec, "unit": test["read_units"][unit["ucum"]]}
     row = base_row(ctx, DOMAIN, rec["subject_id"])
     row.update(VSTESTCD=test["vstestcd"], VSTEST=test["vstest"])
     if rec.get("position"):
