@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -90,12 +91,23 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
             return GroupResult({}, log, extra)
     else:
         records = Records(study_id=job.study.study_id if job.study else None)
+        from trialbridge.converters.formats.records import reject_repeats
+
         for _key, payload in items:
             kind, data = unpack(payload)
             records.rows[kind].append(orjson.loads(data))
+        for name, rows in records.rows.items():
+            records.rows[name] = reject_repeats(rows, log)
     if job.target == "sdtm":
+        from trialbridge.converters.formats.sdtm.stats import ColumnStats
+
         tables = spokes.records_to_sdtm_rows(records, job.study, log)
         out = {name: [((r["USUBJID"], n), orjson.dumps(r)) for n, r in enumerate(rows)] for name, rows in tables.items()}
+        stats = {}
+        for name, rows in tables.items():  # gathered here, in the worker, merged in any order
+            stats[name] = ColumnStats(name)
+            stats[name].add_rows(rows)
+        extra["stats"] = stats
     elif job.target == "records":
         out = {}
         for name, rows in records.items():
@@ -182,21 +194,34 @@ def default_workers() -> int:
 
 
 class Sinks:
-    """One sorted spill per output table; takes group results in any order."""
+    """One sorted spill per output table; takes group results in any order.  What groups
+    report besides rows is merged as it arrives (sums and unions, so the order results arrive
+    in does not matter): column statistics per SDTM dataset, FHIR versions seen, SDTM variables
+    no mapping read."""
 
     def __init__(self) -> None:
         self.tables: dict[str, SortedSpill] = {}
-        self.extra: list[dict[str, Any]] = []
+        self.stats: dict[str, Any] = {}
+        self.versions: Counter = Counter()
+        self.unread: dict[str, dict[str, Any]] = {}
 
     def take(self, result: GroupResult, log: IssueLog) -> None:
+        from trialbridge.converters import spokes
+
         log.merge(result.log)
         for name, rows in result.tables.items():
             sink = self.tables.get(name)
             if sink is None:
                 sink = self.tables[name] = SortedSpill(name.lower())
             sink.extend(rows)
-        if result.extra:
-            self.extra.append(result.extra)
+        for name, stats in result.extra.get("stats", {}).items():
+            if name in self.stats:
+                self.stats[name].merge(stats)
+            else:
+                self.stats[name] = stats
+        self.versions.update(result.extra.get("versions", {}))
+        if "unread" in result.extra:
+            spokes.merge_unread(self.unread, result.extra["unread"])
 
     def rows(self, name: str) -> Iterator[dict]:
         sink = self.tables.get(name)

@@ -17,12 +17,13 @@ from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
-from trialbridge.converters.core.sdtm_spec import make_dataset
 from trialbridge.converters.core.spill import SortedSpill
 from trialbridge.converters.formats import define as define_xml
 from trialbridge.converters.formats import odm as odm_io
 from trialbridge.converters.formats import records as records_io
 from trialbridge.converters.formats import sdtm as sdtm_io
+from trialbridge.converters.formats.sdtm.stats import ColumnStats, dataset_meta
+from trialbridge.converters.formats.sdtm.writers import open_dataset_writers
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.formats.fhir import versions as r5
@@ -166,8 +167,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     reporter.phase("write", None)
     try:
         if job.source == "sdtm":
-            spokes.report_unread((e["unread"] for e in sinks.extra if "unread" in e), job.sdtm_variables,
-                                 job.sdtm_sources, log)
+            spokes.report_unread([sinks.unread], job.sdtm_variables, job.sdtm_sources, log)
         if job.source == "fhir":
             from trialbridge.mappings.fhir import assemble
 
@@ -181,12 +181,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         if to == "records":
             result.written = _write_records(sinks, output)
         elif to == "sdtm":
-            datasets = {name: make_dataset(name, list(sinks.rows(name))) for name in sorted(sinks.tables)}
-            datasets.setdefault("DM", make_dataset("DM", []))
-            for name, rows in spokes.trial_design_rows(study).items():
-                datasets[name] = make_dataset(name, rows)
-            result.written = _write_sdtm(dict(sorted(datasets.items())), study, output, sdtm_formats, log,
-                                         result.study_id)
+            result.written = _write_sdtm_stream(sinks, study, output, sdtm_formats, log, result.study_id)
         else:
             result.written = _write_fhir(sinks, study, log, output, formats or "ndjson", bundle_type, fhir_version)
     finally:
@@ -222,7 +217,7 @@ def _spill_records(input_path: Path, kind: str, output: Path, spill: SortedSpill
         stream = ((name, row) for name, rows in records.items() for row in rows)
         study_id = records.study_id
     else:
-        records_stream = records_io.RecordStream(input_path, log)
+        records_stream = records_io.RecordStream(input_path, log, dedupe=False)
         stream = records_stream
         study_id = None
     n = 0
@@ -380,9 +375,7 @@ def _report_repeats(ids: SortedSpill, files: list[str], log: IssueLog) -> None:
 
 
 def _report_fhir_versions(sinks: engine.Sinks, log: IssueLog) -> None:
-    versions: Counter = Counter()
-    for extra in sinks.extra:
-        versions.update(extra.get("versions", {}))
+    versions = sinks.versions
     if versions["R4"] and versions["R5"]:
         log.warning("FHIR-VERSION-MIXED", f"input mixes FHIR versions: {versions['R4']} resource(s) look R4, "
                     f"{versions['R5']} look R5; resources that show neither are read as R4",
@@ -419,6 +412,44 @@ def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path,
     meta = define_xml.read_define(dpath, log)
     if meta is not None:
         define_xml.check_define_against_datasets(meta, datasets, log, exact_lengths=True)
+    return written
+
+
+def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_formats: list[str], log: IssueLog,
+                       study_id: str) -> list[Path]:
+    """Every dataset streamed from its sink into its writers (all formats in one pass), the
+    trial design datasets from the study; define.xml from the column statistics the workers
+    gathered; nothing read back but define.xml itself."""
+    stats = dict(sinks.stats)
+    design = spokes.trial_design_rows(study)
+    for name, rows in design.items():
+        stats[name] = ColumnStats(name)
+        stats[name].add_rows(rows)
+    stats.setdefault("DM", ColumnStats("DM"))
+    metas = {name: dataset_meta(name, stats[name]) for name in sorted(stats)}
+
+    def rows_of(name: str) -> Iterator[dict]:
+        return iter(design[name]) if name in design else sinks.rows(name)
+
+    written: list[Path] = []
+    checked: dict[str, Dataset] = {}
+    for name, meta in metas.items():
+        rows_for_rules: list[dict] = []
+        with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN") as writers:
+            for row in rows_of(name):
+                writers.write(row)
+                rows_for_rules.append(row)
+            written.extend(writers.close())
+        # the rules still look at whole datasets (being made a streaming pass)
+        checked[name] = Dataset(meta.name, meta.label, meta.variables,
+                                [{v.name: row.get(v.name, None if v.type == "Num" else "") for v in meta.variables}
+                                 for row in rows_for_rules], list(meta.keys))
+    validate_datasets(checked, log)
+    dpath = define_xml.write_define_from_stats(metas, stats, study, output / "define.xml", log, formats=sdtm_formats)
+    written.append(dpath)
+    meta_read = define_xml.read_define(dpath, log)
+    if meta_read is not None:
+        define_xml.check_define_against_stats(meta_read, metas, stats, log, exact_lengths=True)
     return written
 
 

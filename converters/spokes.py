@@ -169,19 +169,25 @@ def sdtm_subject_to_records(rows: dict[str, list[dict[str, Any]]], study: Study 
     return records, unread
 
 
+def merge_unread(merged: dict[str, dict[str, Any]], part: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Add one subject's unread-variable counts to ``merged`` (in place; order-free)."""
+    for name, info in part.items():
+        m = merged.setdefault(name, {"read": set(), "counts": {}, "supp": {}})
+        m["read"] |= info["read"]
+        for k, n in info["counts"].items():
+            m["counts"][k] = m["counts"].get(k, 0) + n
+        for k, n in info["supp"].items():
+            m["supp"][k] = m["supp"].get(k, 0) + n
+    return merged
+
+
 def report_unread(unread_parts: Iterable[dict[str, dict[str, Any]]], variables: dict[str, list[str]],
                   sources: dict[str, str], log: IssueLog) -> None:
     """Every variable (or SUPP QNAM) with values that no mapping read, with its count, summed
     over subjects; datasets with no mapping at all are reported by the caller."""
     merged: dict[str, dict[str, Any]] = {}
     for part in unread_parts:
-        for name, info in part.items():
-            m = merged.setdefault(name, {"read": set(), "counts": {}, "supp": {}})
-            m["read"] |= info["read"]
-            for k, n in info["counts"].items():
-                m["counts"][k] = m["counts"].get(k, 0) + n
-            for k, n in info["supp"].items():
-                m["supp"][k] = m["supp"].get(k, 0) + n
+        merge_unread(merged, part)
     for name, info in sorted(merged.items()):
         source = sources.get(name) or name
         for qnam, n in sorted(info["supp"].items()):

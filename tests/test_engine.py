@@ -91,3 +91,24 @@ def test_sdtm_input_same_bytes_with_worker_processes(tmp_path, target):
         done = _convert(tmp_path / "sdtm", "--to", target, "-o", tmp_path / name, "--workers", workers)
         assert done.returncode == 0, done.stdout + done.stderr
     _same_tree(tmp_path / "one", tmp_path / "two")
+
+
+def test_spill_flushes_by_payload_bytes_too():
+    spill = SortedSpill("t", chunk=1000, chunk_bytes=100)
+    for n in range(10):
+        spill.add((9 - n,), b"x" * 40)  # 40 bytes each: a run file every 3 items
+    assert len(spill._runs) == 3 and [k for k, _ in spill] == [(n,) for n in range(10)]
+    spill.close()
+
+
+def test_spill_with_more_runs_than_it_opens_at_once(monkeypatch):
+    from trialbridge.converters.core import spill as spill_module
+
+    monkeypatch.setattr(spill_module, "MAX_FAN_IN", 4)
+    spill = SortedSpill("t", chunk=2)
+    keys = [((n * 7) % 23, n) for n in range(23)]  # 12 runs, merged 4 at a time
+    for k in keys:
+        spill.add(k, b"")
+    assert [k for k, _ in spill] == sorted(keys)
+    assert len(spill._runs) == 3
+    spill.close()

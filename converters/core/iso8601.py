@@ -49,6 +49,7 @@ Study day (§4.4.4)
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Callable, Iterable, TypeVar
@@ -117,6 +118,16 @@ def parse(text: Any, *, unknown_parts: bool = True) -> DateTime | None:
     (intervals and durations are not date/times; see :func:`is_valid`)."""
     if not isinstance(text, str):
         return None
+    return _parse(text, unknown_parts)
+
+
+# The same few dates come back for every row of a subject (reference dates, element
+# boundaries): parsing and period arithmetic are cached, bounded so memory stays flat.
+_CACHE = 65536
+
+
+@lru_cache(maxsize=_CACHE)
+def _parse(text: str, unknown_parts: bool) -> DateTime | None:
     m = _DATE_TIME.fullmatch(text)
     if not m:
         return None
@@ -252,7 +263,11 @@ def date_of_study_day(day: int, reference: str | date) -> date | None:
 
 def _period(dt: DateTime, *, utc: bool, known: int | None = None) -> tuple[datetime, datetime]:
     """[start, end) of the period a value stands for, at ``known`` leading components."""
-    n = dt.known if known is None else known
+    return _period_of(dt, utc, dt.known if known is None else known)
+
+
+@lru_cache(maxsize=_CACHE)
+def _period_of(dt: DateTime, utc: bool, n: int) -> tuple[datetime, datetime]:
     year, month, day, hour, minute, second = (v if i < n else None for i, v in enumerate(dt.fields))
     micro = int((dt.fraction + "000000")[:6]) if n == 6 and dt.fraction else 0
     start = datetime(year or 1, month or 1, day or 1, hour or 0, minute or 0, second or 0, micro)

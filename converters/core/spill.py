@@ -3,7 +3,7 @@
 Everything that must be grouped or ordered on the way through trialbridge goes through one
 of these: the input records grouped by subject, and every output table (SDTM domain,
 record type, FHIR resource type) put in its final row order.  Items are held in memory up
-to ``chunk`` of them; each full chunk is sorted and written to a run file in a temporary
+to ``chunk`` of them or ``chunk_bytes`` of payload; each full chunk is sorted and written to a run file in a temporary
 folder; reading merges the runs (``heapq.merge``).  Memory therefore depends on the chunk
 size and the number of runs, never on the input size.  A spill that never filled a chunk
 never touches the disk.
@@ -29,7 +29,9 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-DEFAULT_CHUNK = 50_000
+DEFAULT_CHUNK = 50_000  # items held before a run file is written …
+DEFAULT_CHUNK_BYTES = 8 << 20  # … or this many payload bytes, whichever comes first
+MAX_FAN_IN = 200  # run files merged at once; more are first merged into longer runs
 _KEY = itemgetter(0)
 
 
@@ -49,9 +51,12 @@ def sort_key(values: Iterable[Any]) -> tuple:
 class SortedSpill:
     """Items ``(key, payload)`` added in any order, read back sorted by key."""
 
-    def __init__(self, name: str = "spill", *, chunk: int = DEFAULT_CHUNK, folder: str | os.PathLike | None = None):
+    def __init__(self, name: str = "spill", *, chunk: int = DEFAULT_CHUNK, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                 folder: str | os.PathLike | None = None):
         self.name = name
         self.chunk = chunk
+        self.chunk_bytes = chunk_bytes
+        self._bytes = 0
         self._folder = Path(folder) if folder is not None else None
         self._own_folder = False
         self._buffer: list[tuple[Any, bytes]] = []
@@ -63,7 +68,8 @@ class SortedSpill:
     def add(self, key: Any, payload: bytes) -> None:
         self._buffer.append((key, payload))
         self.count += 1
-        if len(self._buffer) >= self.chunk:
+        self._bytes += len(payload)
+        if len(self._buffer) >= self.chunk or self._bytes >= self.chunk_bytes:
             self._flush()
 
     def extend(self, items: Iterable[tuple[Any, bytes]]) -> None:
@@ -87,6 +93,7 @@ class SortedSpill:
                 pickler.dump(item)
         self._runs.append(path)
         self._buffer = []
+        self._bytes = 0
 
     # -- reading ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[tuple[Any, bytes]]:
@@ -96,6 +103,19 @@ class SortedSpill:
             yield from self._buffer
             return
         self._flush()
+        while len(self._runs) > MAX_FAN_IN:  # keep open files bounded: merge runs into longer runs
+            merged = []
+            for start in range(0, len(self._runs), MAX_FAN_IN):
+                batch = self._runs[start:start + MAX_FAN_IN]
+                path = self._run_folder() / f"{self.name}.m{len(self._runs):05d}.{start:07d}.run"
+                with open(path, "wb") as fh:
+                    pickler = pickle.Pickler(fh, protocol=pickle.HIGHEST_PROTOCOL)
+                    for item in heapq.merge(*(_read_run(p) for p in batch), key=_KEY):
+                        pickler.dump(item)
+                for p in batch:
+                    p.unlink(missing_ok=True)
+                merged.append(path)
+            self._runs = merged
         yield from heapq.merge(*(_read_run(p) for p in self._runs), key=_KEY)
 
     def payloads(self) -> Iterator[bytes]:

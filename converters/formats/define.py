@@ -1,19 +1,27 @@
 """Define-XML 2.1 for the SDTM datasets we write, and reading/checking of Define-XML 2.0/2.1.
 
-* :func:`build_define` / :func:`write_define` — one Define-XML 2.1.0 document (ODM 1.3.2 base,
-  ``FileType="Snapshot"``) built as one lxml tree and serialised once.  Every OID is derived from
+* :func:`build_define_from_stats` / :func:`write_define_from_stats` ``(metas, stats, study, ...)``
+  — one Define-XML 2.1.0 document (ODM 1.3.2 base, ``FileType="Snapshot"``) built as one lxml
+  tree and serialised once.  ``metas`` (name -> :class:`Dataset` without rows) give variables,
+  labels and keys; ``stats`` (name -> :class:`~converters.formats.sdtm.ColumnStats`, gathered
+  while the rows were written) give every Length, DataType, SignificantDigits, value-level item
+  and codelist subset: no dataset is read or rescanned.  Every OID is derived from
   dataset/variable/codelist names, elements are emitted in a fixed (sorted) order and
   ``CreationDateTime`` is the ``created`` argument, so the same datasets give the same bytes.
-  OIDs match :mod:`converters.sdtm_io`'s Dataset-JSON (``IG.<DS>``, ``IT.<DS>.<VAR>``,
+  OIDs match :mod:`converters.formats.sdtm`'s Dataset-JSON (``IG.<DS>``, ``IT.<DS>.<VAR>``,
   ``MDV.TRIALBRIDGE``) so a Dataset-JSON file and the define describe the same items.
+  :func:`build_define` / :func:`write_define` ``(datasets, study, ...)`` are the same for whole
+  in-memory datasets (statistics computed from their rows).
 * :func:`validate_define_xsd` — XSD validation with lxml against the schemas shipped in
   ``schemas/define-xml`` (see its README): Define-XML 2.1 against the CDISC library-xml set
   (``strict=True``: the odmlib 2.1.9 set, whose enumerations follow the Define-XML CT package 59
   and reject e.g. a Standard Name that is not in CT), Define-XML 2.0 against the 2.0.0 set.
 * :func:`read_define` — Define-XML 2.0 or 2.1 into :class:`DefineMetadata`, parsed without
   entity expansion, DTD loading or network access.
-* :func:`check_define_against_datasets` — dataset ⇄ define agreement (the Pinnacle 21 rule each
-  check mirrors is named in ``docs/define-xml.md`` and in :data:`RULES`).
+* :func:`check_define_against_stats` ``(meta, metas, stats, log)`` — dataset ⇄ define agreement
+  from the column statistics (lengths in the define vs longest values written, types, codelist
+  values); :func:`check_define_against_datasets` the same for whole in-memory datasets (the
+  Pinnacle 21 rule each check mirrors is named in ``docs/define-xml.md`` and in :data:`RULES`).
 
 Sources: CDISC Define-XML v2.1 specification (element order and attribute rules as enforced by
 the official XSD, cdisc-org/library-xml @ f0ca31eae065) and the CDISC MSG v2 Define-XML 2.1
@@ -23,8 +31,9 @@ example (``shared/reference/dataset-json/examples/sdtm/define.xml``) for convent
 from __future__ import annotations
 
 import re
+import sys
+from collections import Counter
 from dataclasses import dataclass, field, replace
-from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -38,7 +47,8 @@ from trialbridge.converters.core import safexml
 from trialbridge.converters.core.datasets import Dataset, Variable
 from trialbridge.converters.core.files import atomic_path
 from trialbridge.converters.core.issues import IssueLog
-from trialbridge.converters.formats.sdtm import _char, _missing_num
+from trialbridge.converters.formats.sdtm.dataset_json import num_data_type
+from trialbridge.converters.formats.sdtm.stats import VLM_DOMAINS, VLM_SUFFIXES, ColumnStats, VarStats
 from trialbridge.converters.core.sdtm_spec import governed_codelists, load_spec, split_parent
 
 ODM_NS = "http://www.cdisc.org/ns/odm/v1.3"
@@ -76,6 +86,10 @@ RULES: dict[str, tuple[str, str]] = {
     "DEFINE-CODELIST-VALUE": ("warning", "SD0037 Value for variable not found in user-defined codelist"),
     "DEFINE-CT-NONEXTENSIBLE": ("warning", "CT2001 Variable value not found in non-extensible codelist"),
     "DEFINE-NO-CLASS": ("info", "dataset has no SDTM class; def:Class omitted"),
+    "DEFINE-TOO-MANY-VALUES": ("warning", "a coded variable with more distinct values than a codelist holds "
+                               "(or more test codes than value-level metadata holds); none listed"),
+    "DEFINE-VALUES-UNCHECKED": ("info", "values of a variable with a define codelist were not kept by the "
+                                "column statistics; not checked"),
 }
 
 # SDTM class names as the def:Class/@Name enumeration (Define-XML 2.1 ItemGroupClass) spells them.
@@ -88,8 +102,6 @@ _TEXT_TYPES = {"text", "date", "time", "datetime", "partialDate", "partialTime",
                "incompleteDatetime", "durationDatetime", "intervalDatetime", "string", "URI"}
 _NUM_TYPES = {"integer", "float", "double", "decimal"}
 _LENGTH_TYPES = {"text", "integer", "float", "string"}
-VLM_DOMAINS = ("LB", "CP", "VS")  # Findings datasets that get value-level metadata by --TESTCD
-VLM_SUFFIXES = ("ORRES", "STRESC", "STRESN")
 MEDDRA_VARIABLES = ("AELLT", "AEDECOD", "AEHLT", "AEHLGT", "AEBODSYS", "AESOC")
 
 # ------------------------------------------------------------------------------ methods (data)
@@ -214,48 +226,6 @@ def _oid_part(value: str) -> str:
 
 
 # ------------------------------------------------------------------------------ data typing
-def _byte_len(value: Any) -> int:
-    return len(_char(value).encode("utf-8"))
-
-
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?([+-]\d{2}:\d{2}|Z)?$")
-
-
-def _char_data_type(name: str, values: list[str]) -> str:
-    """Define-XML DataType of a Char variable: ISO 8601 kinds for --DTC/--DUR, else text."""
-    if name.endswith("DUR"):
-        return "durationDatetime"
-    if not name.endswith("DTC"):
-        return "text"
-    present = [v for v in values if v]
-    if present and all(_DATE.match(v) for v in present):
-        return "date"
-    if present and all(_DATETIME.match(v) for v in present):
-        return "datetime"
-    return "partialDatetime"
-
-
-def _num_shape(values: Iterable[Any]) -> tuple[int, int]:
-    """(Length, SignificantDigits) for float values: total digits and digits after the point."""
-    length, frac_max = 1, 0
-    for v in values:
-        if _missing_num(v):
-            continue
-        try:
-            d = Decimal(sdtm_io.format_number(v))
-        except InvalidOperation:
-            continue
-        t = d.as_tuple()
-        if not isinstance(t.exponent, int):
-            continue
-        frac = max(0, -t.exponent)
-        whole = max(1, len(t.digits) + t.exponent)
-        length = max(length, whole + frac)
-        frac_max = max(frac_max, frac)
-    return length, frac_max
-
-
 @dataclass(frozen=True)
 class _ItemShape:
     data_type: str
@@ -263,20 +233,31 @@ class _ItemShape:
     significant_digits: int | None = None
 
 
-def _item_shape(ds: Dataset, var: Variable, rows: list[dict[str, Any]] | None = None) -> _ItemShape:
-    rows = ds.rows if rows is None else rows
+def _char_data_type(name: str, vs: VarStats) -> str:
+    """Define-XML DataType of a Char variable: ISO 8601 kinds for --DTC/--DUR, else text."""
+    if name.endswith("DUR"):
+        return "durationDatetime"
+    if not name.endswith("DTC"):
+        return "text"
+    if vs.present and vs.all_date:
+        return "date"
+    if vs.present and vs.all_datetime:
+        return "datetime"
+    return "partialDatetime"
+
+
+def _item_shape(var: Variable, vs: VarStats) -> _ItemShape:
+    """DataType, Length and SignificantDigits of ``var`` from its statistics: integer (with the
+    digits of the largest value) where Dataset-JSON says integer, else float with the longest
+    shortest-form number; Char lengths are UTF-8 bytes (none for ISO 8601 types)."""
     if var.type == "Num":
-        sub = Dataset(ds.name, ds.label, [var], rows)
-        if sdtm_io._num_data_type(var, sub) == "integer":
-            vals = [int(float(r.get(var.name))) for r in rows if not _missing_num(r.get(var.name))]
-            return _ItemShape("integer", max([1] + [len(str(abs(v))) for v in vals]))
-        length, sig = _num_shape(r.get(var.name) for r in rows)
-        return _ItemShape("float", length, sig)
-    values = [_char(r.get(var.name)) for r in rows]
-    dtype = _char_data_type(var.name, values)
+        if num_data_type(var.name, vs) == "integer":
+            return _ItemShape("integer", vs.int_digits)
+        return _ItemShape("float", vs.num_length, vs.num_frac)
+    dtype = _char_data_type(var.name, vs)
     if dtype not in _LENGTH_TYPES:
         return _ItemShape(dtype, None)
-    return _ItemShape(dtype, max([1] + [_byte_len(v) for v in values]))
+    return _ItemShape(dtype, vs.length)
 
 
 # ------------------------------------------------------------------------------ build
@@ -297,12 +278,12 @@ def _leaf_href(ds: Dataset, formats: Iterable[str]) -> str:
     return ds.name.lower() + sdtm_io.SUFFIX.get(fmt, ".xpt")
 
 
-def _study_facts(study: Any, datasets: Mapping[str, Dataset]) -> dict[str, str]:
+def _study_facts(study: Any, stats: Mapping[str, ColumnStats]) -> dict[str, str]:
     config = dict(getattr(study, "config", None) or {})
     study_id = getattr(study, "study_id", None) or config.get("study_id")
-    if not study_id:
-        study_id = next((_char(r.get("STUDYID")) for ds in datasets.values() for r in ds.rows[:1]
-                         if r.get("STUDYID")), "UNKNOWN")
+    if not study_id:  # no configuration: the (smallest) STUDYID in the data
+        ids = {v for s in stats.values() for v in (s.var("STUDYID").values or ())}
+        study_id = min(ids) if ids else "UNKNOWN"
     title = " ".join(str(config.get("title") or study_id).split())
     return {
         "study_id": study_id,
@@ -314,10 +295,14 @@ def _study_facts(study: Any, datasets: Mapping[str, Dataset]) -> dict[str, str]:
 
 
 class _Builder:
-    def __init__(self, datasets: Mapping[str, Dataset], study: Any, formats, created: str,
-                 log: IssueLog | None, meddra_version: str | None):
-        self.datasets = sorted(datasets.values(), key=_dataset_order)
-        self.facts = _study_facts(study, datasets)
+    def __init__(self, metas: Mapping[str, Dataset], stats: Mapping[str, ColumnStats], study: Any, formats,
+                 created: str, log: IssueLog | None, meddra_version: str | None):
+        self.datasets = sorted(metas.values(), key=_dataset_order)
+        self.stats = {s.name: s for s in stats.values()}
+        missing = [ds.name for ds in self.datasets if ds.name not in self.stats]
+        if missing:
+            raise ValueError(f"no column statistics for {missing}")
+        self.facts = _study_facts(study, {ds.name: self.stats[ds.name] for ds in self.datasets})
         if meddra_version:
             self.facts["meddra_version"] = meddra_version
         self.formats = tuple(formats)
@@ -447,7 +432,8 @@ class _Builder:
         _sub(leaf, _d("title"), text=href)
         return ig, item_defs
 
-    def _codelist_oid(self, ds: Dataset, var: Variable) -> str | None:
+    def _codelist_oid(self, ds: Dataset, var: Variable, vs: VarStats) -> str | None:
+        """The CodeList OID for ``var`` whose values ``vs`` describes; its values are listed."""
         if var.name in MEDDRA_VARIABLES and ds.name == "AE" and var.type == "Char":
             self.external.add("MEDDRA")
             return "CL.MEDDRA"
@@ -457,15 +443,27 @@ class _Builder:
         if not var.codelist or var.type != "Char" or not ct.has_codelist(var.codelist):
             return None
         short = ct.codelist(var.codelist).short_name
-        values = {v for v in (_char(r.get(var.name)) for r in ds.rows) if v}
-        if not values:  # a CodeList must list at least one item: no values, no codelist
+        if vs.values_overflow:
+            self.log.warning("DEFINE-TOO-MANY-VALUES", f"{ds.name}.{var.name}: more than {vs.max_values} "
+                             f"distinct values; no codelist ({short}) listed for it", file="define.xml",
+                             record=ds.name, field=var.name, value=short)
             return None
-        self.codelist_values.setdefault(short, set()).update(values)
+        if vs.values is None:
+            raise ValueError(f"{ds.name}.{var.name}: the column statistics kept no values for this "
+                             "coded variable")
+        if not vs.values:  # a CodeList must list at least one item: no values, no codelist
+            return None
+        self.codelist_values.setdefault(short, set()).update(vs.values)
         return f"CL.{_oid_part(short)}"
 
-    def _item_def(self, ds: Dataset, var: Variable, *, rows=None, oid: str | None = None,
-                  description: str | None = None) -> etree._Element:
-        shape = _item_shape(ds, var, rows)
+    def _item_def(self, ds: Dataset, var: Variable, *, vs: VarStats | None = None, oid: str | None = None,
+                  description: str | None = None, result_codelist: bool = False) -> etree._Element:
+        """An ItemDef for ``var``: the dataset-level one, or with ``vs`` (the statistics of the
+        rows of one test code / governing value) a value-level one.  ``result_codelist``: attach
+        the variable's codelist at value level when no value reads as a number."""
+        top = vs is None
+        vs = self.stats[ds.name].var(var.name) if top else vs
+        shape = _item_shape(var, vs)
         el = etree.Element(_o("ItemDef"))
         for k, v in (("OID", oid or f"IT.{ds.name}.{var.name}"), ("Name", var.name),
                      ("DataType", shape.data_type), ("Length", shape.length),
@@ -473,22 +471,21 @@ class _Builder:
             if v is not None:
                 el.set(k, str(v))
         _description(el, description or var.label or var.name)
-        vlm_parent = (ds.name in VLM_DOMAINS and _vlm_target(ds.name, var.name)) or \
-            (rows is None and var.name in self._governing(ds))
-        if rows is None and not vlm_parent:
-            cl = self._codelist_oid(ds, var)
-        elif rows is not None and var.codelist and all(
-                sdtm_io._num(r.get(var.name)) is None for r in rows if _char(r.get(var.name))):
+        vlm_parent = top and ((ds.name in VLM_DOMAINS and _vlm_target(ds.name, var.name)) or
+                              var.name in self._governing(ds))
+        if top and not vlm_parent:
+            cl = self._codelist_oid(ds, var, vs)
+        elif result_codelist and var.codelist and not vs.numeric_text:
             # a result codelist (e.g. LBSTRESC C102580) describes character results: it is
             # attached per test, to the tests whose results are all non-numeric
-            cl = self._codelist_oid(Dataset(ds.name, ds.label, [var], rows), var)
+            cl = self._codelist_oid(ds, var, vs)
         else:
             cl = None
         if cl:
             _sub(el, _o("CodeListRef"), {"CodeListOID": cl})
         origin, source, _ = _origin(ds.name, var.name)
         _sub(el, _d("Origin"), {"Type": origin, "Source": source})
-        if rows is None and vlm_parent:
+        if vlm_parent:
             _sub(el, _d("ValueListRef"), {"ValueListOID": f"VL.{ds.name}.{var.name}"})
         return el
 
@@ -497,12 +494,13 @@ class _Builder:
         testcd = f"{ds.name[:2]}TESTCD"
         if testcd not in ds.names:
             return [], [], {}
-        by_test: dict[str, list[dict[str, Any]]] = {}
-        for r in ds.rows:
-            code = _char(r.get(testcd))
-            if code:
-                by_test.setdefault(code, []).append(r)
-        codes = sorted(by_test)
+        groups = self.stats[ds.name].group(testcd)
+        if groups is None:
+            self.log.warning("DEFINE-TOO-MANY-VALUES", f"{ds.name}: more than {self.stats[ds.name].max_groups} "
+                             f"test codes; no value-level metadata by {testcd}", file="define.xml",
+                             record=ds.name, field=testcd)
+            groups = {}
+        codes = sorted(groups)
         where_clauses = []
         for code in codes:
             wc = etree.Element(_d("WhereClauseDef"), {"OID": f"WC.{ds.name}.{testcd}.{_oid_part(code)}"})
@@ -519,17 +517,19 @@ class _Builder:
             extra = []
             origin, _, method = _origin(ds.name, var.name)
             for n, code in enumerate(codes, start=1):
-                rows = by_test[code]
+                group = groups[code]
                 item_oid = f"IT.{ds.name}.{var.name}.{_oid_part(code)}"
                 ref = _sub(vl, _o("ItemRef"), {"ItemOID": item_oid, "OrderNumber": n, "Mandatory": "No",
                                                "MethodOID": method if origin == "Derived" else None})
                 _sub(ref, _d("WhereClauseRef"), {"WhereClauseOID": f"WC.{ds.name}.{testcd}.{_oid_part(code)}"})
-                test = next((_char(r.get(f"{p}TEST")) for r in rows if r.get(f"{p}TEST")), code)
+                tests = group[f"{p}TEST"].values if f"{p}TEST" in group else None
+                test = min(tests) if tests else code
                 unit_var = f"{p}ORRESU" if var.name.endswith("ORRES") else f"{p}STRESU"
-                units = sorted({_char(r.get(unit_var)) for r in rows if r.get(unit_var)})
-                unit_text = ", ".join(units) if units else "no unit"
+                units = group[unit_var].values if unit_var in group else Counter()
+                unit_text = ", ".join(sorted(units)) if units else \
+                    "many units" if units is None else "no unit"
                 kind = "original result" if var.name.endswith("ORRES") else "standardised result"
-                extra.append(self._item_def(ds, var, rows=rows, oid=item_oid,
+                extra.append(self._item_def(ds, var, vs=group[var.name], oid=item_oid, result_codelist=True,
                                             description=f"{test} ({code}), {kind}; unit: {unit_text}"))
             value_lists.append(vl)
             items[(ds.name, var.name)] = extra
@@ -540,7 +540,7 @@ class _Builder:
         DSCAT) and that have values to describe."""
         out = {}
         for name, (gov, table) in governed_codelists(ds.name).items():
-            if name in ds.names and gov in ds.names and any(_char(r.get(gov)) in table for r in ds.rows):
+            if name in ds.names and gov in ds.names and self.stats[ds.name].group(gov):
                 out[name] = (gov, table)
         return out
 
@@ -551,11 +551,11 @@ class _Builder:
         value_lists, where_clauses, items = [], [], {}
         for name, (gov, table) in sorted(self._governing(ds).items()):
             var = ds.var(name)
+            groups = self.stats[ds.name].group(gov)
             vl = etree.Element(_d("ValueListDef"), {"OID": f"VL.{ds.name}.{name}"})
             extra = []
-            values = sorted({_char(r.get(gov)) for r in ds.rows} & set(table))
-            for n, value in enumerate(values, start=1):
-                rows = [r for r in ds.rows if _char(r.get(gov)) == value]
+            for n, value in enumerate(sorted(groups), start=1):
+                vs = groups[value][name]
                 wc_oid = f"WC.{ds.name}.{gov}.{_oid_part(value)}"
                 wc = etree.Element(_d("WhereClauseDef"), {"OID": wc_oid})
                 rc = _sub(wc, _o("RangeCheck"), {"Comparator": "EQ", "SoftHard": "Soft"})
@@ -566,9 +566,9 @@ class _Builder:
                 ref = _sub(vl, _o("ItemRef"), {"ItemOID": item_oid, "OrderNumber": n, "Mandatory": "No"})
                 _sub(ref, _d("WhereClauseRef"), {"WhereClauseOID": wc_oid})
                 governed = replace(var, codelist=table[value], codelist_code=None)
-                item = self._item_def(ds, replace(var, codelist=None), rows=rows, oid=item_oid,
+                item = self._item_def(ds, replace(var, codelist=None), vs=vs, oid=item_oid,
                                       description=f"{var.label} when {gov} is {value}")
-                cl = self._codelist_oid(Dataset(ds.name, ds.label, [governed], rows), governed)
+                cl = self._codelist_oid(ds, governed, vs)
                 if cl:
                     # CodeListRef comes right after Description in an ItemDef
                     item.insert(list(item).index(item.find(_o("Description"))) + 1,
@@ -624,30 +624,47 @@ def _vlm_target(ds_name: str, var_name: str) -> bool:
     return var_name[:2] == ds_name[:2] and var_name[2:] in VLM_SUFFIXES
 
 
+def stats_of(datasets: Mapping[str, Dataset], **kwargs: Any) -> dict[str, ColumnStats]:
+    """Column statistics of whole in-memory datasets (name -> statistics)."""
+    return {ds.name: ColumnStats.of(ds, **kwargs) for ds in datasets.values()}
+
+
+def build_define_from_stats(metas: Mapping[str, Dataset], stats: Mapping[str, ColumnStats], study: Any, *,
+                            formats: Iterable[str] = ("xpt",), created: str = DEFAULT_CREATED,
+                            log: IssueLog | None = None, meddra_version: str | None = None) -> etree._Element:
+    """The Define-XML 2.1 ``ODM`` root element for the datasets ``metas`` describes.
+
+    ``metas``: name -> :class:`Dataset` (variables, labels, keys; rows are not read);
+    ``stats``: name -> :class:`ColumnStats` of the rows written (every Length, DataType,
+    SignificantDigits, value-level item and codelist subset comes from them).  ``study`` is a
+    :class:`mappings.study.Study` (or anything with ``study_id``/``config``; None takes the
+    STUDYID of the data).  ``formats`` decides the def:leaf hrefs (``.xpt`` when xpt is written,
+    else the first format's suffix).  ``meddra_version`` overrides the study config's
+    ``meddra_version``; without either the MedDRA version is "unspecified".
+    """
+    return _Builder(metas, stats, study, formats, created, log, meddra_version).build()
+
+
 def build_define(datasets: Mapping[str, Dataset], study: Any, *, formats: Iterable[str] = ("xpt",),
                  created: str = DEFAULT_CREATED, log: IssueLog | None = None,
                  meddra_version: str | None = None) -> etree._Element:
-    """The Define-XML 2.1 ``ODM`` root element for ``datasets`` (name -> Dataset).
-
-    ``study`` is a :class:`mappings.study.Study` (or anything with ``study_id``/``config``; None
-    takes STUDYID from the data).  ``formats`` decides the def:leaf hrefs (``.xpt`` when xpt is
-    written, else the first format's suffix).  ``meddra_version`` overrides the study config's
-    ``meddra_version``; without either the MedDRA version is "unspecified".
-    """
-    return _Builder(datasets, study, formats, created, log, meddra_version).build()
+    """:func:`build_define_from_stats` for whole in-memory datasets (statistics from their rows)."""
+    return build_define_from_stats(datasets, stats_of(datasets), study, formats=formats, created=created,
+                                   log=log, meddra_version=meddra_version)
 
 
 def serialise(root: etree._Element) -> bytes:
     return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def write_define(datasets: Mapping[str, Dataset], study: Any, path: str | Path, log: IssueLog, *,
-                 formats: Iterable[str] = ("xpt",), created: str = DEFAULT_CREATED,
-                 meddra_version: str | None = None, validate: bool = True) -> Path:
-    """Build, validate (against the shipped 2.1 XSD; problems become DEFINE-XSD issues) and write
-    ``path`` atomically.  Returns the path written."""
-    root = build_define(datasets, study, formats=formats, created=created, log=log,
-                        meddra_version=meddra_version)
+def write_define_from_stats(metas: Mapping[str, Dataset], stats: Mapping[str, ColumnStats], study: Any,
+                            path: str | Path, log: IssueLog, *, formats: Iterable[str] = ("xpt",),
+                            created: str = DEFAULT_CREATED, meddra_version: str | None = None,
+                            validate: bool = True) -> Path:
+    """Build (:func:`build_define_from_stats`), validate (against the shipped 2.1 XSD; problems
+    become DEFINE-XSD issues) and write ``path`` atomically.  Returns the path written."""
+    root = build_define_from_stats(metas, stats, study, formats=formats, created=created, log=log,
+                                   meddra_version=meddra_version)
     data = serialise(root)
     path = Path(path)
     if validate:
@@ -655,6 +672,14 @@ def write_define(datasets: Mapping[str, Dataset], study: Any, path: str | Path, 
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+def write_define(datasets: Mapping[str, Dataset], study: Any, path: str | Path, log: IssueLog, *,
+                 formats: Iterable[str] = ("xpt",), created: str = DEFAULT_CREATED,
+                 meddra_version: str | None = None, validate: bool = True) -> Path:
+    """:func:`write_define_from_stats` for whole in-memory datasets (statistics from their rows)."""
+    return write_define_from_stats(datasets, stats_of(datasets), study, path, log, formats=formats,
+                                   created=created, meddra_version=meddra_version, validate=validate)
 
 
 # ------------------------------------------------------------------------------ parsing / XSD
@@ -897,15 +922,20 @@ def _add(log: IssueLog, code: str, message: str, **where: Any) -> None:
     log.add(RULES[code][0], code, message, **where)
 
 
-def check_define_against_datasets(meta: DefineMetadata, datasets: Mapping[str, Dataset], log: IssueLog,
-                                  *, exact_lengths: bool = False, file: str = "define.xml") -> int:
-    """Compare define metadata with the datasets (name -> Dataset); findings go to ``log``.
+def check_define_against_stats(meta: DefineMetadata, metas: Mapping[str, Dataset],
+                               stats: Mapping[str, ColumnStats], log: IssueLog, *,
+                               exact_lengths: bool = False, file: str = "define.xml") -> int:
+    """Compare define metadata with datasets described by their metadata (name -> Dataset, rows
+    not read) and column statistics (name -> ColumnStats); findings go to ``log``.
 
     ``exact_lengths=True`` (our own output) also reports a Char Length longer than the longest
-    value (DEFINE-LENGTH-MISMATCH).  Returns the number of findings added.
+    value written (DEFINE-LENGTH-MISMATCH).  Codelist values are checked for variables whose
+    statistics kept their values (coded variables); others are reported as
+    DEFINE-VALUES-UNCHECKED.  Returns the number of findings added.
     """
     before = len(log.issues)
-    data = {name.upper(): ds for name, ds in datasets.items()}
+    data = {name.upper(): ds for name, ds in metas.items()}
+    by_name = {s.name: s for s in stats.values()}
     for name in sorted(set(data) - set(meta.datasets)):
         _add(log, "DEFINE-DATASET-MISSING", f"dataset {name} has no ItemGroupDef in {file}",
              file=file, value=name)
@@ -926,14 +956,24 @@ def check_define_against_datasets(meta: DefineMetadata, datasets: Mapping[str, D
                 _add(log, "DEFINE-VARIABLE-MISSING", f"{name}.{var.name} is not defined in {file}",
                      file=file, record=name, field=var.name)
                 continue
-            _check_variable(log, file, name, ds, var, dv, meta, exact_lengths)
+            _check_variable(log, file, name, var, by_name[ds.name].var(var.name), dv, meta, exact_lengths)
         for vname in sorted(set(defined) - set(ds.names)):
             _add(log, "DEFINE-VARIABLE-EXTRA", f"{name}.{vname} is defined in {file} but not in the dataset",
                  file=file, record=name, field=vname)
     return len(log.issues) - before
 
 
-def _check_variable(log, file, name, ds: Dataset, var: Variable, dv: DefineVariable,
+def check_define_against_datasets(meta: DefineMetadata, datasets: Mapping[str, Dataset], log: IssueLog,
+                                  *, exact_lengths: bool = False, file: str = "define.xml") -> int:
+    """:func:`check_define_against_stats` for whole in-memory datasets: statistics from their
+    rows, keeping every value of each variable the define gives a codelist."""
+    coded = {name: {v.name for v in dd.variables if v.codelist} for name, dd in meta.datasets.items()}
+    stats = {ds.name: ColumnStats.of(ds, track_values=coded.get(ds.name.upper(), ()), max_values=sys.maxsize)
+             for ds in datasets.values()}
+    return check_define_against_stats(meta, datasets, stats, log, exact_lengths=exact_lengths, file=file)
+
+
+def _check_variable(log, file, name, var: Variable, vs: VarStats, dv: DefineVariable,
                     meta: DefineMetadata, exact_lengths: bool) -> None:
     where = {"file": file, "record": name, "field": var.name}
     if var.label and dv.label and var.label.strip() != dv.label.strip():
@@ -943,18 +983,16 @@ def _check_variable(log, file, name, ds: Dataset, var: Variable, dv: DefineVaria
         if dv.datatype not in _NUM_TYPES:
             _add(log, "DEFINE-TYPE-MISMATCH", f"{name}.{var.name} is numeric but define DataType is "
                  f"{dv.datatype!r}", value=dv.datatype, **where)
-        elif dv.datatype == "integer":
-            bad = next((v for v in ds.column(var.name) if not _missing_num(v) and not float(v).is_integer()), None)
-            if bad is not None:
-                _add(log, "DEFINE-TYPE-MISMATCH", f"{name}.{var.name}: define DataType integer but the "
-                     f"data holds {bad!r}", value=bad, **where)
+        elif dv.datatype == "integer" and not vs.integral:
+            bad = vs.non_integral_min
+            _add(log, "DEFINE-TYPE-MISMATCH", f"{name}.{var.name}: define DataType integer but the "
+                 f"data holds {bad!r}", value=bad, **where)
         return
     if dv.datatype in _NUM_TYPES:
         _add(log, "DEFINE-TYPE-MISMATCH", f"{name}.{var.name} is character but define DataType is "
              f"{dv.datatype!r}", value=dv.datatype, **where)
         return
-    values = [_char(v) for v in ds.column(var.name)]
-    longest = max([0] + [_byte_len(v) for v in values])
+    longest = vs.max_bytes
     if dv.length is not None:
         if longest > dv.length:
             _add(log, "DEFINE-LENGTH-SHORT", f"{name}.{var.name}: longest value has {longest} bytes, "
@@ -965,11 +1003,12 @@ def _check_variable(log, file, name, ds: Dataset, var: Variable, dv: DefineVaria
     cl = meta.codelists.get(dv.codelist or "")
     if cl is None or cl.dictionary or not cl.values:
         return
+    if vs.values is None:
+        _add(log, "DEFINE-VALUES-UNCHECKED", f"{name}.{var.name}: values not checked against codelist {cl.oid} "
+             f"({'more than ' + str(vs.max_values) + ' distinct values' if vs.values_overflow else 'not kept'})",
+             value=cl.oid, **where)
+        return
     allowed = set(cl.values)
-    counts: dict[str, int] = {}
-    for v in values:
-        if v and v not in allowed:
-            counts[v] = counts.get(v, 0) + 1
-    for v in sorted(counts):
-        _add(log, "DEFINE-CODELIST-VALUE", f"{name}.{var.name}: value {v!r} ({counts[v]} record(s)) is not "
+    for v in sorted(set(vs.values) - allowed):
+        _add(log, "DEFINE-CODELIST-VALUE", f"{name}.{var.name}: value {v!r} ({vs.values[v]} record(s)) is not "
              f"in define codelist {cl.oid}", value=v, **where)

@@ -119,7 +119,8 @@ class RecordStream:
     (the rows of other files are checked against the subject ids); ``study_id`` is known
     once the subjects file has been read.  Bad rows are rejected with issues."""
 
-    def __init__(self, folder: Path, log: IssueLog):
+    def __init__(self, folder: Path, log: IssueLog, *, dedupe: bool = True):
+        self.dedupe = dedupe  # False: exact repeats are left to the engine (per subject)
         folder = Path(folder)
         if not folder.is_dir():
             raise TrialbridgeError(f"{folder}: not a folder of record files")
@@ -142,12 +143,12 @@ class RecordStream:
             if name not in self.files:
                 continue
             if name != "subject":
-                for row in _read_file(self.files[name], types[name], log, subject_ids):
+                for row in _read_file(self.files[name], types[name], log, subject_ids, dedupe=self.dedupe):
                     yield name, row
                 continue
             ids: set[str] = set()
             study_ids: set[str] = set()
-            for row in _read_file(self.files[name], types[name], log, None):
+            for row in _read_file(self.files[name], types[name], log, None, dedupe=self.dedupe):
                 ids.add(row["subject_id"])
                 study_ids.add(row["study_id"])
                 yield name, row
@@ -177,7 +178,26 @@ def read_records(folder: Path, log: IssueLog) -> Records:
     return records
 
 
-def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[str] | None) -> Iterator[dict[str, Any]]:
+def reject_repeats(rows: list[dict[str, Any]], log: IssueLog) -> list[dict[str, Any]]:
+    """The rows without exact repeats of an earlier row (REC-DUPLICATE, counted rejected): one
+    subject's rows of one record type, in input order."""
+    seen: dict[tuple, Any] = {}
+    out = []
+    for row in rows:
+        ident = tuple(sorted((k, v) for k, v in row.items() if k != "_where"))
+        loc = row.get("_where") or {}
+        if ident in seen:
+            log.warning("REC-DUPLICATE", f"row repeats row {seen[ident]} exactly; second copy not converted",
+                        file=loc.get("file"), record=loc.get("record"))
+            log.count_row(loc.get("file"), "rejected")
+            continue
+        seen[ident] = loc.get("record")
+        out.append(row)
+    return out
+
+
+def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[str] | None, *,
+               dedupe: bool = True) -> Iterator[dict[str, Any]]:
     fname = str(path)
     fields = set(rtype.fields)
     unknown_counts: dict[str, int] = {}
@@ -206,7 +226,7 @@ def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[st
             yield n, row
 
     try:
-        yield from accept_rows(shaped(), rtype, log, fname, subject_ids)
+        yield from accept_rows(shaped(), rtype, log, fname, subject_ids, dedupe=dedupe)
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
         raise TrialbridgeError(f"{fname}: cannot read: {exc}") from exc
     for col, count in sorted(unknown_counts.items()):
@@ -215,13 +235,16 @@ def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[st
 
 
 def accept_rows(rows: Iterable[tuple[Any, dict[str, Any]]], rtype: RecordType, log: IssueLog, fname: str,
-                subject_ids: set[str] | None, *, account: str | None = None) -> Iterator[dict[str, Any]]:
+                subject_ids: set[str] | None, *, account: str | None = None, dedupe: bool = True
+                ) -> Iterator[dict[str, Any]]:
     """The one row check every records reader (CSV/JSON here, ODM in ``odm_io``) applies.
 
     ``rows`` yields (record reference, {field: value}); values are stripped and empty ones
     dropped; a row failing its schema or calendar (REC-SCHEMA), repeating an earlier row
     exactly (REC-DUPLICATE) or naming an unknown subject (REC-ORPHAN) is rejected with an
-    issue; accepted rows get ``_where``.  Rows are counted under ``account`` (default the file)."""
+    issue; accepted rows get ``_where``.  Rows are counted under ``account`` (default the file).
+    ``dedupe=False`` leaves exact repeats to the caller: the engine finds them one subject at a
+    time (:func:`reject_repeats`), so no set of every row is held."""
     account = account or fname
     seen_rows: dict[tuple, Any] = {}
     for ref, raw_row in rows:
@@ -238,13 +261,14 @@ def accept_rows(rows: Iterable[tuple[Any, dict[str, Any]]], rtype: RecordType, l
                           field=field, value=row.get(field) if field else None)
             log.count_row(account, "rejected")
             continue
-        ident = tuple(sorted(row.items()))
-        if ident in seen_rows:
+        ident = tuple(sorted(row.items())) if dedupe else None
+        if dedupe and ident in seen_rows:
             log.warning("REC-DUPLICATE", f"row repeats row {seen_rows[ident]} exactly; second copy not converted",
                         file=fname, record=ref)
             log.count_row(account, "rejected")
             continue
-        seen_rows[ident] = ref
+        if dedupe:
+            seen_rows[ident] = ref
         if subject_ids is not None and row.get("subject_id") not in subject_ids:
             log.error("REC-ORPHAN", "subject_id is not in the subjects file; row not converted", file=fname,
                       record=ref, field="subject_id", value=row.get("subject_id"))

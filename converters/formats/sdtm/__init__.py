@@ -1,0 +1,77 @@
+"""SDTM dataset files: SAS XPORT v5, CDISC Dataset-JSON v1.1 (JSON and NDJSON) and CSV, written
+and read as streams: memory does not depend on the number of rows.
+
+One file per dataset, named ``<domain>.xpt`` / ``.json`` / ``.ndjson`` / ``.csv`` (lower case).
+Every output goes to a temporary sibling renamed into place (:mod:`converters.core.files`).
+Data problems become issues in the :class:`~converters.core.issues.IssueLog`; readers never
+raise on bad data.
+
+Writing a dataset takes two steps, so that no dataset is held or read back whole:
+
+1. while its rows are produced, gather :class:`ColumnStats` (``add(row)``; chunks gathered by
+   several workers ``merge``); :func:`dataset_meta` then picks its variables;
+2. replay the rows through :func:`open_dataset_writers` (``.write(row)``, ``.close()``), which
+   writes every requested format in one pass: the XPT headers and the Dataset-JSON metadata
+   take their lengths and types from the statistics.
+
+define.xml is built from the same statistics (:mod:`converters.formats.define`).
+:func:`write_datasets` does both steps for whole in-memory datasets.  Reading:
+:func:`iter_dataset` (metadata + row iterator), :func:`read_dataset`, :func:`read_sdtm_folder`.
+
+Modules, one concept each:
+
+* :mod:`.values` - value conventions (missing, Char/Num, XPT ASCII), formats, FDA limits.
+* :mod:`.stats` - :class:`ColumnStats`, :func:`dataset_meta`.
+* :mod:`.xpt` - our streaming XPORT v5 writer and front-to-back reader (IBM 370 doubles),
+  metadata through pyreadstat.
+* :mod:`.dataset_json` - Dataset-JSON v1.1 streamed as JSON or NDJSON, and read.
+* :mod:`.csv` - CSV written and read row by row.
+* :mod:`.writers` - :func:`open_dataset_writers` (all formats of one dataset in one pass),
+  :func:`write_datasets`, single-format :func:`write_xpt` / :func:`write_dataset_json` / :func:`write_csv`.
+* :mod:`.folder` - :func:`iter_dataset`, :func:`read_dataset`, :func:`read_sdtm_folder` (format by suffix).
+
+Issue codes raised here:
+
+* ``XPT-NONASCII`` (warning) - a Char value is not ASCII; transliterated in the XPT only
+  (NFKD, combining marks dropped, anything still non-ASCII becomes ``?``).
+* ``XPT-LENGTH-200`` (error) - a Char value is longer than 200 bytes (FDA Technical Conformance
+  Guide; P21 SD1096-style); truncated in the XPT only.
+* ``XPT-LABEL-40`` (warning) - a dataset or variable label longer than 40 characters; truncated.
+* ``XPT-NAME-8`` (error) - a dataset or variable name longer than 8 characters; file not written.
+* ``XPT-NUM-RANGE`` (error / warning) - a number outside the range of XPORT (IBM 370) doubles:
+  too large or infinite (error, written as missing) or too small (warning, written as 0); XPT only.
+* ``XPT-ENCODING`` (info) - an XPT was not UTF-8 and was decoded as cp1252 or latin1.
+* ``DSJ-SCHEMA`` (error) - a Dataset-JSON file does not validate against the v1.1 schema.
+* ``CSV-NUM`` (error) - a CSV value of a Num variable is not a number; read as missing.
+* ``IO-READ`` (error) - a file could not be read at all (skipped), or broke off part way.
+* ``SDTM-DUPLICATE-FORMAT`` (info) - a domain exists in several formats; xpt > json > ndjson > csv wins.
+* ``SDTM-NOT-DATASET`` (info) - a ``.json``/``.ndjson`` file in an SDTM folder is not Dataset-JSON; skipped.
+
+Determinism: Dataset-JSON ``datasetJSONCreationDateTime`` is the ``created`` argument
+(default ``1970-01-01T00:00:00``) and the XPT stamps are :data:`XPT_FIXED_STAMP`, never the
+wall clock, so the same datasets give the same bytes.
+"""
+from __future__ import annotations
+
+from trialbridge.converters.formats.sdtm.csv import CsvWriter, iter_csv
+from trialbridge.converters.formats.sdtm.dataset_json import (
+    DatasetJsonWriter, DatasetNdjsonWriter, dataset_json_header, dataset_json_obj,
+    dataset_json_schema, iter_dataset_json, iter_dataset_ndjson, num_data_type, read_dataset_json)
+from trialbridge.converters.formats.sdtm.folder import iter_dataset, read_dataset, read_sdtm_folder, sdtm_files
+from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats, dataset_meta
+from trialbridge.converters.formats.sdtm.values import (
+    DATASET_JSON_VERSION, DEFAULT_CREATED, FORMATS, READ_PREFERENCE, SUFFIX, XPT_MAX_CHAR, XPT_MAX_LABEL,
+    XPT_MAX_NAME, _char, _missing_num, _num, _version, file_name, format_number, to_ascii)
+from trialbridge.converters.formats.sdtm.writers import (
+    DatasetWriters, open_dataset_writers, write_csv, write_dataset_json, write_datasets, write_xpt)
+from trialbridge.converters.formats.sdtm.xpt import XPT_FIXED_STAMP, XptWriter, ibm_from_ieee, ieee_from_ibm, iter_xpt
+
+__all__ = [
+    "DATASET_JSON_VERSION", "DEFAULT_CREATED", "FORMATS", "READ_PREFERENCE", "SUFFIX", "XPT_FIXED_STAMP",
+    "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "ColumnStats", "CsvWriter", "DatasetJsonWriter",
+    "DatasetNdjsonWriter", "DatasetWriters", "VarStats", "XptWriter", "_char", "_missing_num", "_num", "_version", "dataset_json_header", "dataset_json_obj", "dataset_json_schema",
+    "dataset_meta", "file_name", "format_number", "ibm_from_ieee", "ieee_from_ibm", "iter_csv", "iter_dataset",
+    "iter_dataset_json", "iter_dataset_ndjson", "iter_xpt", "num_data_type", "open_dataset_writers",
+    "read_dataset", "read_dataset_json", "read_sdtm_folder", "sdtm_files", "to_ascii", "write_csv",
+    "write_dataset_json", "write_datasets", "write_xpt",
+]
