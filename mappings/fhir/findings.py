@@ -50,13 +50,17 @@ def has_value(resource: dict) -> bool:
 
 
 def unit_of(q: dict) -> str | None:
-    """The unit of a Quantity as written when the units table knows it, else its UCUM code."""
+    """The unit of a Quantity: its text as written when that is the unit its UCUM code says
+    (``lbs`` for ``[lb_av]``), else the UCUM code (``kU/L`` written for ``k[iU]/L`` is a
+    different CDISC unit; ``beats/minute`` is no unit the table knows), else the text."""
     text, code = q.get("unit"), q.get("code")
-    if text and (terminology.unit(text) or not code):
-        return text
-    if code and (q.get("system") in (None, UCUM) or terminology.unit(code)):
-        return code
-    return text or code
+    if not code or (code and q.get("system") not in (None, UCUM) and not terminology.unit(code)):
+        return text or code
+    if text:
+        known = terminology.unit(text)
+        if known and known.get("ucum") == code or text == code:
+            return text
+    return code
 
 
 def value(resource: dict, ctx: FhirContext, where: str = "") -> tuple[str | None, str | None]:
