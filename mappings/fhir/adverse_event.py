@@ -89,7 +89,7 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
     event = resource.get("event") or {}
     seriousness = resource.get("seriousness") or {}
     serious = seriousness.get("text") or next(
-        (SERIOUS_BY_CODE.get(c.get("code")) for c in seriousness.get("coding", []) if c.get("system") == SERIOUSNESS_SYSTEM),
+        (SERIOUS_BY_CODE.get(str(c.get("code")).casefold()) for c in seriousness.get("coding", []) if c.get("system") == SERIOUSNESS_SYSTEM),
         None)
     assessment = None
     for entity in resource.get("suspectEntity", []) or []:
