@@ -61,7 +61,7 @@ def test_dm(converted):
     assert _pick(got["DM"], "RFSTDTC", "RFXSTDTC", "RFXENDTC", "RFENDTC", "RFPENDTC") == [
         ("2020-07-06T08:30:00-05:00", "2020-07-06T08:30:00-05:00", "2020-07-07T08:45:00-05:00",
          "2020-07-13T08:00:00-05:00", "2020-07-13T08:00:00-05:00"),
-        ("2020-07-08T09:00:00-05:00", "2020-07-08T09:00:00-05:00", "2020-07-09T09:00:00-05:00",
+        ("2020-07-09T09:00:00-05:00", "2020-07-09T09:00:00-05:00", "2020-07-09T09:00:00-05:00",
          "2020-07-15T08:15:00-05:00", "2020-07-15T08:15:00-05:00"),
         ("", "", "", "", "")]
     assert _pick(got["DM"], "ARMCD", "ARM", "ACTARMCD", "ARMNRS") == [
@@ -78,9 +78,8 @@ def test_ex(converted):
          "INTRAVENOUS", "", "", "TREATMENT"),
         (U101, "2", "rhIL-2", "2020-07-07T08:45:00-05:00", "2020-07-07T08:45:00-05:00", "2", "2", "550000", "IU",
          "INTRAVENOUS", "L20A117", "", "TREATMENT"),
-        (U102, "1", "rhIL-2", "2020-07-08T09:00:00-05:00", "2020-07-08T09:30:00-05:00", "1", "1", "", "",
-         "INTRAVENOUS", "L20A117", "INJECTION, POWDER, FOR SOLUTION", "TREATMENT"),
-        (U102, "2", "rhIL-2", "2020-07-09T09:00:00-05:00", "2020-07-09T09:00:00-05:00", "2", "2", "700000", "IU",
+        # ma-102-1 (a rate, no dose) is not converted
+        (U102, "1", "rhIL-2", "2020-07-09T09:00:00-05:00", "2020-07-09T09:00:00-05:00", "1", "1", "700000", "IU",
          "INTRAVENOUS", "L20A117", "INJECTION, POWDER, FOR SOLUTION", "TREATMENT")]
 
 
@@ -106,8 +105,8 @@ def test_lb(converted):
         ("2020-07-06T07:45:00-05:00", "DAY 0", "SCREENING", "1", "Y", "", "SERUM", "", ""),
         ("2020-07-06T12:45:00Z", "DAY 0", "SCREENING", "1", "Y", "", "SERUM", "", ""),
         ("2020-07-06T15:00:00-05:00", "DAY 0", "TREATMENT", "1", "", "", "SERUM", "NOT DONE", "Specimen hemolyzed"),
-        ("2020-07-08T07:30:00-05:00", "DAY 0", "SCREENING", "1", "Y", "", "SERUM", "", ""),
-        ("2020-07-08T07:30:00-05:00", "DAY 0", "SCREENING", "1", "Y", "ACC-7102", "SERUM", "", ""),
+        ("2020-07-08T07:30:00-05:00", "SCREENING", "SCREENING", "-1", "Y", "", "SERUM", "", ""),
+        ("2020-07-08T07:30:00-05:00", "SCREENING", "SCREENING", "-1", "Y", "ACC-7102", "SERUM", "", ""),
         ("2020-07-06T09:00:00-05:00", "", "SCREENING", "", "", "", "SERUM", "", "")]
     assert {r["LBTESTCD"]: r["LBLOINC"] for r in got["LB"]}["IGE"] == "19113-0"  # the local code IGE-S
 
@@ -116,8 +115,8 @@ def test_cp(converted):
     _, got, _ = converted
     assert _pick(got["CP"], "USUBJID", "CPTESTCD", "CPORRES", "CPORRESU", "CPSTRESC", "CPSTRESN", "CPSTRESU",
                  "CPSPEC", "CPDTC", "VISIT", "EPOCH", "CPDY", "CPLOBXFL") == [
-        (U102, "TLYCE", "2.35", "10^9/L", "2350", "2350", "10^6/L", "BLOOD", "2020-07-08T07:30:00-05:00", "DAY 0",
-         "SCREENING", "1", "Y")]
+        (U102, "TLYCE", "2.35", "10^9/L", "2350", "2350", "10^6/L", "BLOOD", "2020-07-08T07:30:00-05:00",
+         "SCREENING", "SCREENING", "-1", "Y")]
 
 
 def test_vs(converted):
@@ -151,13 +150,13 @@ def test_ae_sv_se_and_no_ds(converted):
         (U101, "1", "SCREENING", "2020-07-01T09:30:00-05:00", "2020-07-01T09:30:00-05:00", "-5"),
         (U101, "2", "DAY 0", "2020-07-06T07:30:00-05:00", "2020-07-06T12:00:00-05:00", "1"),
         (U101, "3", "DAY 7", "2020-07-13T08:00:00-05:00", "2020-07-13T08:00:00-05:00", "8"),
-        (U102, "3", "DAY 7", "2020-07-15T08:15:00-05:00", "2020-07-15T08:15:00-05:00", "8")]
+        (U102, "3", "DAY 7", "2020-07-15T08:15:00-05:00", "2020-07-15T08:15:00-05:00", "7")]
     assert _pick(got["SE"], "USUBJID", "ETCD", "TAETORD", "SESTDTC", "SEENDTC") == [
         (U101, "SCRN", "1", "2020-07-01", "2020-07-06T08:30:00-05:00"),
         (U101, "IL2C1", "2", "2020-07-06T08:30:00-05:00", "2020-07-08"),
         (U101, "FU", "3", "2020-07-08", "2020-07-13T08:00:00-05:00"),
-        (U102, "SCRN", "1", "2020-07-03", "2020-07-08T09:00:00-05:00"),
-        (U102, "IL2C1", "2", "2020-07-08T09:00:00-05:00", "2020-07-10"),
+        (U102, "SCRN", "1", "2020-07-03", "2020-07-09T09:00:00-05:00"),
+        (U102, "IL2C1", "2", "2020-07-09T09:00:00-05:00", "2020-07-10"),
         (U102, "FU", "4", "2020-07-10", "2020-07-15T08:15:00-05:00"),
         (U103, "SCRN", "", "2020-07-06", "2020-07-06")]
     assert "DS" not in got and "MH" not in got
@@ -165,7 +164,7 @@ def test_ae_sv_se_and_no_ds(converted):
 
 def test_accounting_and_findings(converted):
     result, got, report = converted
-    assert report["rows"] == {str(SAMPLE): {"read": 46, "converted": 35, "rejected": 0, "out_of_scope": 11}}
+    assert report["rows"] == {str(SAMPLE): {"read": 46, "converted": 34, "rejected": 1, "out_of_scope": 11}}
     assert report["summary"] == {"error": 0, "warning": 4, "info": 21}
     codes = Counter((i["severity"], i["code"]) for i in report["issues"])
     assert codes == Counter({
@@ -182,6 +181,8 @@ def test_accounting_and_findings(converted):
                      ("FHIR-OUT-OF-SCOPE-STATUS", "entered-in-error"),
                      ("FHIR-OUT-OF-SCOPE-STATUS", "actuality potential"),
                      ("FHIR-OUT-OF-SCOPE-TYPE", "no mapping to the trial records")}
+    (rate,) = [i for i in report["issues"] if i["code"] == "FHIR-VALUE-NOT-MAPPED"]  # the one rejected
+    assert (rate["record"], rate["field"]) == ("MedicationAdministration/ma-102-1", "dosage.rateQuantity")
     (not_enrolled,) = [i for i in report["issues"] if i["code"] == "FHIR-NOT-ENROLLED"]
     assert not_enrolled["message"].startswith("1 Patient(s)") and not_enrolled["value"] == 3
     # every finding about the input names its file; SDTM findings name their dataset
@@ -241,7 +242,8 @@ def test_a_bulk_data_export_folder_gives_the_same_sdtm(bundle, converted, tmp_pa
     _same_sdtm(got, converted[1])
     rows = report["rows"]
     assert sum(c["read"] for c in rows.values()) == 47
-    assert sum(c["converted"] for c in rows.values()) == 36  # the repeat counts as its first copy did
+    assert sum(c["converted"] for c in rows.values()) == 35  # the repeat counts as its first copy did
+    assert sum(c["rejected"] for c in rows.values()) == 1
     assert sum(c["out_of_scope"] for c in rows.values()) == 11
     assert all(c["read"] == c["converted"] + c["rejected"] + c["out_of_scope"] for c in rows.values())
     assert rows[str(folder / "Patient.2.ndjson")] == {"read": 1, "converted": 1, "rejected": 0, "out_of_scope": 0}
@@ -262,7 +264,7 @@ def test_transaction_and_searchset_bundles_give_the_same_sdtm(bundle, converted,
     path.write_text(json.dumps(transaction), "utf-8")
     _, got, report = _run(path, tmp_path / "t")
     _same_sdtm(got, converted[1])
-    assert report["rows"][str(path)] == {"read": 47, "converted": 35, "rejected": 0, "out_of_scope": 12}
+    assert report["rows"][str(path)] == {"read": 47, "converted": 34, "rejected": 1, "out_of_scope": 12}
     assert [i["value"] for i in report["issues"] if i["code"] == "FHIR-BUNDLE-NO-RESOURCE"] == ["DELETE Observation/obs-old"]
 
     searchset = {"resourceType": "Bundle", "type": "searchset", "total": 47,

@@ -74,8 +74,8 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
 
 def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
     """The adverse event record.  An event that did not happen (actuality ``potential``: a
-    near miss) or was entered in error is out of scope.  ae_number (AESPID) is our ae-number
-    identifier, else the event's own identifier (another system's)."""
+    near miss) is out of scope.  ae_number (AESPID) is our ae-number identifier, else the
+    event's own identifier (another system's), else its resource id."""
     if resource.get("actuality") == "potential":
         ctx.out_of_scope("status", "actuality potential", "AdverseEvent")
         return None
@@ -98,7 +98,8 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
                 assessment = causality["assessment"]
     return clean({
         "subject_id": subject_id,
-        "ae_number": ident.get("value") if ident.get("system") == AE_NUMBER_SYSTEM or ctx.facts is not None else None,
+        "ae_number": ident.get("value") if ident.get("system") == AE_NUMBER_SYSTEM or ctx.facts is not None and
+        ident.get("value") else (resource.get("id") if ctx.facts is not None else None),
         "term": event.get("text") or next((c.get("display") for c in event.get("coding", [])), None),
         "decoded_term": next((c.get("display") for c in event.get("coding", []) or [] if c.get("system") == MEDDRA), None),
         "category": next((c.get("text") for c in resource.get("category", []) or [] if c.get("text")), None),

@@ -129,18 +129,10 @@ def subject_resources(records: Records, study, log, include_identifiers: bool = 
 # subject-id identifier on the Patient) is still read.
 
 CONVERTED, REJECTED = "converted", "rejected"
-# what a record read from FHIR needs to exist at all (the SDTM mappings key on these); other
-# missing values are reported where they are missing and the record still converts
-ESSENTIAL = {
-    "subject": ("study_id", "site_id", "subject_id"),
-    "exposure": ("subject_id", "treatment", "start"),
-    "lab_result": ("subject_id", "collected", "test"),
-    "cell_phenotype": ("subject_id", "collected", "population", "measure"),
-    "vital_sign": ("subject_id", "collected", "test"),
-    "adverse_event": ("subject_id", "term"),
-    "visit": ("subject_id", "visit", "start"),
-    "disposition": ("subject_id", "event", "date"),
-}
+# what a record read from FHIR needs to exist at all: what its record type requires (the
+# SDTM and FHIR mappings key on it, and records written must read back), except that a
+# subject converts without sex or consent date (reported where they are missing)
+ESSENTIAL = {"subject": ("study_id", "site_id", "subject_id")}
 # resources other resources point at (a result's Specimen, a ResearchSubject's Consent):
 # converted when a converted resource used them, else out of scope
 SUPPORTING = ("Specimen", "Consent", "Medication")
@@ -505,7 +497,7 @@ def _read_one(res: dict, file: str | None, ctx: FhirContext, records: Records) -
     kept = 0
     for item in rows:
         name, rec = item if isinstance(item, tuple) else (mod.RECORD_TYPES[0], item)
-        missing = [k for k in ESSENTIAL.get(name, record_types()[name].key) if not rec.get(k)]
+        missing = [k for k in ESSENTIAL.get(name, record_types()[name].required) if not rec.get(k)]
         if missing:
             c.issue("error", "FHIR-INCOMPLETE", f"no {', '.join(missing)} for the {name} record; not converted",
                     field=missing[0])

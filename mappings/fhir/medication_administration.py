@@ -108,8 +108,9 @@ def claims(resource: dict, ctx: FhirContext) -> bool:
 def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
     """The exposure record of one administration of the study treatment.  Status not-done
     (nothing given) and entered-in-error are out of scope; in-progress, on-hold, stopped and
-    unknown convert as a dose given and are counted.  A rate (dosage.rateQuantity) is not a
-    dose: reported, EXDOSE left empty."""
+    unknown convert as a dose given and are counted.  An administration recorded with a rate
+    (dosage.rateQuantity) or text instead of the amount given is reported naming the element
+    and not converted: an exposure record is a dose and its unit."""
     status = resource.get("status")
     if status in ("not-done", "entered-in-error"):
         reason = next((c.get("text") or next((x.get("display") or x.get("code") for x in c.get("coding") or []), None)
@@ -132,12 +133,14 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
     end = get_datetime(period, "end")
     dosage = resource.get("dosage") or {}
     dose = dosage.get("dose") or {}
-    if not dose and (dosage.get("rateQuantity") or dosage.get("rateRatio")):
-        element = "rateQuantity" if dosage.get("rateQuantity") else "rateRatio"
-        ctx.issue("warning", "FHIR-VALUE-NOT-MAPPED", f"dosage.{element} is a rate, not a dose: EXDOSE left empty "
-                  "(give dosage.dose, the amount given)", field=f"dosage.{element}", value=str(dosage[element]))
-    elif not dose and dosage.get("text"):
-        ctx.not_mapped("dosage.text", "a dose given only as text has no EXDOSE")
+    if number_text(dose.get("value")) is None or not quantity_unit(dose):
+        element = next((e for e in ("rateQuantity", "rateRatio", "text") if dosage.get(e)), "dose")
+        why = {"rateQuantity": "is a rate, not the amount given", "rateRatio": "is a rate, not the amount given",
+               "text": "is text, not an amount", "dose": "has no value and unit"}[element]
+        ctx.issue("warning", "FHIR-VALUE-NOT-MAPPED", f"dosage.{element} {why}: an exposure record needs the dose "
+                  "given and its unit (dosage.dose); not converted", field=f"dosage.{element}",
+                  value=str(dosage.get(element) or dose or "")[:200] or None)
+        return None
     if not start:
         ctx.issue("error", "FHIR-NO-DATE", "MedicationAdministration has no effectiveDateTime or effectivePeriod.start; "
                   "not converted", field="effective[x]")
@@ -148,7 +151,7 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
         "start": start,
         "end": end,
         "dose": number_text(dose.get("value")),
-        "dose_unit": quantity_unit(dose) if dose else None,
+        "dose_unit": quantity_unit(dose),
         "route": decode("routes", dosage.get("route"), ctx, "route"),
         "dose_form": (medication.get("form") or {}).get("text"),
         "lot_number": (medication.get("batch") or {}).get("lotNumber"),
