@@ -292,7 +292,7 @@ def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, di
     files: list[str] = []
     checks: list[list[Issue]] = []
     repeats: list[tuple[str, int, bool]] = []  # (file, index of the first copy, identical)
-    first: dict[str, tuple[int, bytes]] = {}
+    first: dict[str, tuple[int, bytes]] = {}  # type/id -> (index, JSON bytes) of its first copy
     seen: dict[str, int] = {}
     person = True
     for key, payload in items:
@@ -301,9 +301,9 @@ def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, di
         file = job.files[key[1]] if job.files else ""
         res = jsoncodec.loads(data)
         rid = f"{res.get('resourceType')}/{res.get('id')}"
-        digest = references.content_digest(data)
-        if res.get("id") is not None and rid in first:
-            repeats.append((file, first[rid][0], first[rid][1] == digest))
+        if res.get("id") is not None and rid in first:  # digests only for repeats: they are rare
+            index, earlier = first[rid]
+            repeats.append((file, index, references.content_digest(earlier) == references.content_digest(data)))
             continue
         found = fhir_versions.detect_version(res) if job.input_fhir_version == "auto" else job.input_fhir_version
         if found:
@@ -314,7 +314,7 @@ def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, di
             res = fhir_versions.to_r4(res)
         else:
             validate_resources([res], checked, check_references=False, check_ids=False)
-        first[rid] = (len(resources), digest)
+        first[rid] = (len(resources), data)
         resources.append(res)
         files.append(file)
         checks.append([replace_where(i, file) for i in checked.issues])

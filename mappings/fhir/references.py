@@ -13,7 +13,7 @@ AdverseEvent, R5 ResearchSubject …), ``patient`` (Immunization, Claim, Allergy
 a Location, a Device) names no person.
 
 Content digests (:func:`content_digest`) tell an identical repeat of a resource from a
-different one: the resource's JSON with keys sorted and numbers as written.
+different one: the resource's JSON with keys sorted, numbers by value.
 """
 from __future__ import annotations
 
@@ -78,12 +78,18 @@ def person_reference(resource: dict) -> str | None:
 
 
 def content_digest(raw: bytes, parsed: Any = None) -> bytes:
-    """16 bytes that are equal for two copies of a resource exactly when their content is
-    (key order and layout aside; numbers compared as written, so ``1.30`` differs from ``1.3``)."""
-    if parsed is not None and not jsoncodec.needs_exact(raw):
+    """16 bytes that are equal for two copies of a resource exactly when their content is:
+    key order and layout aside, numbers compared by value (``1.30`` and ``1.3`` are one
+    value), so the fast parse serves (``parsed``: the resource as orjson read it)."""
+    if parsed is None:
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:  # integers beyond 64 bits: the exact codec
+            parsed = jsoncodec.loads(raw)
+    try:
         canonical = orjson.dumps(parsed, option=orjson.OPT_SORT_KEYS)
-    else:
-        canonical = jsoncodec.dumps(_sorted(jsoncodec.loads(raw)))
+    except TypeError:  # Decimal numbers from the exact codec
+        canonical = jsoncodec.dumps(_sorted(parsed))
     return hashlib.blake2b(canonical, digest_size=16).digest()
 
 
