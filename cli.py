@@ -68,14 +68,15 @@ def _summary(result, limit: int = 20) -> None:
               help="FHIR input from an EHR: a records folder (or its subjects.csv) whose medical_record_number "
                    "links Patients without a trial subject id to their trial subject.")
 @click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
-@click.option("--workers", type=click.IntRange(0, 64), default=1, show_default=True,
-              help="Processes that map subjects (0: one per core).  Output is the same bytes for any number.")
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Processes that map subjects (0: one per core; default: one per core for inputs of 20,000 "
+                   "records or more, else 1).  Output is the same bytes for any number.")
 @click.option("--engine", "engine_name", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: this machine's processes; dask: a dask.distributed cluster (--scheduler, or a local one).")
 @click.option("--scheduler", default=None, help="With --engine dask: the scheduler address (tcp://host:8786).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
-            input_fhir_version: str, link_subjects: Path | None, study: str | None, workers: int, engine_name: str,
+            input_fhir_version: str, link_subjects: Path | None, study: str | None, workers: int | None, engine_name: str,
             scheduler: str | None, quiet: bool) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from trialbridge.converters.engine import default_workers
@@ -83,7 +84,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
 
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
                  fhir_version=fhir_version, input_fhir_version=input_fhir_version, link_subjects=link_subjects,
-                 workers=workers or default_workers(), engine_name=engine_name, scheduler=scheduler,
+                 workers=default_workers() if workers == 0 else workers, engine_name=engine_name, scheduler=scheduler,
                  progress=not quiet and sys.stderr.isatty())
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")

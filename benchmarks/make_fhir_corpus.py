@@ -13,9 +13,9 @@ Each copy is a distinct set of subjects for the converter:
 * every resource id (Patient, ResearchSubject, Encounter, MedicationAdministration,
   Observation, AdverseEvent) becomes uuid5(our namespace, "<seed>|<copy>|<old id>"), and every
   reference to it (``Patient/<id>``, ``Encounter/<id>``) is rewritten the same way;
-* the trial subject number (identifier system ``urn:trialbridge:fhir:subject-id``, the one
+* the trial subject number (identifier system ``SUBJECT_ID_SYSTEM`` of mappings.fhir, the one
   ``mappings.fhir.patient`` / ``research_subject`` read) becomes ``<copy:05d>-<old>``; the
-  USUBJID identifier (``urn:trialbridge:fhir:usubjid``) ends with it likewise, and the
+  USUBJID identifier (``USUBJID_SYSTEM``) ends with it likewise, and the
   hospital's medical record number (identifier of type MR) gets ``-<copy:05d>`` appended;
 * the two ResearchStudy resources (sponsor study and site) are written once, not copied:
   every copy's ResearchSubjects point at the same site study.

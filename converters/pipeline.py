@@ -28,13 +28,14 @@ from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.formats.fhir import versions as r5
 from trialbridge.converters.formats.fhir.validate import validate_resources
-from trialbridge.converters.validation.rules import validate_datasets
+from trialbridge.converters.validation.rules import StreamingValidator, feeding_order, validate_datasets
 from trialbridge.mappings.study import Study, load_study, study_from_sdtm
 
 TARGETS = ("sdtm", "records", "fhir")
 SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
 FHIR_FORMATS = ("ndjson", "bundle")
 FHIR_VERSIONS = ("R4", "R5")
+AUTO_WORKERS_FROM = 20_000  # input items from which --workers defaults to one process per core
 
 
 @dataclass
@@ -114,7 +115,7 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
-            link_subjects: Path | None = None, workers: int = 1, engine_name: str = "local",
+            link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
             scheduler: str | None = None, progress: bool = False) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
@@ -162,6 +163,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         result.study_id = result.study_id or (study.study_id if study else "")
         reporter.phase("map", len(groups))
         del groups
+        if workers is None:  # worker processes pay off on large inputs only
+            workers = engine.default_workers() if len(spill) >= AUTO_WORKERS_FROM else 1
         sinks = engine.run(job, spill, log, workers=workers, engine=engine_name, scheduler=scheduler,
                            progress=reporter.advance)
     reporter.phase("write", None)
@@ -432,19 +435,19 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
         return iter(design[name]) if name in design else sinks.rows(name)
 
     written: list[Path] = []
-    checked: dict[str, Dataset] = {}
-    for name, meta in metas.items():
-        rows_for_rules: list[dict] = []
+    # one pass per dataset: each row goes to every format's writer and through every rule;
+    # the rules keep only compact indexes between rows (DM first, SE second: their order)
+    rules = StreamingValidator(log)
+    for name in feeding_order(metas):
+        meta = metas[name]
+        visitor = rules.begin(meta)
         with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN") as writers:
-            for row in rows_of(name):
+            for row_no, row in enumerate(rows_of(name), start=1):
                 writers.write(row)
-                rows_for_rules.append(row)
+                visitor.row(row_no, {v.name: row.get(v.name, None if v.type == "Num" else "") for v in meta.variables})
             written.extend(writers.close())
-        # the rules still look at whole datasets (being made a streaming pass)
-        checked[name] = Dataset(meta.name, meta.label, meta.variables,
-                                [{v.name: row.get(v.name, None if v.type == "Num" else "") for v in meta.variables}
-                                 for row in rows_for_rules], list(meta.keys))
-    validate_datasets(checked, log)
+        visitor.end()
+    rules.finish()
     dpath = define_xml.write_define_from_stats(metas, stats, study, output / "define.xml", log, formats=sdtm_formats)
     written.append(dpath)
     meta_read = define_xml.read_define(dpath, log)

@@ -110,7 +110,21 @@ def load_study(ref: str | Path) -> Study:
     problem = schema_problem(_validator(), config)
     if problem:
         raise TrialbridgeError(f"{path}: study configuration invalid {problem}")
+    for n, site in enumerate(config["sites"]):
+        if site.get("time_zone") and not _known_time_zone(site["time_zone"]):
+            raise TrialbridgeError(f"{path}: study configuration invalid at sites/{n}/time_zone: "
+                                   f"{site['time_zone']!r} is not an IANA time zone (e.g. Asia/Shanghai)")
     return Study(config, path)
+
+
+def _known_time_zone(name: str) -> bool:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def study_from_sdtm(datasets: dict) -> Study:

@@ -22,7 +22,7 @@ like what a hospital sends:
   an approximation of 10 000 / 113.12 = 88.4016... and is not used;
   lymphocyte subset counts (CP, COUNT): /uL -> 10*3/uL (/ 1000).
 * **Hospital-style codes**: Observation.code carries LOINC only when the test has a LOINC
-  code (the CDISC LBTESTCD/CPTESTCD coding is dropped; tests without LOINC keep it, as a
+  code (the NCIt coding of LBTESTCD/CPTESTCD is dropped; tests without LOINC keep it, as a
   hospital's local code would); Encounters carry the visit label in ``type.text`` only (no
   trialbridge visit extension).
 
@@ -44,7 +44,8 @@ from trialbridge.mappings.fhir import assemble
 from trialbridge.converters.formats import records as records_io  # noqa: E402
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.core.issues import IssueLog  # noqa: E402
-from trialbridge.mappings.fhir import CPTESTCD_SYSTEM, EXT, LBTESTCD_SYSTEM, LOINC, UCUM  # noqa: E402
+from trialbridge.mappings import terminology  # noqa: E402
+from trialbridge.mappings.fhir import EXT, LOINC, NCIT, UCUM  # noqa: E402
 from trialbridge.mappings.fhir.patient import MRN_SYSTEM  # noqa: E402
 from trialbridge.mappings.study import load_study  # noqa: E402
 
@@ -99,11 +100,11 @@ def hospitalise(res: dict) -> dict:
             del res["extension"]
     elif rtype == "Observation":
         codings = res["code"].get("coding", [])
-        cdisc = next((c for c in codings if c["system"] in (LBTESTCD_SYSTEM, CPTESTCD_SYSTEM)), None)
+        cdisc = next((c["code"] for c in codings if c["system"] == NCIT), None)
         conversion = None
-        if cdisc and cdisc["system"] == LBTESTCD_SYSTEM:
-            conversion = LAB_UNITS.get(cdisc["code"])
-        elif cdisc and cdisc["system"] == CPTESTCD_SYSTEM:
+        if terminology.lab_test_by_ncit(cdisc):
+            conversion = LAB_UNITS.get(terminology.lab_test_by_ncit(cdisc)["lbtestcd"])
+        elif terminology.cp_test_by_ncit(cdisc):
             conversion = COUNT_UNIT
         if conversion:
             _convert_quantity(res.get("valueQuantity"), *conversion)

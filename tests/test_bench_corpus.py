@@ -8,7 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "make_fhir_corpus.py"
-SUBJECT_ID = "urn:trialbridge:fhir:subject-id"
+from trialbridge.mappings.fhir import SUBJECT_ID_SYSTEM as SUBJECT_ID  # noqa: E402
 
 
 def _references(node, out: list[str]) -> list[str]:

@@ -22,6 +22,7 @@ from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.formats import records as records_io
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.pipeline import convert
+from trialbridge.mappings.fhir import SUBJECT_ID_SYSTEM
 from tests.conftest import ROOT, SAMPLE
 
 HOSPITAL = ROOT / "samples" / "nct04387942-fhir"
@@ -41,7 +42,7 @@ def _export_subjects() -> set[str]:
 
     ids = set()
     for line in open(HOSPITAL / "ndjson" / "Patient.ndjson", encoding="utf-8"):
-        ids.update(i["value"] for i in json.loads(line)["identifier"] if i["system"] == "urn:trialbridge:fhir:subject-id")
+        ids.update(i["value"] for i in json.loads(line)["identifier"] if i["system"] == SUBJECT_ID_SYSTEM)
     return ids
 
 
@@ -176,7 +177,7 @@ def test_ehr_export_without_trial_ids_links_by_mrn(converted, tmp_path):
         for line in open(HOSPITAL / "ndjson" / f"{rtype}.ndjson", encoding="utf-8"):
             res = json.loads(line)
             if rtype == "Patient":  # no trial identifier, no trial extensions
-                res["identifier"] = [i for i in res["identifier"] if i["system"] != "urn:trialbridge:fhir:subject-id"]
+                res["identifier"] = [i for i in res["identifier"] if i["system"] != SUBJECT_ID_SYSTEM]
                 res.pop("extension", None)
             res.pop("encounter", None)
             res.pop("context", None)

@@ -10,9 +10,10 @@ from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.formats.fhir import validate as fhir_validate
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import Records, public
-from trialbridge.mappings.fhir import (EXT_LOCAL_DATETIME, LBTESTCD_SYSTEM, LOINC, UCUM, FhirContext, adverse_event, encounter,
+from trialbridge.mappings.fhir import (EXT_LOCAL_DATETIME, LOINC, NCIT, UCUM, FhirContext, adverse_event, encounter,
                            medication_administration, observation, patient, research_subject)
 from trialbridge.mappings.fhir.ids import resource_id
+from trialbridge.mappings.terminology import ct
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,9 @@ def test_first_dose_of_subject_001(sample_records, ctx):
     dose = res["dosage"]["dose"]
     assert dose == {"value": Decimal("315000"), "unit": "[iU]", "system": UCUM, "code": "[iU]"}
     assert '"value":315000,' in fhir_io.dumps(res)
-    # a local time without offset is not a valid R4 dateTime: date precision + exact text kept
+    # a site-local time: the full dateTime with the site's offset (Asia/Shanghai), the text as recorded kept
     period = res["effectivePeriod"]
-    assert period["start"] == "2020-06-05"
+    assert period["start"] == "2020-06-05T08:30:00+08:00"
     assert period["_start"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-06-05T08:30"}]
     assert res["dosage"]["route"]["coding"][0] == {"system": "http://snomed.info/sct", "code": "47625008",
                                                    "display": "Intravenous route"}
@@ -64,12 +65,13 @@ def test_igg_day_7_of_subject_001(sample_records, ctx):
     res = observation.to_fhir(rec, ctx, kind="lab_result")
     codings = res["code"]["coding"]
     assert {"system": LOINC, "code": "2465-3", "display": "IgG [Mass/volume] in Serum or Plasma"} in codings
-    assert {"system": LBTESTCD_SYSTEM, "code": "IGG", "display": "Immunoglobulin G"} in codings
+    # CDISC CT as the NCI Thesaurus code of the LBTESTCD term, the submission value as display
+    assert {"system": NCIT, "code": "C81971", "display": "IGG"} in codings
     assert res["valueQuantity"] == {"value": Decimal("10.5"), "unit": "g/L", "system": UCUM, "code": "g/L"}
     assert res["referenceRange"][0]["low"]["value"] == Decimal("5.0")
     assert res["category"][0]["coding"][0]["code"] == "laboratory"
     assert res["subject"] == {"reference": f"Patient/{resource_id('Patient', 'NCT04387942', '001')}"}
-    assert res["contained"][0]["type"]["coding"][0]["code"] == "SERUM"
+    assert res["contained"][0]["type"]["coding"] == [{"system": NCIT, "code": "C13325", "display": "SERUM"}]
     assert res["encounter"] == {"display": "DAY 7"}
     assert '"low":{"value":5.0,' in fhir_io.dumps(res)  # 5.0 stays 5.0
     assert res["interpretation"][0]["coding"][0]["code"] == "N"  # 10.5 within 5.0-14.6
@@ -247,7 +249,7 @@ def test_visit_is_an_encounter(ctx):
     assert res["class"] == {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB",
                             "display": "ambulatory"}
     assert res["type"] == [{"text": "UNSCHEDULED"}] and res["reasonCode"] == [{"text": "Relapse of purpura"}]
-    assert res["period"]["start"] == "2020-07-01"
+    assert res["period"]["start"] == "2020-07-01T10:15:00+08:00"
     assert res["period"]["_start"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-07-01T10:15"}]
     assert res["id"] == resource_id("Encounter", "NCT04387942", "001", "UNSCHEDULED", "2020-07-01T10:15")
     assert encounter.from_fhir(fhir_io.loads(fhir_io.dumps(res)), _sub_ctx(ctx.study, res["subject"]["reference"])) == rec
@@ -317,16 +319,26 @@ def test_dispositions_on_research_subject(ctx):
          "verbatim": "Parents withdrew consent", "date": "2020-12-01T10:00"},
     ]
     res = research_subject.to_fhir(subject, ctx, dispositions)
-    _valid(res)
+    assert fhir_validate.schema_errors(res) == []
+    # fhir.resources' R4B Extension model has no field for a primitive extension on value[x]
+    # (``_valueDateTime``), which the R4 JSON format allows and the official schema accepts
+    assert fhir_validate.model_errors(res) == ["extension/3/extension/3/_valueDateTime: Extra inputs are not permitted"]
     assert res["status"] == "off-study"
-    assert res["period"] == {"start": "2020-08-01", "end": "2020-12-01", "_end": {"extension": [
+    assert res["period"] == {"start": "2020-08-01", "end": "2020-12-01T10:00:00+08:00", "_end": {"extension": [
         {"url": EXT_LOCAL_DATETIME, "valueString": "2020-12-01T10:00"}]}}
     disp = [e for e in res["extension"] if e["url"] == research_subject.EXT_DISPOSITION]
-    assert disp[0]["extension"] == [{"url": "event", "valueString": "INFORMED CONSENT OBTAINED"},
-                                    {"url": "verbatim", "valueString": "Informed consent signed by parent/guardian"},
-                                    {"url": "category", "valueString": "PROTOCOL MILESTONE"},
-                                    {"url": "date", "valueDateTime": "2020-08-01"}]
-    assert disp[1]["extension"][-1] == {"url": "date", "valueString": "2020-12-01T10:00"}  # no offset: text
+    assert disp[0]["extension"] == [
+        {"url": "event", "valueCodeableConcept": {"coding": [{"system": NCIT, "code": "C16735",
+                                                               "display": "INFORMED CONSENT OBTAINED"}],
+                                                   "text": "INFORMED CONSENT OBTAINED"}},
+        {"url": "verbatim", "valueString": "Informed consent signed by parent/guardian"},
+        {"url": "category", "valueCodeableConcept": {"coding": [{"system": NCIT, "code": "C74588",
+                                                                  "display": "PROTOCOL MILESTONE"}],
+                                                      "text": "PROTOCOL MILESTONE"}},
+        {"url": "date", "valueDateTime": "2020-08-01"}]
+    # a site-local time: the full dateTime at the site's offset + the text as recorded
+    assert disp[1]["extension"][-1] == {"url": "date", "valueDateTime": "2020-12-01T10:00:00+08:00", "_valueDateTime": {
+        "extension": [{"url": EXT_LOCAL_DATETIME, "valueString": "2020-12-01T10:00"}]}}
     back = fhir_io.loads(fhir_io.dumps(res))
     assert research_subject.from_fhir(back, ctx) == subject
     assert research_subject.dispositions_from_fhir(back, "025", ctx) == dispositions
@@ -389,3 +401,116 @@ def test_final_disposition_event_is_the_latest_dated():
     # it; of the two events on 2020-11-27 the one listed last (the hub's latest) is final
     assert final_event(events)["event"] == "DEATH"
     assert final_event(events[:2])["event"] == "COMPLETED" and final_event([]) is None
+
+
+def test_cdisc_codes_are_nci_thesaurus_c_codes_and_old_files_still_read(ctx):
+    """Observation.code carries the LBTESTCD / CPTESTCD term as its NCIt C-code (display: the
+    submission value); files written with the invented http://cdisc.org/ct/... systems still map."""
+    res = observation.to_fhir(_lab(test="IFN-gamma", result="3.1"), ctx, kind="lab_result")
+    assert res["code"]["coding"] == [
+        {"system": LOINC, "code": "27415-9", "display": "Interferon gamma [Mass/volume] in Serum or Plasma"},
+        {"system": NCIT, "code": "C81996", "display": "IFNG"}]
+    cp = observation.to_fhir({"subject_id": "001", "collected": "2020-06-05T08:00", "population": "CD3+ T cells",
+                              "measure": "COUNT", "result": "2966", "unit": "/uL"}, ctx, kind="cell_phenotype")
+    assert {"system": NCIT, "code": "C122157", "display": "TLYCE"} in cp["code"]["coding"]
+    for coding, kind in (({"system": "http://cdisc.org/ct/lbtestcd", "code": "INTLK4"}, "lab_result"),
+                         ({"system": "http://cdisc.org/ct/cptestcd", "code": "TLYCE"}, "cell_phenotype"),
+                         ({"system": NCIT, "code": "C74832"}, "lab_result")):
+        got, entry = observation.kind_of({"code": {"coding": [coding]}})
+        assert got == kind and entry is not None, coding
+
+
+def test_coded_values_carry_the_nci_thesaurus_code_of_their_cdisc_term(ctx):
+    """Route, dose form, AE severity, outcome and seriousness, result interpretation: the standard
+    FHIR coding first, then the NCIt
+    coding of the CDISC term; the record's text as given."""
+    dose = {"subject_id": "001", "treatment": "rhIL-2", "start": "2020-06-05", "dose": "1", "dose_unit": "mg",
+            "route": "IV", "dose_form": "Lyophilized powder for injection"}
+    res = medication_administration.to_fhir(dose, ctx)
+    assert res["dosage"]["route"]["coding"][1] == {"system": NCIT, "code": "C38276", "display": "INTRAVENOUS"}
+    assert res["dosage"]["route"]["text"] == "IV"
+    assert res["contained"][0]["form"] == {
+        "coding": [{"system": NCIT, "code": "C42957", "display": "INJECTION, POWDER, LYOPHILIZED, FOR SOLUTION"}],
+        "text": "Lyophilized powder for injection"}
+    ae = adverse_event.to_fhir({"subject_id": "001", "ae_number": "9", "term": "x", "start": "2020-06",
+                                "severity": "MODERATE", "outcome": "FATAL"}, ctx)
+    assert ae["severity"]["coding"][1] == {"system": NCIT, "code": "C41339", "display": "MODERATE"}
+    assert ae["outcome"]["coding"][1] == {"system": NCIT, "code": "C48275", "display": "FATAL"}
+    ae = adverse_event.to_fhir({"subject_id": "001", "ae_number": "9", "term": "x", "start": "2020-06", "serious": "Y"},
+                               ctx)
+    assert ae["seriousness"]["coding"][1] == {"system": NCIT, "code": "C49488", "display": "Y"}
+    high = observation.to_fhir(_lab(result="6.0"), ctx)["interpretation"][0]["coding"]
+    assert high[0]["code"] == "H" and high[1] == {"system": NCIT, "code": ct.codelist("NRIND").terms["HIGH"],
+                                                  "display": "HIGH"}
+    pat = patient.to_fhir({"subject_id": "001", "sex": "F"}, ctx)
+    assert pat["gender"] == "female"
+
+
+def _study_with_sites(study, *sites):
+    import copy
+
+    from trialbridge.mappings.study import Study
+
+    config = copy.deepcopy(study.config)
+    config["sites"] = [{"site_id": f"{n + 1:02d}", "name": f"Site {n + 1}", "country": "CHN", **s}
+                       for n, s in enumerate(sites)]
+    return Study(config, study.path)
+
+
+@pytest.mark.parametrize("site, local, written", [
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08:30", "2020-06-05T08:30:00+08:00"),
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08:30:15.5", "2020-06-05T08:30:15.5+08:00"),
+    ({"utc_offset": "-05:00"}, "2021-07-01T09:00", "2021-07-01T09:00:00-05:00"),
+    ({"time_zone": "America/New_York"}, "2021-07-01T09:00", "2021-07-01T09:00:00-04:00"),  # daylight saving
+    ({"time_zone": "America/New_York"}, "2021-01-01T09:00", "2021-01-01T09:00:00-05:00"),
+    ({"time_zone": "America/New_York"}, "2021-11-07T01:30", "2021-11-07"),  # ambiguous: clocks went back
+    ({"time_zone": "America/New_York"}, "2021-03-14T02:30", "2021-03-14"),  # does not exist: clocks went forward
+    ({}, "2020-06-05T08:30", "2020-06-05"),  # no time zone configured: date precision
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08", "2020-06-05"),  # no minutes: not completed
+    ({"time_zone": "Asia/Shanghai"}, "2020-06-05T08:30+05:30", "2020-06-05T08:30:00+05:30"),  # its own offset
+])
+def test_site_local_times_get_the_site_offset_when_known(study, site, local, written):
+    ctx = FhirContext(_study_with_sites(study, site), IssueLog())
+    rec = _lab(collected=local)
+    res = observation.to_fhir({**rec, "subject_id": "001"}, ctx, kind="lab_result")
+    assert res["effectiveDateTime"] == written
+    assert res["_effectiveDateTime"]["extension"] == [{"url": EXT_LOCAL_DATETIME, "valueString": local}]
+    assert fhir_validate.schema_errors(res) == []
+    sub = FhirContext(ctx.study, IssueLog(), subjects={res["subject"]["reference"]: "001"})
+    assert observation.from_fhir(fhir_io.loads(fhir_io.dumps(res)), sub)[1]["collected"] == local
+
+
+def test_complete_fhir_datetimes_are_written_as_they_are(ctx):
+    res = observation.to_fhir(_lab(collected="2020-06-05T08:30:00+08:00"), ctx, kind="lab_result")
+    assert res["effectiveDateTime"] == "2020-06-05T08:30:00+08:00" and "_effectiveDateTime" not in res
+
+
+def test_the_site_of_the_subject_decides_the_offset(study, sample_records):
+    """Two sites in different zones: a record is written with its subject's site's offset; a
+    record whose subject (and so site) is unknown keeps date precision."""
+    two = _study_with_sites(study, {"time_zone": "Asia/Shanghai"}, {"time_zone": "Europe/Berlin"})
+    records = Records(study_id="NCT04387942")
+    records.rows["subject"] = [{"study_id": "NCT04387942", "site_id": "02", "subject_id": "900", "sex": "F",
+                                "consent_date": "2020-06-01"}]
+    records.rows["lab_result"] = [{**_lab(collected="2020-06-05T08:30"), "subject_id": sid} for sid in ("900", "901")]
+    made = {r["subject"]["reference"]: r for t, _k, r in assemble.subject_resources(records, two, IssueLog())
+            if t == "Observation"}
+    got = sorted(r["effectiveDateTime"] for r in made.values())
+    assert got == ["2020-06-05", "2020-06-05T08:30:00+02:00"]
+
+
+def test_time_zone_configuration_is_checked(tmp_path, study):
+    import yaml
+
+    from trialbridge.converters.core.issues import TrialbridgeError
+    from trialbridge.mappings.study import load_study
+
+    for site, message in (({"time_zone": "Mars/Olympus_Mons"}, "is not an IANA time zone"),
+                          ({"time_zone": "Asia/Shanghai", "utc_offset": "+08:00"}, "sites/0"),
+                          ({"utc_offset": "+8"}, "sites/0/utc_offset")):
+        config = _study_with_sites(study, site).config
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(config), "utf-8")
+        with pytest.raises(TrialbridgeError, match=message):
+            load_study(path)
+    assert load_study("NCT04387942").config["sites"][0]["time_zone"] == "Asia/Shanghai"

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from trialbridge.mappings.fhir import assemble
+from trialbridge.mappings.fhir import EXT, EXT_LOCAL_DATETIME, NCIT, assemble
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import public, record_types
@@ -122,16 +122,18 @@ def test_mixed_input_is_reported_and_read(sample_r4, sample_r5, study):
 def test_first_dose_of_subject_001_in_r5(sample_r5, study):
     doses = _by_subject(sample_r5, "MedicationAdministration", study.study_id, "001")
     first = min(doses, key=lambda r: r["occurencePeriod"]["_start"]["extension"][0]["valueString"])
-    local = "urn:trialbridge:fhir:extension:local-datetime"
+    local = EXT_LOCAL_DATETIME
     assert first["status"] == "completed"
     assert "effectivePeriod" not in first and "medicationReference" not in first and "context" not in first
     assert first["occurencePeriod"] == {
-        "start": "2020-06-05", "_start": {"extension": [{"url": local, "valueString": "2020-06-05T08:30"}]},
-        "end": "2020-06-05", "_end": {"extension": [{"url": local, "valueString": "2020-06-05T09:30"}]}}
+        "start": "2020-06-05T08:30:00+08:00", "_start": {"extension": [{"url": local, "valueString": "2020-06-05T08:30"}]},
+        "end": "2020-06-05T09:30:00+08:00", "_end": {"extension": [{"url": local, "valueString": "2020-06-05T09:30"}]}}
     # the R4 writer names a contained Medication: R5 CodeableReference.reference
     assert first["medication"] == {"reference": {"reference": "#med"}}
     assert first["contained"] == [{"resourceType": "Medication", "id": "med", "code": {"text": "rhIL-2"},
-                                   "doseForm": {"text": "INJECTION, POWDER, LYOPHILIZED, FOR SOLUTION"},
+                                   "doseForm": {"coding": [{"system": NCIT, "code": "C42957",
+                                                            "display": "INJECTION, POWDER, LYOPHILIZED, FOR SOLUTION"}],
+                                                "text": "INJECTION, POWDER, LYOPHILIZED, FOR SOLUTION"},
                                    "batch": {"lotNumber": "L20200503"}}]
     assert first["dosage"]["dose"] == {"value": Decimal("315000"), "unit": "[iU]",
                                        "system": "http://unitsofmeasure.org", "code": "[iU]"}
@@ -172,11 +174,13 @@ def test_adverse_event_in_r5(sample_r5, study):
     exts = {e["url"]: e for e in ae["extension"]}
     assert exts[r5.AE_SEVERITY]["valueCodeableConcept"] == {
         "coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-severity", "code": "mild",
-                    "display": "Mild"}], "text": "MILD"}
+                    "display": "Mild"}, {"system": NCIT, "code": "C41338", "display": "MILD"}], "text": "MILD"}
     assert exts[r5.AE_GRADE]["valueCodeableConcept"] == {"text": "1"}
-    assert "urn:trialbridge:fhir:extension:grade" not in exts
+    assert EXT + "grade" not in exts and "urn:trialbridge:fhir:extension:grade" not in exts
     assert ae["outcome"] == [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-outcome",
-                                          "code": "resolved", "display": "Resolved"}], "text": "RECOVERED/RESOLVED"}]
+                                          "code": "resolved", "display": "Resolved"},
+                                         {"system": NCIT, "code": "C49498", "display": "RECOVERED/RESOLVED"}],
+                              "text": "RECOVERED/RESOLVED"}]
     assert ae["suspectEntity"] == [{"instanceReference": {"display": "rhIL-2"}, "causality": {"entityRelatedness": {
         "coding": [{"system": "http://terminology.hl7.org/CodeSystem/adverse-event-causality-assess",
                     "code": "Probably-Likely", "display": "Probably/Likely"}], "text": "RELATED"}}}]

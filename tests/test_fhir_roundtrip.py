@@ -102,7 +102,7 @@ def test_final_disposition_event_is_the_research_subject_status(sample_fhir, sam
             sid = r["identifier"][0]["value"]
             status[sid] = r["status"]
             n = len([d for d in records["disposition"] if d["subject_id"] == sid])
-            assert len([e for e in r["extension"] if e["url"].endswith(":disposition")]) == n
+            assert len([e for e in r["extension"] if e["url"].endswith("/disposition")]) == n
     expected = {sid: ("ineligible" if event == "SCREEN FAILURE" else "off-study") for sid, event in final.items()}
     assert {sid: status[sid] for sid in expected} == expected
     assert status["037"] == "ineligible" and status["025"] == status["016"] == status["001"] == "off-study"
@@ -163,3 +163,23 @@ def test_identity_with_identifiers_when_asked(sample_records, study):
     back = assemble.fhir_to_records(resources, study, IssueLog())
     identifying = set(record_types()["subject"].identifying)
     assert not any(identifying & set(r) for r in back["subject"])
+
+
+def test_files_written_before_read_the_same(sample_records, study):
+    """FHIR written by an earlier trialbridge (urn: extension URLs and identifier systems,
+    valueString extensions, invented CDISC code systems; tests/legacy_fhir/README.md) still
+    reads back to exactly the records it was written from."""
+    from tests.conftest import ROOT
+
+    records, _ = sample_records
+    keep = {"002", "025"}
+    subset = type(records)(study_id=records.study_id)
+    for name, rows in records.items():
+        subset.rows[name] = [r for r in rows if r["subject_id"] in keep]
+    log = IssueLog()
+    read = list(fhir_io.read_fhir(ROOT / "tests" / "legacy_fhir" / "ndjson", log))
+    assert len(read) == 169
+    assert "urn:trialbridge:fhir:extension:race" in fhir_io.dumps(next(r for r in read if r["resourceType"] == "Patient"))
+    back = assemble.fhir_to_records(read, study, log)
+    assert [i for i in log.issues if i.severity != "info"] == []
+    _assert_identity(subset, back)

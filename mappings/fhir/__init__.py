@@ -8,23 +8,39 @@ They never read clocks or files; ids are uuid5 of natural keys (:mod:`.ids`).
 
 Choices shared by all modules (documented once, here)
 -----------------------------------------------------
-* **Code systems chosen by trialbridge** (not registered with HL7; CDISC publishes no FHIR
-  canonical URIs for its codelists):
-  ``http://cdisc.org/ct/lbtestcd`` (LBTESTCD), ``http://cdisc.org/ct/cptestcd`` (CPTESTCD),
-  ``http://cdisc.org/ct/spectype`` (SPECTYPE).  Codes are the CDISC submission values.
-* **Local extensions and identifier systems** live under ``urn:trialbridge:fhir:``: a record
-  field with no home in core R4 (race, cohort, course, AE grade …) is carried as
-  ``{"url": "urn:trialbridge:fhir:extension:<field>", "valueString": <text as given>}``
-  so that records -> FHIR -> records is identity.  A receiving server keeps unknown
-  extensions; a profile (e.g. US Core race) can replace one later without engine changes.
-* **Local times without a UTC offset.**  An R4 ``dateTime`` with a time must carry seconds and
-  a timezone; the records hold site-local times such as ``2020-06-05T08:30`` and the study
-  configuration states no offset.  Inventing one (+08:00) would be inventing data, so such a
-  value is written at *date* precision (``2020-06-05``, which is true) and the exact text as
-  given is kept in a primitive extension ``_<element>.extension[url=...:local-datetime]``.
-  Readers that ignore extensions see a correct, coarser date; trialbridge reads the exact
-  text back.  Values that already are valid FHIR (date only, partial ``YYYY``/``YYYY-MM``,
-  or a full time with seconds and offset) are written unchanged.
+* **CDISC controlled terminology as NCI Thesaurus codes.**  CDISC CT is published by NCI EVS
+  inside the NCI Thesaurus (NCIt): every codelist term has an NCIt C-code.  A coded CDISC value
+  (LBTESTCD, CPTESTCD, SPECTYPE, ROUTE, AESEV …) is written as a coding in the NCIt code
+  system ``http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl`` (the official URL of HL7
+  Terminology's CodeSystem v3-nciThesaurus) with the term's C-code as ``code`` and the CDISC
+  submission value as ``display`` (:func:`cdisc_coding`; C-codes from the CT extract in
+  ``mappings/terminology/ct/``).  Files written before this used invented systems
+  (``http://cdisc.org/ct/lbtestcd`` …, submission values as codes); they are still read.
+* **Extensions and identifier systems at canonical https URLs we own.**  A record field with no
+  home in core R4 (race, cohort, course, AE grade …) is an extension
+  ``https://trialbridge.org/fhir/StructureDefinition/<name>``, each defined by an R4
+  StructureDefinition shipped in ``schemas/fhir/structuredefinitions/`` and listed, with the
+  type of its value, in ``mappings/fhir/extensions.yaml``: numbers are Quantities with a UCUM
+  unit (BSA in m2, dose per m2, height, weight), CDISC-coded values CodeableConcepts with the
+  NCIt coding and the text as given, dates dateTimes, free text strings.  Identifier systems
+  are ``https://trialbridge.org/fhir/sid/<name>``.  The readers also accept the
+  ``urn:trialbridge:fhir:…`` URLs of files written before (:func:`is_uri`).
+* **Site-local times.**  The records hold date/times as the site wrote them, in site-local
+  time without a UTC offset (``2020-06-05T08:30``); an R4 ``dateTime`` with a time must have
+  seconds and an offset.  When the study configuration states the site's time zone
+  (``sites[].time_zone``, IANA, or ``sites[].utc_offset``) the value is written as the full
+  dateTime of that instant, ``2020-06-05T08:30:00+08:00`` (seconds zero-filled, as R4 allows;
+  the offset in force at that local time, daylight saving included).  Without it — or for a
+  local time that a daylight-saving change makes ambiguous or non-existent — inventing an
+  offset would be inventing data, so the value is written at *date* precision
+  (``2020-06-05``, which is true).  Either way the text exactly as recorded is kept in the
+  primitive extension ``_<element>.extension[url=…/local-datetime]`` (defined in
+  ``extensions.yaml``), from which trialbridge reads it back: records -> FHIR -> records is
+  identity.  Values that already are valid FHIR (dates, partial ``YYYY``/``YYYY-MM``, full
+  times with seconds and offset) are written unchanged, without the extension.  The site is the
+  record's own ``site_id`` (subject records) or its subject's (:attr:`FhirContext.subject_sites`,
+  filled by ``assemble``); when it is not known, the configured time zone is used only if every
+  configured site has the same one.
 * **Decimals keep their text**: ``1.30`` becomes ``Decimal("1.30")`` and is serialised as
   ``1.30``; text that a JSON number cannot reproduce exactly (``.5``, ``1e3``) is not turned
   into a number (valueString / an issue instead).
@@ -35,26 +51,42 @@ Choices shared by all modules (documented once, here)
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from importlib import resources
 from typing import Any
 
-from trialbridge.converters.core import jsoncodec
-from trialbridge.mappings import terminology
+import jsonschema
+import yaml
 
-TB = "urn:trialbridge:fhir:"
-EXT = TB + "extension:"
+from trialbridge.converters.core import iso8601, jsoncodec
+from trialbridge.converters.core.issues import TrialbridgeError, schema_problem
+from trialbridge.mappings import terminology
+from trialbridge.mappings.terminology import ct
+
+# canonical URLs trialbridge owns (docs/fhir.md): extension definitions and identifier systems
+CANONICAL = "https://trialbridge.org/fhir/"
+EXT = CANONICAL + "StructureDefinition/"
+SID = CANONICAL + "sid/"
+# read only: what files written before used for the same extensions and identifier systems
+LEGACY_EXT = "urn:trialbridge:fhir:extension:"
+LEGACY_SID = "urn:trialbridge:fhir:"
 EXT_LOCAL_DATETIME = EXT + "local-datetime"
-SUBJECT_ID_SYSTEM = TB + "subject-id"
-USUBJID_SYSTEM = TB + "usubjid"
-AE_NUMBER_SYSTEM = TB + "ae-number"
+SUBJECT_ID_SYSTEM = SID + "subject-id"
+USUBJID_SYSTEM = SID + "usubjid"
+AE_NUMBER_SYSTEM = SID + "ae-number"
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
-LBTESTCD_SYSTEM = "http://cdisc.org/ct/lbtestcd"
-CPTESTCD_SYSTEM = "http://cdisc.org/ct/cptestcd"
-SPECTYPE_SYSTEM = "http://cdisc.org/ct/spectype"
+# NCI Thesaurus, in which NCI EVS publishes CDISC CT (HL7 Terminology, CodeSystem v3-nciThesaurus)
+NCIT = "http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl"
+# read only: the invented systems earlier versions wrote CDISC submission values in
+LEGACY_LBTESTCD_SYSTEM = "http://cdisc.org/ct/lbtestcd"
+LEGACY_CPTESTCD_SYSTEM = "http://cdisc.org/ct/cptestcd"
 
 # FHIR R4 dateTime / decimal regexes (datatypes.html): FHIR's own wire grammar, which decides
 # whether a record date/time can be written as a dateTime as it is (seconds and offset
@@ -95,6 +127,8 @@ class FhirContext:
     group: dict[str, dict] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     status: str | None = None
+    subject_sites: dict[str, str] = field(default_factory=dict)  # subject_id -> site_id, for site-local times
+    _clocks: dict = field(default_factory=dict, repr=False)
 
     @property
     def study_id(self) -> str:
@@ -106,6 +140,14 @@ class FhirContext:
         from trialbridge.mappings.fhir.dialect import Dialect
 
         return getattr(self.facts, "dialect", None) or Dialect()
+
+    def clock(self, record: dict | None) -> SiteClock | None:
+        """The clock of the site a record was collected at (None: its UTC offset is not known)."""
+        record = record or {}
+        site = record.get("site_id") or self.subject_sites.get(record.get("subject_id") or "")
+        if site not in self._clocks:
+            self._clocks[site] = site_clock(self.study, site)
+        return self._clocks[site]
 
     def issue(self, severity: str, code: str, message: str, **where: Any) -> None:
         if self.log is not None:
@@ -137,17 +179,101 @@ def count_scope(log, kind: str, file: str | None, resource_type: str, value: Any
         log.unmapped.setdefault(SCOPE_TABLE + kind, Counter())[f"{file or ''}\t{resource_type}\t{value}"] += n
 
 
+def legacy_uri(uri: str) -> str | None:
+    """The ``urn:trialbridge:fhir:`` URL files written before used for one of our URLs."""
+    if uri.startswith(EXT):
+        return LEGACY_EXT + uri[len(EXT):]
+    if uri.startswith(SID):
+        return LEGACY_SID + uri[len(SID):]
+    return None
+
+
+def is_uri(found: Any, ours: str) -> bool:
+    """``found`` (an extension url or identifier system read from FHIR) is ``ours``, or the
+    ``urn:`` name an earlier trialbridge wrote for it."""
+    return isinstance(found, str) and (found == ours or found == legacy_uri(ours))
+
+
 # --------------------------------------------------------------------------- dates
 
 
-def set_datetime(target: dict, key: str, text: str | None) -> None:
-    """Write a record date/time to ``target[key]`` as an R4 dateTime (see module docstring)."""
+@dataclass(frozen=True)
+class SiteClock:
+    """A site's local time: an IANA time zone or a fixed UTC offset (``+08:00``)."""
+
+    time_zone: str | None = None
+    utc_offset: str | None = None
+
+    def offset_at(self, local: datetime) -> str | None:
+        """The UTC offset (``+08:00``) of a local wall-clock time at the site; None when a
+        daylight-saving change makes that local time ambiguous or non-existent."""
+        if self.utc_offset:
+            return self.utc_offset
+        from zoneinfo import ZoneInfo
+
+        zone = ZoneInfo(str(self.time_zone))
+        first, second = (local.replace(tzinfo=zone, fold=f).utcoffset() for f in (0, 1))
+        if first != second or first is None:
+            return None
+        # a non-existent local time (spring forward) has one offset per fold but does not round-trip
+        if local.replace(tzinfo=zone).astimezone(zone).replace(tzinfo=None) != local:
+            return None
+        return _offset_text(first)
+
+
+def _offset_text(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds()) // 60
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def site_clock(study: Any, site_id: str | None) -> SiteClock | None:
+    """The clock the study configuration gives a site; for an unknown site, the one every
+    configured site shares (None when they differ or none is configured)."""
+    sites = (getattr(study, "config", None) or {}).get("sites") or []
+    if site_id:
+        site = next((s for s in sites if s.get("site_id") == site_id), None)
+        return _clock_of(site) if site else None
+    clocks = {_clock_of(s) for s in sites}
+    return clocks.pop() if len(clocks) == 1 else None
+
+
+def _clock_of(site: dict) -> SiteClock | None:
+    if site.get("time_zone") or site.get("utc_offset"):
+        return SiteClock(site.get("time_zone"), site.get("utc_offset"))
+    return None
+
+
+def fhir_datetime(text: str, clock: SiteClock | None) -> str | None:
+    """The R4 dateTime of a record date/time with a time and no seconds or offset
+    (``2020-06-05T08:30`` -> ``2020-06-05T08:30:00+08:00``): seconds zero-filled, the offset
+    the text gives or the site's; None when the text has no minutes or no offset is known."""
+    parsed = iso8601.parse(text, unknown_parts=False)
+    if parsed is None or parsed.known < 5:
+        return None
+    year, month, day, hour, minute, second = parsed.fields
+    if parsed.offset is not None:
+        offset = "Z" if text.endswith("Z") else text[-6:]
+    elif clock is not None:
+        offset = clock.offset_at(datetime(year, month, day, hour, minute, second or 0))
+        if offset is None:
+            return None
+    else:
+        return None
+    fraction = f".{parsed.fraction}" if parsed.fraction else ""
+    return f"{text[:10]}T{hour:02d}:{minute:02d}:{second or 0:02d}{fraction}{offset}"
+
+
+def set_datetime(target: dict, key: str, text: str | None, clock: SiteClock | None = None) -> None:
+    """Write a record date/time to ``target[key]`` as an R4 dateTime (see module docstring):
+    as it is when it is one; else completed with seconds and the site's offset (``clock``),
+    or at date precision, with the text as recorded in the local-datetime extension."""
     if not text:
         return
     if FHIR_DATETIME.fullmatch(text):
         target[key] = text
         return
-    target[key] = text[:10]
+    target[key] = fhir_datetime(text, clock) or text[:10]
     target["_" + key] = {"extension": [{"url": EXT_LOCAL_DATETIME, "valueString": text}]}
 
 
@@ -155,7 +281,7 @@ def get_datetime(source: dict | None, key: str) -> str | None:
     if not source:
         return None
     for ext in (source.get("_" + key) or {}).get("extension", []):
-        if ext.get("url") == EXT_LOCAL_DATETIME and ext.get("valueString"):
+        if is_uri(ext.get("url"), EXT_LOCAL_DATETIME) and ext.get("valueString"):
             return ext["valueString"]
     value = source.get(key)
     return str(value) if value else None
@@ -209,20 +335,46 @@ def quantity_unit(q: dict) -> str | None:
 # --------------------------------------------------------------------------- codes and extensions
 
 
-def coded(table: str, value: str | None, ctx: FhirContext, field_name: str) -> dict | None:
-    """CodeableConcept for a record value: the table's FHIR coding plus the value as text."""
+def cdisc_coding(codelist: str, value: str | None) -> dict | None:
+    """The NCIt coding of a CDISC CT term: ``{system: NCIt, code: <C-code>, display: <submission
+    value>}`` for a submission value (or CDISC synonym) of ``codelist`` (short name or C-code);
+    None when the value is not a term of that codelist."""
     if not value:
         return None
-    cc: dict[str, Any] = {}
+    found = ct.codelist(codelist)
+    submission = found.lookup(value)
+    if submission is None:
+        return None
+    return {"system": NCIT, "code": found.terms[submission], "display": submission}
+
+
+def table_cdisc_coding(table: str, value: str | None) -> dict | None:
+    """The NCIt coding of a record value mapped through a CT-backed terminology table: the
+    entry's CDISC value in the table's codelist (an entry may name its own, e.g. a disposition
+    event's ``dsdecod_codelist``)."""
+    found = terminology.load_table(table)
+    entry = found.lookup(value) if value else None
+    codelist = (entry or {}).get("dsdecod_codelist") or found.codelist
+    if entry is None or not codelist:
+        return None
+    return cdisc_coding(codelist, entry.get(found.value_field))
+
+
+def coded(table: str, value: str | None, ctx: FhirContext, field_name: str) -> dict | None:
+    """CodeableConcept for a record value: the table's FHIR coding (HL7, SNOMED CT …), then the
+    NCIt coding of its CDISC CT term when the table is CT-backed, and the value as text."""
+    if not value:
+        return None
     entry = terminology.load_table(table).lookup(value)
     fhir_coding = (entry or {}).get("fhir") or (entry or {}).get("snomed")
-    if fhir_coding:
-        cc["coding"] = [{k: fhir_coding[k] for k in ("system", "code", "display") if fhir_coding.get(k)}]
-    else:
+    codings = [{k: fhir_coding[k] for k in ("system", "code", "display") if fhir_coding.get(k)}] if fhir_coding else []
+    cdisc = table_cdisc_coding(table, value)
+    if cdisc:
+        codings.append(cdisc)
+    if not codings:
         ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"{value!r} has no FHIR code in table {table}; "
                   "written as CodeableConcept.text only", field=field_name, value=value)
-    cc["text"] = value
-    return cc
+    return {**({"coding": codings} if codings else {}), "text": value}
 
 
 def decode(table: str, cc: dict | None, ctx: FhirContext, field_name: str) -> str | None:
@@ -240,23 +392,127 @@ def decode(table: str, cc: dict | None, ctx: FhirContext, field_name: str) -> st
     return terminology.map_term(table, candidates[0], log=ctx.log, where={**ctx.where, "field": field_name})
 
 
-def extensions(record: dict, names: tuple[str, ...]) -> list[dict]:
-    return [{"url": EXT + n.replace("_", "-"), "valueString": record[n]} for n in names if record.get(n)]
+@lru_cache(maxsize=1)
+def extension_definitions() -> dict[str, dict]:
+    """``mappings/fhir/extensions.yaml`` (checked against its schema), by extension name."""
+    data = yaml.safe_load(resources.files("trialbridge.mappings").joinpath("fhir", "extensions.yaml")
+                          .read_text("utf-8"))
+    schema = json.loads(resources.files("trialbridge.schemas").joinpath("config", "fhir_extensions.schema.json")
+                        .read_text("utf-8"))
+    problem = schema_problem(jsonschema.Draft202012Validator(schema), data)
+    if problem:
+        raise TrialbridgeError(f"mappings/fhir/extensions.yaml: {problem}")
+    if data["base"] != EXT or data["legacy_base"] != LEGACY_EXT:
+        raise TrialbridgeError("mappings/fhir/extensions.yaml: base and legacy_base must be "
+                               f"{EXT!r} and {LEGACY_EXT!r} (mappings.fhir.EXT, LEGACY_EXT)")
+    return {e["name"]: e for e in data["extensions"]}
+
+
+def _coding(spec: dict, text: str) -> dict | None:
+    source = spec["coding"]
+    if "table" in source:
+        return table_cdisc_coding(source["table"], text)
+    if "codelist" in source:
+        return cdisc_coding(source["codelist"], text)
+    return {"system": source["system"], "code": text}
+
+
+def _unit_code(spec: dict, record: dict) -> str | None:
+    if "unit" in spec:
+        return spec["unit"]
+    base = record.get(spec["unit_field"])
+    found = terminology.unit(base) if base else None
+    return f"{found['ucum']}{spec['unit_suffix']}" if found and found.get("ucum") else None
+
+
+def set_extension_value(ext: dict, spec: dict, text: str, ctx: FhirContext, record: dict, name: str) -> bool:
+    """Put ``text`` into ``ext`` as the value type ``spec`` declares (False: nothing written)."""
+    kind = spec["value"]
+    if kind == "string":
+        ext["valueString"] = text
+    elif kind == "dateTime":
+        set_datetime(ext, "valueDateTime", text, ctx.clock(record))
+    elif kind == "CodeableConcept":
+        coding = _coding(spec, text)
+        if coding is None:
+            ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"{text!r} has no code for extension {name}; written as "
+                      "CodeableConcept.text only", field=name, value=text)
+        ext["valueCodeableConcept"] = {**({"coding": [coding]} if coding else {}), "text": text}
+    else:  # Quantity
+        value = exact_decimal(text)
+        if value is None:
+            ctx.issue("warning", "FHIR-NOT-NUMERIC", f"{name} {text!r} is not an exact decimal; not written",
+                      field=name, value=text)
+            return False
+        unit = _unit_code(spec, record)
+        if unit is None:
+            ctx.issue("warning", "FHIR-UNIT-NOT-UCUM", f"{name}: no UCUM unit (from {spec.get('unit_field')!r} "
+                      f"{record.get(spec.get('unit_field', ''))!r}); written without unit", field=name, value=text)
+        ext["valueQuantity"] = {"value": value, **({"unit": unit, "system": UCUM, "code": unit} if unit else {})}
+    return True
+
+
+def extension(name: str, text: str, ctx: FhirContext, record: dict | None = None) -> dict | None:
+    """One simple extension ``<EXT><name>`` with ``text`` as its declared value type."""
+    spec = extension_definitions()[name]
+    ext: dict[str, Any] = {"url": EXT + name}
+    return ext if set_extension_value(ext, spec, text, ctx, record or {}, name) else None
+
+
+def complex_extension(name: str, values: dict[str, str], ctx: FhirContext) -> dict:
+    """A complex extension ``<EXT><name>``: one sub-extension per declared part with a value."""
+    subs = []
+    for part in extension_definitions()[name]["parts"]:
+        text = values.get(part["name"])
+        sub: dict[str, Any] = {"url": part["name"]}
+        if text and set_extension_value(sub, part, text, ctx, values, f"{name}.{part['name']}"):
+            subs.append(sub)
+    return {"url": EXT + name, "extension": subs}
+
+
+def extensions(record: dict, names: tuple[str, ...], ctx: FhirContext) -> list[dict]:
+    """The extensions of a record's fields (field ``bsa_m2`` -> extension ``bsa-m2``)."""
+    out = []
+    for n in names:
+        if record.get(n):
+            ext = extension(n.replace("_", "-"), record[n], ctx, record)
+            if ext is not None:
+                out.append(ext)
+    return out
+
+
+def extension_text(ext: dict) -> str | None:
+    """The record text of an extension (or sub-extension) value, whichever type we wrote it as
+    (``valueString`` as well: what files written before used for every field)."""
+    if ext.get("valueString") not in (None, ""):
+        return str(ext["valueString"])
+    if "valueDateTime" in ext or "_valueDateTime" in ext:
+        return get_datetime(ext, "valueDateTime")
+    if "valueCodeableConcept" in ext:
+        cc = ext["valueCodeableConcept"] or {}
+        return cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []), None)
+    if "valueQuantity" in ext:
+        return number_text((ext["valueQuantity"] or {}).get("value"))
+    return None
 
 
 def read_extensions(resource: dict, names: tuple[str, ...]) -> dict:
-    wanted = {EXT + n.replace("_", "-"): n for n in names}
+    wanted = {}
+    for n in names:
+        url = EXT + n.replace("_", "-")
+        wanted[url] = wanted[legacy_uri(url)] = n
     out = {}
     for ext in resource.get("extension", []) or []:
         name = wanted.get(ext.get("url"))
-        if name and ext.get("valueString") not in (None, ""):
-            out[name] = ext["valueString"]
+        text = extension_text(ext) if name else None
+        if text not in (None, ""):
+            out[name] = text
     return out
 
 
 def identifier_value(resource: dict, system: str) -> str | None:
     for ident in resource.get("identifier", []) or []:
-        if ident.get("system") == system and ident.get("value"):
+        if is_uri(ident.get("system"), system) and ident.get("value"):
             return ident["value"]
     return None
 

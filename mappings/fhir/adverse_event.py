@@ -1,14 +1,17 @@
 """Adverse event record <-> FHIR R4 AdverseEvent.
 
-Mapped: ae_number -> identifier (system urn:trialbridge:fhir:ae-number); term -> event.text;
+Mapped: ae_number -> identifier (system https://trialbridge.org/fhir/sid/ae-number); term -> event.text;
 decoded_term -> event.coding (system MedDRA ``http://terminology.hl7.org/CodeSystem/mdr``,
 display only: the records carry the preferred-term name, not its MedDRA code);
 category -> category.text; start -> date (partial dates YYYY / YYYY-MM are valid R4
-dateTimes and are written as given); serious -> seriousness (serious / non-serious, text as
-given); severity -> severity (severity table); outcome -> outcome (outcome table);
+dateTimes and are written as given); serious -> seriousness (serious / non-serious, then the
+NCIt code of the NY term, text as
+given); severity -> severity (severity table: the HL7 code, then the NCIt coding of the CDISC
+AESEV term); outcome -> outcome (outcome table: HL7 code, then the NCIt coding of the OUT term);
 relatedness -> suspectEntity.causality.assessment (relatedness table), with
 suspectEntity.instance a display-only reference to the study treatment.  end (R4 has no
-resolution date), body_system, grade, serious_criteria, action_taken -> local extensions.
+resolution date; a dateTime), body_system, grade, serious_criteria (strings), action_taken (the
+NCIt coding of its CDISC ACN term) -> trialbridge extensions.
 actuality is ``actual``.
 
 Coded values keep the record's value in CodeableConcept.text and are read back from it, so
@@ -18,8 +21,8 @@ NOT RELATED; WHO-UMC Certain comes back as RELATED.
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, clean, coded, decode, extensions, get_datetime,
-                           read_extensions, set_datetime, subject_of)
+from trialbridge.mappings.fhir import (AE_NUMBER_SYSTEM, FhirContext, cdisc_coding, clean, coded, decode, extensions,
+                                      get_datetime, is_uri, read_extensions, set_datetime, subject_of)
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 
@@ -39,7 +42,7 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     sid = record["subject_id"]
     res: dict = {"resourceType": "AdverseEvent",
                  "id": resource_id("AdverseEvent", ctx.study_id, sid, record["ae_number"])}
-    ext = extensions(record, EXTRA)
+    ext = extensions(record, EXTRA, ctx)
     if ext:
         res["extension"] = ext
     res["identifier"] = {"system": AE_NUMBER_SYSTEM, "value": record["ae_number"]}
@@ -52,15 +55,16 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     event["text"] = record["term"]
     res["event"] = event
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
-    set_datetime(res, "date", record["start"])
+    set_datetime(res, "date", record["start"], ctx.clock(record))
     serious = record.get("serious")
     if serious:
         found = SERIOUSNESS.get(serious.strip().upper())
         if found is None:
             ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"serious {serious!r} is not Y or N; written as text only",
                       field="serious", value=serious)
-        res["seriousness"] = {**({"coding": [{"system": SERIOUSNESS_SYSTEM, "code": found[0], "display": found[1]}]}
-                                 if found else {}), "text": serious}
+        codings = ([{"system": SERIOUSNESS_SYSTEM, "code": found[0], "display": found[1]}] if found else []) + \
+            [c for c in [cdisc_coding("NY", serious.strip().upper())] if c and found]  # AESER: the NY term's NCIt code
+        res["seriousness"] = {**({"coding": codings} if codings else {}), "text": serious}
     for key, table in (("severity", "severity"), ("outcome", "outcome")):
         cc = coded(table, record.get(key), ctx, key)
         if cc:
@@ -84,7 +88,7 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
         return None
     ident = resource.get("identifier") or {}
     if isinstance(ident, list):  # R5 and some R4 senders: a list
-        ident = next((i for i in ident if isinstance(i, dict) and i.get("system") == AE_NUMBER_SYSTEM),
+        ident = next((i for i in ident if isinstance(i, dict) and is_uri(i.get("system"), AE_NUMBER_SYSTEM)),
                      ident[0] if ident else {})
     event = resource.get("event") or {}
     seriousness = resource.get("seriousness") or {}
@@ -98,8 +102,8 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
                 assessment = causality["assessment"]
     return clean({
         "subject_id": subject_id,
-        "ae_number": ident.get("value") if ident.get("system") == AE_NUMBER_SYSTEM or ctx.facts is not None and
-        ident.get("value") else (resource.get("id") if ctx.facts is not None else None),
+        "ae_number": ident.get("value") if is_uri(ident.get("system"), AE_NUMBER_SYSTEM) or ctx.facts is not None
+        and ident.get("value") else (resource.get("id") if ctx.facts is not None else None),
         "term": event.get("text") or next((c.get("display") for c in event.get("coding", [])), None),
         "decoded_term": next((c.get("display") for c in event.get("coding", []) or [] if c.get("system") == MEDDRA), None),
         "category": next((c.get("text") for c in resource.get("category", []) or [] if c.get("text")), None),

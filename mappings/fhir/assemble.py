@@ -29,8 +29,9 @@ from typing import Any, Iterable, Iterator
 import trialbridge.mappings.fhir as fhir_pkg
 from trialbridge.converters.core.records import Records, public, record_types, where
 from trialbridge.converters.core.issues import TrialbridgeError
-from trialbridge.mappings.fhir import (OUT_OF_SCOPE, SCOPE_TABLE, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, FhirContext,
-                                       count_scope, encounter, patient, research_study, research_subject)
+from trialbridge.mappings.fhir import (LEGACY_EXT, LEGACY_SID, OUT_OF_SCOPE, SCOPE_TABLE, SID, SUBJECT_ID_SYSTEM,
+                                       USUBJID_SYSTEM, FhirContext, count_scope, encounter, is_uri, patient,
+                                       research_study, research_subject)
 from trialbridge.mappings.fhir import references
 from trialbridge.mappings.fhir.dialect import Dialect
 
@@ -92,6 +93,9 @@ def subject_resources(records: Records, study, log, include_identifiers: bool = 
     writes one resource per record of its ``RECORD_TYPES``."""
     ctx = FhirContext(study, log, include_identifiers)
     subject_ids = {r.get("subject_id") for r in records["subject"]}
+    # the site of each subject: its local times are written with that site's UTC offset
+    ctx.subject_sites = {r["subject_id"]: r["site_id"] for r in records["subject"]
+                         if r.get("subject_id") and r.get("site_id")}
     for row in sorted(records["disposition"], key=lambda r: _natural_key("disposition", r)):
         if row.get("subject_id") in subject_ids:
             ctx.dispositions.setdefault(row["subject_id"], []).append(public(row))
@@ -153,10 +157,19 @@ class InputSurvey:
         if rtype not in ("Patient", "ResearchSubject", "ResearchStudy"):
             return
         idents = [i for i in _identifiers(res) if i.get("value") not in (None, "")]
-        self.systems.update(str(i.get("system") or "") for i in idents)
+        self.systems.update(_system(i.get("system")) for i in idents)
         if rtype == "ResearchSubject":
             self.research_subjects += 1
-            self.subject_shapes[tuple(sorted({str(i.get("system") or "") for i in idents} - {USUBJID_SYSTEM}))] += 1
+            self.subject_shapes[tuple(sorted({_system(i.get("system")) for i in idents} - {USUBJID_SYSTEM}))] += 1
+
+
+def _system(system: Any) -> str:
+    """An identifier system, with the ``urn:trialbridge:fhir:`` names earlier trialbridge wrote
+    read as the https ones it writes now."""
+    text = str(system or "")
+    if text.startswith(LEGACY_SID) and not text.startswith(LEGACY_EXT):
+        return SID + text[len(LEGACY_SID):]
+    return text
 
 
 def _identifiers(res: dict) -> list[dict]:
@@ -204,11 +217,11 @@ class StudyFacts:
         """(subject id, system it was read from) of a ResearchSubject."""
         idents = [i for i in _identifiers(resource) if i.get("value") not in (None, "")]
         if self.subject_id_systems is None:
-            found = [i for i in idents if i.get("system") != USUBJID_SYSTEM]
+            found = [i for i in idents if _system(i.get("system")) != USUBJID_SYSTEM]
             return (str(found[0]["value"]), found[0].get("system")) if len(found) == 1 else (None, None)
         for system in self.subject_id_systems:
             for i in idents:
-                if i.get("system") == system:
+                if _system(i.get("system")) == system:
                     return str(i["value"]), system
         return None, None
 
@@ -298,7 +311,7 @@ def _site_of_study(res: dict, study, dialect: Dialect, log) -> str | None:
     for system in dialect.site_id_systems:
         value = value or next((str(i["value"]) for i in idents if i.get("system") == system), None)
     if value is None:
-        value = next((str(i["value"]) for i in idents if i.get("system") == research_study.SITE_ID_SYSTEM), None)
+        value = next((str(i["value"]) for i in idents if is_uri(i.get("system"), research_study.SITE_ID_SYSTEM)), None)
     if value is None and len(idents) == 1:
         value = str(idents[0]["value"])
         how = f"its only identifier (system {idents[0].get('system')})"

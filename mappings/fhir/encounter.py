@@ -1,9 +1,9 @@
 """Visit record <-> FHIR R4 Encounter (one per visit of a subject, done or missed).
 
-Mapped: visit (the label as written by the site) -> local extension
-``urn:trialbridge:fhir:extension:visit`` and ``type[0].text`` (a reader without our
+Mapped: visit (the label as written by the site) -> extension
+``https://trialbridge.org/fhir/StructureDefinition/visit`` and ``type[0].text`` (a reader without our
 extension still sees the label); status DONE -> ``finished``, NOT DONE -> ``cancelled``;
-start/end -> period.start/end (local times without offset: see ``mappings.fhir``);
+start/end -> period.start/end (site-local times: see ``mappings.fhir``);
 reason -> ``reasonCode[0].text``; subject -> Patient reference.  ``class`` is required by R4
 and the records hold no setting: a study visit is written as ``AMB`` (ambulatory,
 v3-ActCode).  The id is uuid5 of study, subject, visit label and start.
@@ -26,7 +26,8 @@ record fields.
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import (EXT, OUT_OF_SCOPE, FhirContext, clean, get_datetime, read_extensions, set_datetime, subject_of)
+from trialbridge.mappings.fhir import (EXT, OUT_OF_SCOPE, FhirContext, clean, extension, get_datetime, read_extensions,
+                                       set_datetime, subject_of)
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 
@@ -49,7 +50,7 @@ def encounter_id(study_id: str, record: dict) -> str:
 def to_fhir(record: dict, ctx: FhirContext) -> dict:
     sid = record["subject_id"]
     res: dict = {"resourceType": "Encounter", "id": encounter_id(ctx.study_id, record),
-                 "extension": [{"url": EXT_VISIT, "valueString": record["visit"]}]}
+                 "extension": [extension("visit", record["visit"], ctx)]}
     status = record.get("status") or ""
     res["status"] = STATUS.get(status.strip().upper(), "")
     if not res["status"]:
@@ -60,8 +61,9 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     res["type"] = [{"text": record["visit"]}]
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
     period: dict = {}
-    set_datetime(period, "start", record["start"])
-    set_datetime(period, "end", record.get("end"))
+    clock = ctx.clock(record)
+    set_datetime(period, "start", record["start"], clock)
+    set_datetime(period, "end", record.get("end"), clock)
     res["period"] = period
     if record.get("reason"):
         res["reasonCode"] = [{"text": record["reason"]}]

@@ -1,11 +1,15 @@
 """Exposure record <-> FHIR R4 MedicationAdministration (one per administered dose).
 
-Mapped: treatment -> contained Medication.code.text, dose_form -> Medication.form.text,
+Mapped: treatment -> contained Medication.code.text, dose_form -> Medication.form (the NCIt
+coding of its CDISC FRM term, text as given),
 lot_number -> Medication.batch.lotNumber (the Medication is contained, referenced as "#med");
-start/end -> effectivePeriod (local times without offset: see ``mappings.fhir``);
+start/end -> effectivePeriod (site-local times: see ``mappings.fhir``);
 dose/dose_unit -> dosage.dose (value as exact decimal, unit as given, system UCUM, code the
-UCUM code); route -> dosage.route (SNOMED CT coding from the routes table, text as given).
-planned_dose_per_bsa, bsa_m2, frequency, course, adjustment_reason -> local extensions.
+UCUM code); route -> dosage.route (SNOMED CT coding from the routes table and the NCIt coding
+of the CDISC ROUTE term, text as given).
+planned_dose_per_bsa and bsa_m2 -> extensions with Quantity values (UCUM <dose unit>/m2 and m2),
+frequency -> extension with the NCIt coding of its CDISC FREQ term, course and
+adjustment_reason -> string extensions (``mappings/fhir/extensions.yaml``).
 status is ``completed``: an exposure record is a dose that was given.
 
 Not round-tripped: a dose that is not an exact decimal (then dosage.text carries
@@ -15,7 +19,7 @@ text comes back as the CDISC term of its SNOMED code.
 from __future__ import annotations
 
 from trialbridge.mappings.fhir import (FhirContext, clean, coded, decode, extensions, get_datetime, number_text, quantity,
-                           quantity_unit, read_extensions, set_datetime, subject_of)
+                           quantity_unit, read_extensions, set_datetime, subject_of, table_cdisc_coding)
 from trialbridge.mappings.fhir import encounter
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
@@ -31,7 +35,8 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     sid = record["subject_id"]
     medication: dict = {"resourceType": "Medication", "id": "med", "code": {"text": record["treatment"]}}
     if record.get("dose_form"):
-        medication["form"] = {"text": record["dose_form"]}
+        form = table_cdisc_coding("dose_form", record["dose_form"])  # CDISC FRM term as its NCIt code
+        medication["form"] = {**({"coding": [form]} if form else {}), "text": record["dose_form"]}
     if record.get("lot_number"):
         medication["batch"] = {"lotNumber": record["lot_number"]}
     res: dict = {
@@ -39,15 +44,16 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
         "id": resource_id("MedicationAdministration", ctx.study_id, sid, record["start"], record["treatment"]),
         "contained": [medication],
     }
-    ext = extensions(record, EXTRA)
+    ext = extensions(record, EXTRA, ctx)
     if ext:
         res["extension"] = ext
     res["status"] = "completed"
     res["medicationReference"] = {"reference": "#med"}
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
     period: dict = {}
-    set_datetime(period, "start", record["start"])
-    set_datetime(period, "end", record.get("end"))
+    clock = ctx.clock(record)
+    set_datetime(period, "start", record["start"], clock)
+    set_datetime(period, "end", record.get("end"), clock)
     res["effectivePeriod"] = period
     dosage: dict = {}
     route = coded("routes", record.get("route"), ctx, "route")

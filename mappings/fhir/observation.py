@@ -1,20 +1,22 @@
 """Lab result and cell phenotype records <-> FHIR R4 Observation (category laboratory).
 
-code: a LOINC coding (when the terminology table has a confirmed LOINC code) plus a CDISC
-coding — system ``http://cdisc.org/ct/lbtestcd`` (lab_result, code LBTESTCD, display LBTEST)
-or ``http://cdisc.org/ct/cptestcd`` (cell_phenotype, code CPTESTCD, display CPTEST) — and
-code.text = the internal test name (lab) or population (cell phenotype) as given.  The record
-type and, for cell phenotypes, the measure (COUNT / PERCENT) are read back from the CDISC
-coding (or the LOINC code when that is the only coding).
+code: a LOINC coding (when the terminology table has a confirmed LOINC code) plus the CDISC
+test code as an NCI Thesaurus coding (system NCIt, code the C-code of the LBTESTCD term
+for a lab_result or of the CPTESTCD term for a cell_phenotype, display the LBTESTCD / CPTESTCD
+submission value; see ``mappings.fhir``) — and code.text = the internal test name (lab) or
+population (cell phenotype) as given.  The record type and, for cell phenotypes, the measure
+(COUNT / PERCENT) are read back from the NCIt coding (or the LOINC code when that is the only
+coding; or the invented ``http://cdisc.org/ct/...`` systems of files written before).
 
 value: ``valueQuantity`` (exact decimal, unit as given, system UCUM, code UCUM) for a numeric
 result; ``<2.0`` style results keep their comparator (``comparator: "<"``, value 2.0);
 anything else is ``valueString``.  No result: status ``cancelled`` and dataAbsentReason
 ``not-performed`` with the not-done reason as text.  ref_low/ref_high -> referenceRange
 low/high (same unit), and Observation.interpretation (HL7 v3 L/H/N) derived from the numeric
-result and that range by the --NRIND rule — derived, so not read back.  specimen -> a
-contained Specimen ("#specimen") whose type is coded in
-``http://cdisc.org/ct/spectype``, with accession -> Specimen.accessionIdentifier.
+result and that range by the --NRIND rule (then the NCIt code of the NRIND term) — derived, so
+not read back.  specimen -> a
+contained Specimen ("#specimen") whose type is the NCIt coding of its SPECTYPE term (text as
+given), with accession -> Specimen.accessionIdentifier.
 collected -> effectiveDateTime (local times: see ``mappings.fhir``); visit -> encounter as a
 display-only Reference (no Encounter resources are written).
 
@@ -25,8 +27,9 @@ an Observation whose code is neither in the lab_tests nor the cell_phenotypes ta
 from __future__ import annotations
 
 from trialbridge.mappings import terminology
-from trialbridge.mappings.fhir import (COMPARATOR, CPTESTCD_SYSTEM, LBTESTCD_SYSTEM, LOINC, SPECTYPE_SYSTEM, FhirContext, clean,
-                           exact_decimal, quantity, set_datetime, subject_of)
+from trialbridge.mappings.fhir import (COMPARATOR, LEGACY_CPTESTCD_SYSTEM, LEGACY_LBTESTCD_SYSTEM, LOINC, NCIT,
+                                       FhirContext, cdisc_coding, clean, exact_decimal, quantity, set_datetime,
+                                       subject_of, table_cdisc_coding)
 from trialbridge.mappings.fhir import encounter, findings
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
@@ -51,12 +54,12 @@ def _code(kind: str, record: dict, ctx: FhirContext) -> dict:
     if kind == "cell_phenotype":
         text = record["population"]
         entry = terminology.cp_test(record["population"], record["measure"])
-        cdisc = entry and {"system": CPTESTCD_SYSTEM, "code": entry["cptestcd"], "display": entry["cptest"]}
+        cdisc = entry and cdisc_coding("CPTESTCD", entry["cptestcd"])
         table, field_name = "cell_phenotypes", "population"
     else:
         text = record["test"]
         entry = terminology.lab_test(record["test"])
-        cdisc = entry and {"system": LBTESTCD_SYSTEM, "code": entry["lbtestcd"], "display": entry["lbtest"]}
+        cdisc = entry and cdisc_coding("LBTESTCD", entry["lbtestcd"])
         table, field_name = "lab_tests", "test"
     coding = []
     if entry is None:
@@ -66,7 +69,8 @@ def _code(kind: str, record: dict, ctx: FhirContext) -> dict:
     else:
         if entry.get("loinc"):
             coding.append({"system": LOINC, "code": entry["loinc"], "display": entry["loinc_display"]})
-        coding.append(cdisc)
+        if cdisc:
+            coding.append(cdisc)
     return {"coding": coding, "text": text} if coding else {"text": text}
 
 
@@ -78,9 +82,8 @@ def to_fhir(record: dict, ctx: FhirContext, kind: str | None = None) -> dict:
         specimen: dict = {"resourceType": "Specimen", "id": "specimen"}
         if record.get("accession"):
             specimen["accessionIdentifier"] = {"value": record["accession"]}
-        spec = terminology.load_table("specimen").lookup(record["specimen"])
-        specimen["type"] = {"coding": [{"system": SPECTYPE_SYSTEM, "code": spec["cdisc"]}], "text": record["specimen"]} \
-            if spec else {"text": record["specimen"]}
+        spec = table_cdisc_coding("specimen", record["specimen"])
+        specimen["type"] = {"coding": [spec], "text": record["specimen"]} if spec else {"text": record["specimen"]}
         res["contained"] = [specimen]
     elif record.get("accession"):
         ctx.issue("warning", "FHIR-NOT-MAPPED", "accession without specimen is not written to FHIR",
@@ -92,7 +95,7 @@ def to_fhir(record: dict, ctx: FhirContext, kind: str | None = None) -> dict:
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
     if record.get("visit"):
         res["encounter"] = {"display": record["visit"]}
-    set_datetime(res, "effectiveDateTime", record["collected"])
+    set_datetime(res, "effectiveDateTime", record["collected"], ctx.clock(record))
     unit = record.get("unit")
     if result:
         q = quantity(result, unit, ctx, "unit")
@@ -146,16 +149,21 @@ def _interpretation(result: str | None, record: dict) -> dict | None:
     if not entry or not entry.get("fhir"):
         return None
     coding = {k: entry["fhir"][k] for k in ("system", "code", "display") if entry["fhir"].get(k)}
-    return {"coding": [coding]}
+    cdisc = table_cdisc_coding("nrind", indicator)  # the LBNRIND term's NCIt code
+    return {"coding": [coding, *([cdisc] if cdisc else [])]}
 
 
 def kind_of(resource: dict) -> tuple[str | None, dict | None]:
     """("lab_result" | "cell_phenotype", table entry) for an Observation's code, or (None, None)."""
     codings = (resource.get("code") or {}).get("coding", []) or []
     for c in codings:
-        if c.get("system") == LBTESTCD_SYSTEM and terminology.lab_test_by_code(c.get("code")):
+        if c.get("system") == NCIT and terminology.lab_test_by_ncit(c.get("code")):
+            return "lab_result", terminology.lab_test_by_ncit(c["code"])
+        if c.get("system") == NCIT and terminology.cp_test_by_ncit(c.get("code")):
+            return "cell_phenotype", terminology.cp_test_by_ncit(c["code"])
+        if c.get("system") == LEGACY_LBTESTCD_SYSTEM and terminology.lab_test_by_code(c.get("code")):
             return "lab_result", terminology.lab_test_by_code(c["code"])
-        if c.get("system") == CPTESTCD_SYSTEM and terminology.cp_test_by_code(c.get("code")):
+        if c.get("system") == LEGACY_CPTESTCD_SYSTEM and terminology.cp_test_by_code(c.get("code")):
             return "cell_phenotype", terminology.cp_test_by_code(c["code"])
     for c in codings:
         if c.get("system") == LOINC:

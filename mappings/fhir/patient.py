@@ -1,9 +1,11 @@
 """Subject record <-> FHIR R4 Patient (the person; study facts are on ResearchSubject).
 
-Mapped: subject_id (identifier, system urn:trialbridge:fhir:subject-id, scoped by the Patient
-id which is uuid5 of study and subject), sex -> gender (sex table), birth_date -> birthDate,
-death_date -> deceasedDateTime.  race, ethnicity, country, height_cm, weight_kg go to local
-extensions (no core R4 element outside US Core / vital-signs Observations).
+Mapped: subject_id (identifier, system https://trialbridge.org/fhir/sid/subject-id, scoped by
+the Patient id which is uuid5 of study and subject), sex -> gender (sex table), birth_date ->
+birthDate, death_date -> deceasedDateTime.  race, ethnicity (CodeableConcepts with the NCIt
+coding of the CDISC term), country (ISO 3166 alpha-3), height_cm and weight_kg (Quantities in
+cm and kg) go to trialbridge extensions (no core R4 element outside US Core / vital-signs
+Observations; see ``mappings/fhir/extensions.yaml``).
 
 Identifying fields (family_name, given_name, medical_record_number, phone, address) are
 written only with ``ctx.include_identifiers`` (name, identifier type MR, telecom, address.text)
@@ -11,8 +13,8 @@ and read back only with that flag.  Not round-tripped by default: those five fie
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import (FhirContext, SUBJECT_ID_SYSTEM, clean, coded, decode, extensions, get_datetime,
-                           identifier_value, read_extensions, set_datetime)
+from trialbridge.mappings.fhir import (SID, SUBJECT_ID_SYSTEM, FhirContext, clean, coded, decode, extensions,
+                                      get_datetime, identifier_value, read_extensions, set_datetime)
 from trialbridge.mappings.fhir.ids import resource_id
 
 RESOURCE_TYPE = "Patient"
@@ -22,7 +24,8 @@ ORDER = 20
 EXTRA = ("race", "ethnicity", "country", "height_cm", "weight_kg")
 MR_TYPE = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
                        "display": "Medical record number"}]}
-MRN_SYSTEM = "urn:trialbridge:fhir:medical-record-number"
+ADMINISTRATIVE_GENDER = "http://hl7.org/fhir/administrative-gender"
+MRN_SYSTEM = SID + "medical-record-number"
 
 
 def patient_id(study_id: str, subject_id: str) -> str:
@@ -31,7 +34,7 @@ def patient_id(study_id: str, subject_id: str) -> str:
 
 def to_fhir(record: dict, ctx: FhirContext) -> dict:
     res: dict = {"resourceType": "Patient", "id": patient_id(ctx.study_id, record["subject_id"])}
-    ext = extensions(record, EXTRA)
+    ext = extensions(record, EXTRA, ctx)
     if ext:
         res["extension"] = ext
     res["identifier"] = [{"system": SUBJECT_ID_SYSTEM, "value": record["subject_id"]}]
@@ -46,12 +49,13 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
             res["telecom"] = [{"system": "phone", "value": record["phone"]}]
         if record.get("address"):
             res["address"] = [{"text": record["address"]}]
-    gender = coded("sex", record.get("sex"), ctx, "sex")
-    if gender and gender.get("coding"):
-        res["gender"] = gender["coding"][0]["code"]
+    gender = next((c["code"] for c in (coded("sex", record.get("sex"), ctx, "sex") or {}).get("coding", [])
+                   if c.get("system") == ADMINISTRATIVE_GENDER), None)
+    if gender:
+        res["gender"] = gender
     if record.get("birth_date"):
         res["birthDate"] = record["birth_date"]
-    set_datetime(res, "deceasedDateTime", record.get("death_date"))
+    set_datetime(res, "deceasedDateTime", record.get("death_date"), ctx.clock(record))
     return res
 
 

@@ -15,7 +15,7 @@ no site extension).
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import TB, FhirContext
+from trialbridge.mappings.fhir import SID, FhirContext, is_uri
 from trialbridge.mappings.fhir.ids import resource_id
 
 RESOURCE_TYPE = "ResearchStudy"
@@ -23,8 +23,8 @@ RECORD_TYPES = ()  # built from the study configuration, not from records
 ORDER = 10
 
 REGISTRY_SYSTEM = "https://clinicaltrials.gov"
-STUDY_ID_SYSTEM = TB + "study-id"
-SITE_ID_SYSTEM = TB + "site-id"
+STUDY_ID_SYSTEM = SID + "study-id"
+SITE_ID_SYSTEM = SID + "site-id"
 ISO_3166 = "urn:iso:std:iso:3166"
 
 
@@ -53,7 +53,7 @@ def site_of(resource: dict) -> str | None:
     """The site id of a site-level ResearchStudy, or None for any other ResearchStudy."""
     if not resource.get("partOf"):
         return None
-    return next((i.get("value") for i in resource.get("identifier", []) or [] if i.get("system") == SITE_ID_SYSTEM),
+    return next((i.get("value") for i in resource.get("identifier", []) or [] if is_uri(i.get("system"), SITE_ID_SYSTEM)),
                 None)
 
 
@@ -82,7 +82,7 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
 
 def from_fhir(resource: dict, ctx: FhirContext) -> dict:
     for ident in resource.get("identifier", []) or []:
-        if ident.get("system") == STUDY_ID_SYSTEM:
+        if is_uri(ident.get("system"), STUDY_ID_SYSTEM):
             return {"study_id": ident["value"]}
     for ident in resource.get("identifier", []) or []:
         if ident.get("system") == REGISTRY_SYSTEM:

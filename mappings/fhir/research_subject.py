@@ -3,7 +3,8 @@ participation in the study).
 
 Mapped: subject_id and USUBJID (identifiers), consent_date -> period.start,
 planned_arm -> assignedArm, actual_arm -> actualArm, study -> ResearchStudy reference,
-individual -> Patient reference.  site_id, cohort and relapse_date go to local extensions.
+individual -> Patient reference.  site_id, cohort (strings) and relapse_date (a dateTime) go to
+trialbridge extensions (``mappings/fhir/extensions.yaml``).
 study_id is the study being converted (``ctx.study``); a ResearchStudy of another study in the
 input is reported by the reader (FHIR-STUDY-MISMATCH).
 
@@ -11,10 +12,12 @@ Disposition records.  R4 has one ``status`` (value set research-subject-status) 
 of disposition events, so:
 
 * **every** disposition record of the subject is kept, exactly as given and in record order,
-  in a complex extension ``urn:trialbridge:fhir:extension:disposition`` with sub-extensions
-  ``event`` (DSDECOD, valueString), ``verbatim`` (DSTERM), ``category`` (DSCAT) and ``date``
-  (DSSTDTC: valueDateTime when the text is a valid R4 dateTime, else valueString — a local
-  time without offset stays text).  Consent milestones (INFORMED CONSENT OBTAINED …) are kept
+  in a complex extension ``https://trialbridge.org/fhir/StructureDefinition/disposition`` with
+  sub-extensions ``event`` (DSDECOD: valueCodeableConcept, the NCIt coding of its NCOMPLT or
+  PROTMLST term, text as given), ``verbatim`` (DSTERM, valueString), ``category`` (DSCAT:
+  valueCodeableConcept) and ``date`` (DSSTDTC: valueDateTime; a site-local time as for every
+  dateTime, see ``mappings.fhir``).  Files written before (``urn:`` URL, valueString parts) are
+  still read.  Consent milestones (INFORMED CONSENT OBTAINED …) are kept
   there too: a Consent resource would add nothing the records hold.
 * ``status`` summarises the **final disposition event** (the latest-dated record whose
   category — or, when empty, its disposition-table DSCAT — is DISPOSITION EVENT):
@@ -27,7 +30,7 @@ of disposition events, so:
   also period.end (not read back: the extension holds it).
 * without a disposition event, status comes from screen_failure as before (Y: ineligible,
   N: on-study, empty: candidate).  When the status is disposition-derived, screen_failure
-  (Y/N) is carried in the local extension ``screen-failure``.
+  (Y/N) is carried in the extension ``screen-failure`` (the NCIt coding of the NY term).
 
 Not round-tripped: a status written by another system without our extensions gives no
 disposition records and, unless it is ineligible/on-study/candidate, no screen_failure value.
@@ -36,8 +39,9 @@ from __future__ import annotations
 
 from trialbridge.converters.core import iso8601
 from trialbridge.mappings import terminology
-from trialbridge.mappings.fhir import (EXT, FHIR_DATETIME, FhirContext, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, clean, extensions,
-                           get_datetime, identifier_value, read_extensions, set_datetime)
+from trialbridge.mappings.fhir import (EXT, SUBJECT_ID_SYSTEM, USUBJID_SYSTEM, FhirContext, clean, complex_extension,
+                                      extension, extension_text, extensions, get_datetime, identifier_value, is_uri,
+                                      read_extensions, set_datetime)
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 from trialbridge.mappings.fhir.research_study import site_study_id_of, study_id_of
@@ -63,11 +67,11 @@ def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple | N
     if dispositions is None:  # the subject's disposition records, gathered by the caller
         dispositions = ctx.dispositions.get(sid, [])
     res: dict = {"resourceType": "ResearchSubject", "id": resource_id("ResearchSubject", ctx.study_id, sid)}
-    ext = extensions(record, EXTRA)
+    ext = extensions(record, EXTRA, ctx)
     final = final_event(dispositions)
     if final is not None and record.get("screen_failure"):
-        ext.append({"url": EXT_SCREEN_FAILURE, "valueString": record["screen_failure"]})
-    ext.extend(disposition_extension(d) for d in dispositions)
+        ext.append(extension("screen-failure", record["screen_failure"], ctx))
+    ext.extend(disposition_extension(d, ctx) for d in dispositions)
     if ext:
         res["extension"] = ext
     res["identifier"] = [{"system": SUBJECT_ID_SYSTEM, "value": sid}]
@@ -75,9 +79,9 @@ def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple | N
         res["identifier"].append({"system": USUBJID_SYSTEM, "value": ctx.study.usubjid(record["site_id"], sid)})
     res["status"] = status_of(final) if final is not None else STATUS[record.get("screen_failure", "")]
     period: dict = {}
-    set_datetime(period, "start", record.get("consent_date"))
+    set_datetime(period, "start", record.get("consent_date"), ctx.clock(record))
     if final is not None:
-        set_datetime(period, "end", final["date"])
+        set_datetime(period, "end", final["date"], ctx.clock(record))
     if period:
         res["period"] = period
     # the site's own study when the site is configured (FHIR-to-CDISC IG: site study partOf sponsor study)
@@ -104,7 +108,7 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict:
     configured arm is left empty and reported with the choices; consent is period.start."""
     status = resource.get("status")
     extra = read_extensions(resource, EXTRA + ("screen_failure",))
-    has_dispositions = any(e.get("url") == EXT_DISPOSITION for e in resource.get("extension") or [])
+    has_dispositions = any(is_uri(e.get("url"), EXT_DISPOSITION) for e in resource.get("extension") or [])
     if has_dispositions:
         screen_failure = extra.pop("screen_failure", None)
     else:
@@ -162,11 +166,11 @@ def dispositions_from_fhir(resource: dict, subject_id: str, ctx: FhirContext) ->
     """The disposition records kept in the ResearchSubject's disposition extensions."""
     out = []
     for ext in resource.get("extension") or []:
-        if ext.get("url") != EXT_DISPOSITION:
+        if not is_uri(ext.get("url"), EXT_DISPOSITION):
             continue
         values = {}
         for sub in ext.get("extension") or []:
-            value = sub.get("valueString") if "valueString" in sub else sub.get("valueDateTime")
+            value = extension_text(sub)
             if sub.get("url") in DISPOSITION_FIELDS and value not in (None, ""):
                 values[sub["url"]] = str(value)
         if not values.get("event") or not values.get("date"):
@@ -180,15 +184,8 @@ def dispositions_from_fhir(resource: dict, subject_id: str, ctx: FhirContext) ->
 # --------------------------------------------------------------------------- helpers
 
 
-def disposition_extension(record: dict) -> dict:
-    subs = []
-    for name in DISPOSITION_FIELDS:
-        value = record.get(name)
-        if not value:
-            continue
-        key = "valueDateTime" if name == "date" and FHIR_DATETIME.fullmatch(value) else "valueString"
-        subs.append({"url": name, key: value})
-    return {"url": EXT_DISPOSITION, "extension": subs}
+def disposition_extension(record: dict, ctx: FhirContext) -> dict:
+    return complex_extension("disposition", {n: record[n] for n in DISPOSITION_FIELDS if record.get(n)}, ctx)
 
 
 def _category(record: dict) -> str:

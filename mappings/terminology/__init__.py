@@ -34,7 +34,8 @@ from trialbridge.mappings.terminology import ct
 
 __all__ = [
     "TermTable", "table_names", "load_table", "map_term", "count_unmapped", "apply_unmapped",
-    "lab_test", "lab_test_by_code", "lab_test_by_loinc", "cp_test", "cp_test_by_code", "cp_test_by_loinc",
+    "lab_test", "lab_test_by_code", "lab_test_by_loinc", "lab_test_by_ncit", "cp_test", "cp_test_by_code",
+    "cp_test_by_loinc", "cp_test_by_ncit",
     "unit", "ucum_to_cdisc", "cdisc_to_ucum", "convert_value",
 ]
 
@@ -247,6 +248,29 @@ def lab_test_by_code(lbtestcd: str) -> dict | None:
 def lab_test_by_loinc(code: str) -> dict | None:
     """The lab test for a LOINC code (the entry's own code or one of its per-unit alternatives)."""
     return _by("lab_tests", "loinc", code)
+
+
+@lru_cache(maxsize=None)
+def _ncit_index(table_name: str, key: str, codelist: str) -> dict[str, dict]:
+    """Entries of a table by the NCI Thesaurus C-code of their CDISC test code (``key`` in
+    ``codelist``), the code FHIR Observation.code carries for CDISC CT (the first entry wins)."""
+    terms = ct.codelist(codelist).terms
+    out: dict[str, dict] = {}
+    for e in load_table(table_name).entries:
+        ccode = terms.get(e.get(key) or "")
+        if ccode:
+            out.setdefault(ccode, e)
+    return out
+
+
+def lab_test_by_ncit(ccode: str) -> dict | None:
+    """The lab test whose LBTESTCD has NCIt C-code ``ccode`` (e.g. C81971 -> IGG)."""
+    return _ncit_index("lab_tests", "lbtestcd", "LBTESTCD").get(str(ccode or "").strip())
+
+
+def cp_test_by_ncit(ccode: str) -> dict | None:
+    """The cell phenotype test whose CPTESTCD has NCIt C-code ``ccode``."""
+    return _ncit_index("cell_phenotypes", "cptestcd", "CPTESTCD").get(str(ccode or "").strip())
 
 
 def cp_test(population: Any, measure: str) -> dict | None:

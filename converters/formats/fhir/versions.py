@@ -75,8 +75,9 @@ Encounter
 Nothing dropped: the stash
 --------------------------
 An element with no home on the other side is kept in a complex extension
-``urn:trialbridge:fhir:extension:r4-element`` (on R5 resources) or ``...:r5-element`` (on R4
-resources) with sub-extensions ``name`` (the JSON key, e.g. ``enrollment``) and ``json`` (the
+``https://trialbridge.org/fhir/StructureDefinition/r4-element`` (on R5 resources) or
+``.../r5-element`` (on R4 resources; both defined in ``mappings/fhir/extensions.yaml``, the
+``urn:trialbridge:fhir:extension:`` names of older files still read) with sub-extensions ``name`` (the JSON key, e.g. ``enrollment``) and ``json`` (the
 value as JSON text, decimals exact), and restored on the way back.  Beyond the lists above,
 each conversion checks itself: an element whose value does not come back unchanged through
 the reverse conversion is stashed as well (e.g. a second causality, an arm name that is not a
@@ -102,7 +103,7 @@ import yaml
 from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.issues import TrialbridgeError
 from trialbridge.converters.formats.fhir import validate as fhir_validate
-from trialbridge.mappings.fhir import EXT
+from trialbridge.mappings.fhir import EXT, is_uri
 
 R4, R5 = "R4", "R5"
 STASH = {R4: EXT + "r4-element", R5: EXT + "r5-element"}  # key: version the element belongs to
@@ -209,11 +210,11 @@ def _stash_ext(version: str, name: str, value: Any) -> dict:
 def _take_stash(resource: dict, version: str) -> tuple[dict, list[tuple[str, Any]]]:
     """(resource without the stash extensions of ``version``, [(name, value)])."""
     exts = resource.get("extension")
-    if not exts or not any(e.get("url") == STASH[version] for e in exts):
+    if not exts or not any(is_uri(e.get("url"), STASH[version]) for e in exts):
         return resource, []
     found, keep = [], []
     for e in exts:
-        if e.get("url") == STASH[version]:
+        if is_uri(e.get("url"), STASH[version]):
             parts = {s.get("url"): s.get("valueString") for s in e.get("extension", [])}
             found.append((parts["name"], _from_json(parts["json"])))
         else:
@@ -320,7 +321,8 @@ def _r5_suspect(v, out, res):
 
 def _ae_status(res_r4: dict) -> str:
     """R5 AdverseEvent.status derived from an R4 AdverseEvent (see module docstring)."""
-    if any(e.get("url") == LOCAL_END and e.get("valueString") for e in res_r4.get("extension", []) or []):
+    if any(e.get("url") == LOCAL_END and (e.get("valueDateTime") or e.get("valueString"))
+           for e in res_r4.get("extension", []) or []):
         return "completed"
     codes = {c.get("code") for c in (res_r4.get("outcome") or {}).get("coding", []) or []}
     if codes & AE_DONE:
@@ -589,9 +591,9 @@ def detect_version(resource: dict) -> str | None:
     if not isinstance(resource, dict):
         return None
     urls = {e.get("url") for e in resource.get("extension", []) or [] if isinstance(e, dict)}
-    if STASH[R4] in urls:
+    if any(is_uri(u, STASH[R4]) for u in urls):
         return R5
-    if STASH[R5] in urls:
+    if any(is_uri(u, STASH[R5]) for u in urls):
         return R4
     r4_marks, r5_marks = MARKERS.get(resource.get("resourceType"), (set(), set()))
     keys = {k.lstrip("_") for k in resource}

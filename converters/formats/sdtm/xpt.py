@@ -314,6 +314,15 @@ def _read_sequentially(path: Path, start: int, columns: list[tuple[str, bool, in
                 return
 
 
+def _next_encoding(encodings: list[str], path: Path, log: IssueLog) -> None:
+    """Drop the encoding that failed and say which one is tried next (XPT-ENCODING)."""
+    if len(encodings) == 1:  # pragma: no cover - latin1 decodes every byte
+        raise UnicodeDecodeError("latin1", b"", 0, 1, f"{path.name}: no encoding left to try")
+    encodings.pop(0)
+    log.info("XPT-ENCODING", f"{path.name} is not UTF-8; decoded as {encodings[0]}", file=path.name,
+             value=encodings[0])
+
+
 def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Dataset, Iterator[dict[str, Any]]]:
     """The dataset's metadata (rows empty, from pyreadstat) and an iterator over its rows, read
     front to back :data:`READ_CHUNK` rows at a time.  (pyreadstat's chunked reading re-scans the
@@ -325,11 +334,7 @@ def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Da
             _, meta = pyreadstat.read_xport(str(path), metadataonly=True, encoding=encodings[0])
             break
         except UnicodeDecodeError:
-            if len(encodings) == 1:  # pragma: no cover - latin1 decodes every byte
-                raise
-            encodings.pop(0)
-            log.info("XPT-ENCODING", f"{path.name} is not UTF-8; decoded as {encodings[0]}",
-                     file=path.name, value=encodings[0])
+            _next_encoding(encodings, path, log)
     name = (meta.table_name or path.stem).upper()
     labels = dict(zip(meta.column_names, meta.column_labels or [None] * len(meta.column_names)))
     variables = []
@@ -358,10 +363,6 @@ def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Da
                     offset += len(df)
                 return
             except UnicodeDecodeError:
-                if len(encodings) == 1:  # pragma: no cover - latin1 decodes every byte
-                    raise
-                encodings.pop(0)
-                log.info("XPT-ENCODING", f"{path.name} is not UTF-8; decoded as {encodings[0]}",
-                         file=path.name, value=encodings[0])
+                _next_encoding(encodings, path, log)
 
     return ds, rows()
