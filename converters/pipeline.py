@@ -180,7 +180,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             if not any(name in sinks.tables for name in ("DM", "subject", "Patient")):
                 log.warning("FHIR-NO-SUBJECTS", f"no subject of study {study.study_id} in the input: no ResearchSubject "
                             "in it (nor a Patient linked by medical record number with --link-subjects); nothing "
-                            "was converted")
+                            "was converted", file=str(input_path))
         if to == "records":
             result.written = _write_records(sinks, output)
         elif to == "sdtm":
@@ -273,6 +273,7 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
     from trialbridge.mappings.fhir import assemble, dialect as dialects, references
 
     study_level: list[tuple[str | None, dict]] = []
+    study_files: dict[str, str] = {}
     medications: dict[str, dict] = {}
     survey = assemble.InputSurvey()
     aliases: dict[str, str] = {}  # fullUrl of a Patient's entry -> its key: one per Patient
@@ -303,6 +304,7 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
             survey.take(res)
             if rtype == "ResearchStudy":
                 study_level.append((entry.full_url, jsoncodec.loads(raw)))
+                study_files[references.resource_key(res, entry.full_url)] = entry.file
             elif rtype == "Medication":
                 key = references.resource_key(res, entry.full_url)
                 medications[key] = {k: res[k] for k in ("resourceType", "id", "code", "form", "batch") if k in res}
@@ -342,8 +344,9 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
     dialect = dialects.choose(study, survey.systems)
     if dialect.site_id is not None:  # a site file fitted the input
         log.info("FHIR-DIALECT", f"read with the FHIR dialect of {dialect.name} ({dialect.source})",
-                 value=dialect.name)
-    job.facts = assemble.read_study(study_level, study, log, dialect=dialect, survey=survey, medications=medications)
+                 file=str(input_path), value=dialect.name)
+    job.facts = assemble.read_study(study_level, study, log, dialect=dialect, survey=survey, medications=medications,
+                                    files=study_files, source=str(input_path))
     if link_subjects is not None:
         folder = link_subjects if link_subjects.is_dir() else link_subjects.parent
         job.links = assemble.mrn_index(records_io.read_records(folder, IssueLog())["subject"])

@@ -79,6 +79,7 @@ def test_hl7_examples_folder(tmp_path):
     })
     assert report["summary"] == {"error": 2, "warning": 5, "info": 36}  # 29 + 3 + 4 assumed/not mapped
     assert not [i for i in report["issues"] if i["severity"] == "error" and i["code"].startswith("FHIR-")]
+    assert all(i["file"] for i in report["issues"])  # every finding names the file it is about
     dm = _csv(tmp_path / "dm.csv")
     assert [(r["USUBJID"], r["SUBJID"], r["SITEID"], r["SEX"], r["BRTHDTC"]) for r in dm] == [
         ("NCT04387942-01-123", "123", "01", "M", "1974-12-25")]
@@ -136,6 +137,7 @@ def test_synthea_bundles_are_out_of_scope_not_errors(tmp_path):
     assert codes == Counter({"FHIR-NOT-ENROLLED": 4, "FHIR-OUT-OF-SCOPE-TYPE": 10, "FHIR-DUPLICATE-DIFFERS": 20,
                              "FHIR-NO-SUBJECTS": 1})
     assert report["summary"] == {"error": 0, "warning": 1, "info": 34}
+    assert all(i["file"] for i in report["issues"])
     assert _csv(tmp_path / "dm.csv") == []
 
 

@@ -242,7 +242,8 @@ def _located(resources: Iterable) -> list[tuple[str | None, dict]]:
 
 
 def read_study(resources: Iterable, study, log, *, dialect: Dialect | None = None, survey: InputSurvey | None = None,
-               medications: dict[str, dict] | None = None) -> StudyFacts:
+               medications: dict[str, dict] | None = None, files: dict[str, str] | None = None,
+               source: str | None = None) -> StudyFacts:
     """The study-level facts of an input from its ResearchStudy resources (given alone or as
     ``(fullUrl, resource)``), the survey of its identifiers and its Medications.
 
@@ -251,9 +252,16 @@ def read_study(resources: Iterable, study, log, *, dialect: Dialect | None = Non
     ResearchStudy ``partOf`` ours is a site: its identifier (the dialect's site-id system,
     ours, or its only identifier) is the site, through the dialect's site map.  Where several
     readings of an identifier fit and the configuration does not say, the run stops with one
-    message naming them (a usage error)."""
+    message naming them (a usage error).  ``files`` (ResearchStudy key -> its file) and
+    ``source`` (the input, for findings about all of it) go into the findings."""
     dialect = dialect or Dialect()
     facts = StudyFacts(dialect=dialect, medications=dict(medications or {}))
+    files = files or {}
+
+    def at(res: dict, url: str | None = None) -> dict:
+        found = files.get(references.resource_key(res, url))
+        return {"file": found} if found else {}
+
     studies = [(url, res) for url, res in _located(resources) if res.get("resourceType") == "ResearchStudy"]
     facts.studies_in_input = bool(studies)
     for url, res in studies:
@@ -267,7 +275,7 @@ def read_study(resources: Iterable, study, log, *, dialect: Dialect | None = Non
         url, res = top[0]
         ours = top
         log.info("FHIR-STUDY-ASSUMED", f"{rid(res)} names neither {study.study_id!r} nor its registry id; it is the "
-                 f"input's only sponsor-level study, so it is read as {study.study_id}", record=rid(res),
+                 f"input's only sponsor-level study, so it is read as {study.study_id}", **at(res, url), record=rid(res),
                  value=", ".join(str(i.get("value")) for i in _identifiers(res)) or None)
     facts.sponsor = {references.resource_key(res, url) for url, res in ours}
     for url, res in top:
@@ -275,23 +283,23 @@ def read_study(resources: Iterable, study, log, *, dialect: Dialect | None = Non
         if key not in facts.sponsor:
             facts.others[key] = _study_label(res)
             log.info("FHIR-OTHER-STUDY", f"{key} is another study ({facts.others[key]}); its ResearchSubjects are out "
-                     "of scope", record=key, value=facts.others[key])
+                     "of scope", **at(res, url), record=key, value=facts.others[key])
     for url, res in studies:
         parent = references.key_of(((res.get("partOf") or [{}])[0] or {}).get("reference"), facts.aliases)
         if not res.get("partOf"):
             continue
         key = references.resource_key(res, url)
         if parent in facts.sponsor or (parent not in facts.others and not top):
-            facts.site_studies[key] = _site_of_study(res, study, dialect, log)
+            facts.site_studies[key] = _site_of_study(res, study, dialect, log, at(res, url))
         else:
             facts.others[key] = _study_label(res)
     facts.default_site, facts.default_site_why = _default_site(study, dialect)
-    facts.subject_id_systems = _subject_id_reading(dialect, survey, log)
+    facts.subject_id_systems = _subject_id_reading(dialect, survey, log, {"file": source} if source else {})
     for url, res in studies:  # our own output names its study: a mismatch is worth a word
         found = research_study.from_fhir(res, None).get("study_id") if not res.get("partOf") else None
         if found and _fold(found) not in wanted and references.resource_key(res, url) in facts.sponsor:
             log.warning("FHIR-STUDY-MISMATCH", f"ResearchStudy {found!r} is not the study converted with "
-                        f"({study.study_id!r})", record=rid(res), value=found)
+                        f"({study.study_id!r})", **at(res, url), record=rid(res), value=found)
     return facts
 
 
@@ -304,7 +312,7 @@ def _study_label(res: dict) -> str:
     return ", ".join(idents) or res.get("title") or rid(res)
 
 
-def _site_of_study(res: dict, study, dialect: Dialect, log) -> str | None:
+def _site_of_study(res: dict, study, dialect: Dialect, log, where: dict) -> str | None:
     """The configured site a site-level ResearchStudy stands for (see :func:`read_study`)."""
     idents = [i for i in _identifiers(res) if i.get("value") not in (None, "")]
     value, how = None, ""
@@ -331,10 +339,10 @@ def _site_of_study(res: dict, study, dialect: Dialect, log) -> str | None:
         choices = ", ".join(s["site_id"] for s in study.config["sites"])
         log.warning("FHIR-UNKNOWN-SITE", f"site-level {rid(res)} ({value!r}) is none of the configured sites "
                     f"({choices}); its subjects are not converted — map it in the site dialect (sites:)",
-                    record=rid(res), value=value)
+                    **where, record=rid(res), value=value)
         return None
     if how:
-        log.info("FHIR-SITE-ASSUMED", f"site-level {rid(res)} read as site {site!r}: {how}", record=rid(res),
+        log.info("FHIR-SITE-ASSUMED", f"site-level {rid(res)} read as site {site!r}: {how}", **where, record=rid(res),
                  field="identifier", value=value if value is not None else site)
     return site
 
@@ -348,7 +356,7 @@ def _default_site(study, dialect: Dialect) -> tuple[str | None, str]:
     return None, ""
 
 
-def _subject_id_reading(dialect: Dialect, survey: InputSurvey | None, log) -> tuple[str, ...] | None:
+def _subject_id_reading(dialect: Dialect, survey: InputSurvey | None, log, where: dict) -> tuple[str, ...] | None:
     """The identifier systems that carry the subject id, in order; None for "each
     ResearchSubject's only identifier" (assumed where that is the one reading, reported)."""
     if dialect.subject_id_systems:
@@ -362,7 +370,7 @@ def _subject_id_reading(dialect: Dialect, survey: InputSurvey | None, log) -> tu
         systems = sorted({s for shape in shapes for s in shape})
         log.info("FHIR-SUBJECT-ID-ASSUMED", f"each ResearchSubject carries one identifier; it is read as the subject "
                  f"id (system {', '.join(systems) or 'none'}); say so in the study configuration (fhir: identifiers: "
-                 "subject_id) to make it explicit", field="identifier", value=", ".join(systems))
+                 "subject_id) to make it explicit", **where, field="identifier", value=", ".join(systems))
         return None
     count: Counter = Counter()
     for shape, n in shapes.items():
