@@ -199,6 +199,18 @@ def test_no_identifying_data_in_the_output(converted):
     assert b'"Example' not in text and b",Example" not in text
 
 
+def test_records_written_from_it_read_back_to_the_same_vs(converted, tmp_path):
+    """FHIR -> records (vital_signs.csv among them) -> SDTM gives the same VS rows."""
+    convert(SAMPLE, "records", tmp_path / "records")
+    header = (tmp_path / "records" / "vital_signs.csv").read_text("utf-8").splitlines()
+    assert header[0] == "subject_id,visit,collected,test,result,unit,position,location,not_done_reason"
+    assert len(header) == 8  # seven measurements
+    _, got, report = _run(tmp_path / "records", tmp_path / "sdtm")
+    keep = ("USUBJID", "VSSEQ", "VSTESTCD", "VSORRES", "VSORRESU", "VSSTRESN", "VSSTRESU", "VSDTC", "VSPOS")
+    assert _pick(got["VS"], *keep) == _pick(converted[1]["VS"], *keep)
+    assert report["summary"]["error"] == 0
+
+
 # --------------------------------------------------------------------------- the same data as it comes
 
 

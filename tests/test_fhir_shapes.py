@@ -236,3 +236,16 @@ def test_bulk_export_manifest_problems(tmp_path):
     assert issues["FHIR-EXPORT-FILE-MISSING"].value == "https://ehr.example/bulk/Observation.ndjson"
     assert issues["FHIR-EXPORT-COUNT"].value == 2  # the file has 3
     assert result.log.accounting[str(folder / "Patient.ndjson")]["read"] == 3
+
+
+def test_consent_date_from_the_consent_resource(study):
+    """R4 ResearchSubject.consent names a Consent: its dateTime is the consent date."""
+    person = _person()
+    person[2] = {**person[2], "consent": {"reference": "Consent/c1"}}
+    del person[2]["period"]
+    consent = {"resourceType": "Consent", "id": "c1", "status": "active", "dateTime": "2020-05-30",
+               "scope": {"text": "research"}, "category": [{"text": "research"}], "patient": {"reference": "Patient/p1"}}
+    log = IssueLog()
+    records = assemble.fhir_to_records([*person, consent], study, log)
+    assert _one(records["subject"])["consent_date"] == "2020-05-30"
+    assert not [i for i in log.issues if i.code == "FHIR-SUBJECT-INCOMPLETE"]

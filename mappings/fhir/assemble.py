@@ -457,6 +457,7 @@ def subject_records(resources: list[dict], study, log, facts: StudyFacts, *, lin
     files = list(files) if files is not None else [ctx.base_where.get("file")] * len(resources)
     status: list[str] = [""] * len(resources)
     records = Records(study_id=study.study_id)
+    ctx.group = {references.resource_key(r): r for r in resources}
     person = _membership(resources, files, status, ctx, links)
     if person is None:
         _set_outcomes(outcomes, status)
@@ -464,7 +465,6 @@ def subject_records(resources: list[dict], study, log, facts: StudyFacts, *, lin
     subject, subject_index = person
     sid = subject["subject_id"]
     ctx.subject_id, ctx.birth_date = sid, subject.get("birth_date")
-    ctx.group = {references.resource_key(r): r for r in resources}
     records["subject"].append(subject)
     rs = resources[subject_index]
     if rs.get("resourceType") == "ResearchSubject":
@@ -569,6 +569,10 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
         rs = resources[i]
         c = _ctx_for(ctx, rs, files[i])
         rec = {**{k: v for k, v in person.items() if k != "subject_id"}, **research_subject.from_fhir(rs, c)}
+        consent_key = references.key_of((rs.get("consent") or {}).get("reference"))
+        if not rec.get("consent_date") and consent_key in ctx.group:  # R4 ResearchSubject.consent -> Consent
+            rec["consent_date"] = str(ctx.group[consent_key].get("dateTime") or "") or None
+            ctx.used.add(consent_key)
         if not rec.get("site_id"):
             rec["site_id"] = site or facts.default_site
             if not site and facts.default_site:
