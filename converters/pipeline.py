@@ -172,8 +172,15 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         if job.source == "sdtm":
             spokes.report_unread([sinks.unread], job.sdtm_variables, job.sdtm_sources, log)
         if job.source == "fhir":
+            from trialbridge.mappings.fhir import assemble
+
             _report_fhir_versions(sinks, log)
             _report_fhir_unmapped_codes(log)
+            assemble.report_scope(log)
+            if not any(name in sinks.tables for name in ("DM", "subject", "Patient")):
+                log.warning("FHIR-NO-SUBJECTS", f"no subject of study {study.study_id} in the input: no ResearchSubject "
+                            "in it (nor a Patient linked by medical record number with --link-subjects); nothing "
+                            "was converted", file=str(input_path))
         if to == "records":
             result.written = _write_records(sinks, output)
         elif to == "sdtm":
@@ -183,8 +190,10 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     finally:
         sinks.close()
         reporter.close()
-    if kind in ("records", "fhir", "odm"):
+    if kind in ("records", "odm"):
         _account_converted(log)
+    elif kind == "fhir":
+        _account_fhir(log)
     return _finish(result, log, output, input_path, kind, to)
 
 
@@ -250,65 +259,94 @@ def _spill_sdtm(datasets: dict[str, Dataset], spill: SortedSpill, job: engine.Jo
 def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: set[str], log: IssueLog,
                 study_ref: str | None,
                 input_fhir_version: str, link_subjects: Path | None, reporter: "_Progress") -> Study:
-    """FHIR resources into the spill by the Patient they belong to.  Each resource is checked
-    as it passes (R4 schema, models only for the ones it rejects; R5 models), read through its
-    R4 form, and counted; study-level resources are kept aside, unmapped types counted."""
-    from trialbridge.mappings.fhir import assemble
+    """FHIR resources into the spill by the Patient they belong to.
 
-    study_level: list[dict] = []
-    unmapped: Counter = Counter()
-    mapped = assemble.mapped_types()
+    Only what grouping needs is read here (a fast parse: type, id, the Patient reference);
+    the exact parse, the schema checks and R5 -> R4 run per person in the workers.  A
+    reference to the Patient may take any form (``Patient/1``, an absolute URL, a version,
+    the ``urn:uuid`` fullUrl of its Bundle entry): all give one key, ``Patient/<id>``.  The
+    index that makes that possible holds one entry per Patient (its fullUrl); resources that
+    name a Patient by a fullUrl not seen yet wait in a second spill until the input is read.
+    Resources that belong to no person (ResearchStudy, Medication, Organization …) go to
+    check groups.  Kept in memory, all small: the ResearchStudy and Medication resources,
+    the identifier systems seen, the shapes of ResearchSubject identifiers."""
+    from trialbridge.mappings.fhir import assemble, dialect as dialects, references
+
+    study_level: list[tuple[str | None, dict]] = []
+    study_files: dict[str, str] = {}
+    medications: dict[str, dict] = {}
+    survey = assemble.InputSurvey()
+    aliases: dict[str, str] = {}  # fullUrl of a Patient's entry -> its key: one per Patient
     files: dict[str, int] = {}
-    ids = SortedSpill("ids")
+    ids = SortedSpill("ids")  # (type/id, file, n) -> content digest: repeats found by sorting
+    waiting = SortedSpill("waiting")  # resources naming a Patient by a fullUrl not seen yet
     n = 0
     try:
-        # only what grouping needs is read here (type, id, Patient: a fast parse); the exact
-        # parse, the schema check and R5 -> R4 run per subject in the workers
-        for path, record, raw in fhir_io.read_fhir_raw(input_path, log):
+        for entry in fhir_io.read_fhir_entries(input_path, log):
             reporter.advance_read()
-            if record:  # NDJSON lines; Bundle entries were counted by the Bundle reader
-                log.count_row(path, "read")
-            file_no = files.setdefault(path, len(files))
+            file_no = files.setdefault(entry.file, len(files))
+            raw = entry.raw
             try:
                 res = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 try:
                     res = jsoncodec.loads(raw)  # numbers orjson refuses (integers beyond 64 bits)
                 except jsoncodec.JsonError as exc:
-                    log.error("FHIR-JSON", f"line is not JSON: {exc}", file=path, record=record)
-                    log.count_row(path, "rejected")
+                    log.error("FHIR-JSON", f"line is not JSON: {exc}", file=entry.file, record=entry.record)
+                    log.count_row(entry.file, "rejected")
                     continue
             if not isinstance(res, dict):
-                log.error("FHIR-JSON", f"line is not a resource: a JSON {type(res).__name__}", file=path,
-                          record=record)
-                log.count_row(path, "rejected")
+                log.error("FHIR-JSON", f"line is not a resource: a JSON {type(res).__name__}", file=entry.file,
+                          record=entry.record)
+                log.count_row(entry.file, "rejected")
                 continue
             rtype = res.get("resourceType")
-            ids.add((f"{rtype}/{res.get('id')}",), b"")
-            if rtype not in mapped:
-                unmapped[str(rtype)] += 1
-            elif rtype == "ResearchStudy":
-                study_level.append(jsoncodec.loads(raw))
-            if rtype not in mapped or rtype == "ResearchStudy":  # checked by the workers, not mapped
-                group = f"\x00check{n // 1000:09d}"
-                groups.add(group)
-                spill.add((group, file_no, n), engine.pack("fhir-check", raw))
-                n += 1
-                continue
-            group = assemble.person_of(res)
+            survey.take(res)
+            if rtype == "ResearchStudy":
+                study_level.append((entry.full_url, jsoncodec.loads(raw)))
+                study_files[references.resource_key(res, entry.full_url)] = entry.file
+            elif rtype == "Medication":
+                key = references.resource_key(res, entry.full_url)
+                medications[key] = {k: res[k] for k in ("resourceType", "id", "code", "form", "batch") if k in res}
+                if entry.full_url:
+                    medications[entry.full_url] = medications[key]
+            if rtype == "Patient":
+                group = references.resource_key(res, entry.full_url)
+                if entry.full_url and entry.full_url != group:
+                    aliases[entry.full_url] = group
+            else:
+                ref = references.person_reference(res)
+                group = references.key_of(ref, aliases) if ref else None
+                if ref and group is None:  # a urn: fullUrl not seen yet: resolved once all is read
+                    waiting.add((ref, file_no, n), engine.pack("fhir", raw))
+                    ids.add((f"{rtype}/{res.get('id')}", file_no, n), references.content_digest(raw, res) + b"p")
+                    n += 1
+                    continue
+            kind = "fhir" if group else "fhir-check"
+            group = group or f"\x00check{n // 1000:09d}"
+            if res.get("id") is not None:
+                ids.add((f"{rtype}/{res['id']}", file_no, n), references.content_digest(raw, res)
+                        + (b"p" if kind == "fhir" else b"c"))
             groups.add(group)
-            spill.add((group, file_no, n), engine.pack("fhir", raw))
+            spill.add((group, file_no, n), engine.pack(kind, raw))
             n += 1
-        _report_duplicate_ids(ids, log)
+        for (ref, file_no, number), payload in waiting:
+            group = aliases.get(ref, ref)  # a fullUrl no Patient had: the group of that reference alone
+            groups.add(group)
+            spill.add((group, file_no, number), payload)
+        _report_repeats(ids, list(files), log)
     finally:
         ids.close()
+        waiting.close()
     job.input_fhir_version = input_fhir_version
-    for rtype, count in sorted(unmapped.items()):
-        log.warning("FHIR-UNMAPPED-RESOURCE", f"{count} {rtype} resource(s) have no mapping to records; not converted",
-                    record=rtype, value=count)
     study = _study(study_ref, assemble.study_id_named(study_level), log, required=True)
     job.files = list(files)
-    job.facts = assemble.read_study(study_level, study, log)
+    dialect = dialects.choose(study, survey.systems)
+    if dialect.site_id is not None:  # a site file fitted the input
+        log.info("FHIR-DIALECT", f"read with the FHIR dialect of {dialect.name} ({dialect.source})",
+                 file=str(input_path), value=dialect.name)
+    job.facts = assemble.read_study(study_level, study, log, dialect=dialect, survey=survey, medications=medications,
+                                    files=study_files, source=str(input_path))
     if link_subjects is not None:
         folder = link_subjects if link_subjects.is_dir() else link_subjects.parent
         job.links = assemble.mrn_index(records_io.read_records(folder, IssueLog())["subject"])
@@ -317,14 +355,29 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
     return study
 
 
-def _report_duplicate_ids(ids: SortedSpill, log: IssueLog) -> None:
-    """Two resources of one type with one id: found by sorting the ids (bounded memory)."""
-    previous = None
-    for (rid,), _file in ids:
-        if rid == previous:
-            log.error("FHIR-DUPLICATE-ID", "a resource with this type and id came earlier in the input",
-                      record=rid, field="id", value=rid.split("/", 1)[1])
-        previous = rid
+def _report_repeats(ids: SortedSpill, files: list[str], log: IssueLog) -> None:
+    """A resource given more than once (same type and id; found by sorting, bounded memory):
+    identical copies are merged silently and counted per file (one info each); a copy that
+    differs is a finding — a warning for a resource of a person (the first copy is read, this
+    one is not), info for one that belongs to no person (nothing of it is converted)."""
+    merged: Counter = Counter()
+    previous, first = None, None
+    for (rid, file_no, _n), payload in ids:
+        digest, kind = payload[:-1], payload[-1:]
+        if rid != previous:
+            previous, first = rid, (file_no, digest)
+            continue
+        if digest == first[1]:
+            merged[files[file_no]] += 1
+            continue
+        message = (f"a different {rid} came earlier in the input ({files[first[0]]}); "
+                   + ("the first is read, this one is not converted" if kind == b"p" else
+                      "it belongs to no trial subject, nothing of either is converted"))
+        log.add("warning" if kind == b"p" else "info", "FHIR-DUPLICATE-DIFFERS", message, file=files[file_no],
+                record=rid, field="id", value=rid.split("/", 1)[1])
+    for file, count in sorted(merged.items()):
+        log.info("FHIR-DUPLICATE-MERGED", f"{count} resource(s) repeat one read earlier, identically: read once",
+                 file=file, value=count)
 
 
 def _report_fhir_versions(sinks: engine.Sinks, log: IssueLog) -> None:
@@ -592,6 +645,23 @@ def _studyid(datasets: dict[str, Dataset]) -> str | None:
 def _account_converted(log: IssueLog) -> None:
     for counter in log.accounting.values():
         counter["converted"] = counter.get("read", 0) - counter.get("rejected", 0)
+
+
+def _account_fhir(log: IssueLog) -> None:
+    """FHIR input counts each resource as it ends (converted, rejected, out of scope; the
+    readers count what is read).  A converted resource whose record the SDTM mapping then
+    rejected was counted twice: it is taken off converted.  Anything else that does not add
+    up is a bug of ours, reported as such."""
+    for file, counter in log.accounting.items():
+        over = sum(counter.get(s, 0) for s in ("converted", "rejected", "out_of_scope")) - counter.get("read", 0)
+        if over > 0 and counter.get("converted", 0) >= over:
+            counter["converted"] -= over
+        elif over:
+            log.error("FHIR-ACCOUNTING", f"{counter.get('read', 0)} resource(s) read but {dict(counter)} accounted "
+                      "(please report)", file=file, value=over)
+        counter.setdefault("converted", 0)
+        counter.setdefault("rejected", 0)
+        counter.setdefault("out_of_scope", 0)
 
 
 def _report_unmapped(log: IssueLog) -> None:

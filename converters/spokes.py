@@ -274,33 +274,73 @@ def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, di
     """One person's resources (spilled as the input's JSON, any FHIR version) -> canonical
     records, each resource parsed exactly and checked on the way: the R4 schema (models only
     for what it rejects) or the R5 schema; R5 resources are read through their R4 form.
-    Items of kind ``fhir-check`` are only checked.  Also returns the versions seen."""
+    Items of kind ``fhir-check`` belong to no person: only checked and accounted.
+
+    A resource repeated in the input (same type and id) is read once: an identical copy is
+    accounted as its first copy was, a different one as rejected (the intake reported it).
+    Every finding names the file its resource came from; each resource is counted under its
+    file as converted, rejected or out of scope.  Schema findings on a resource that is out of
+    scope anyway are info: nothing of it reaches the output.  Also returns the versions seen."""
     from trialbridge.converters.core import jsoncodec
+    from trialbridge.converters.core.issues import Issue
     from trialbridge.converters.engine import unpack
     from trialbridge.converters.formats.fhir import versions as fhir_versions
     from trialbridge.converters.formats.fhir.validate import validate_resources
-    from trialbridge.mappings.fhir import assemble
+    from trialbridge.mappings.fhir import OUT_OF_SCOPE, assemble, references
 
-    resources = []
-    files = set()
+    resources: list[dict] = []
+    files: list[str] = []
+    checks: list[list[Issue]] = []
+    repeats: list[tuple[str, int, bool]] = []  # (file, index of the first copy, identical)
+    first: dict[str, tuple[int, bytes]] = {}  # type/id -> (index, JSON bytes) of its first copy
     seen: dict[str, int] = {}
+    person = True
     for key, payload in items:
         kind, data = unpack(payload)
+        person = person and kind == "fhir"
+        file = job.files[key[1]] if job.files else ""
         res = jsoncodec.loads(data)
+        rid = f"{res.get('resourceType')}/{res.get('id')}"
+        if res.get("id") is not None and rid in first:  # digests only for repeats: they are rare
+            index, earlier = first[rid]
+            repeats.append((file, index, references.content_digest(earlier) == references.content_digest(data)))
+            continue
         found = fhir_versions.detect_version(res) if job.input_fhir_version == "auto" else job.input_fhir_version
         if found:
             seen[found] = seen.get(found, 0) + 1
+        checked = IssueLog()
         if (found or "R4") == "R5":
-            fhir_versions.validate_r5([res], log)
+            fhir_versions.validate_r5([res], checked)
             res = fhir_versions.to_r4(res)
         else:
-            validate_resources([res], log, check_references=False, check_ids=False)
-        if kind != "fhir":
-            continue
+            validate_resources([res], checked, check_references=False, check_ids=False)
+        first[rid] = (len(resources), data)
         resources.append(res)
-        files.add(job.files[key[1]] if job.files else "")
+        files.append(file)
+        checks.append([replace_where(i, file) for i in checked.issues])
     if not resources:
         return None, seen
-    where = {"file": files.pop()} if len(files) == 1 and "" not in files else {}
-    return assemble.subject_records(resources, job.study, log, job.facts, links=job.links,
-                                    include_identifiers=job.include_identifiers, where=where), seen
+    outcomes: list[str] = []
+    if person:
+        records = assemble.subject_records(resources, job.study, log, job.facts, links=job.links,
+                                           include_identifiers=job.include_identifiers, files=files, outcomes=outcomes)
+    else:
+        records = None
+        assemble.check_resources(resources, job.study, log, job.facts, files=files, outcomes=outcomes)
+    for issues, outcome in zip(checks, outcomes):
+        for issue in issues:  # a resource out of scope: its schema problems reach no output
+            log.issues.append(issue if outcome != OUT_OF_SCOPE or issue.severity == "info" else
+                              Issue("info", issue.code, f"(resource out of scope) {issue.message}", issue.file,
+                                    issue.record, issue.field, issue.value, issue.usubjid, issue.seq))
+    for file, outcome in zip(files, outcomes):
+        log.count_row(file, outcome)
+    for file, index, identical in repeats:
+        log.count_row(file, outcomes[index] if identical or outcomes[index] != "converted" else "rejected")
+    return records, seen
+
+
+def replace_where(issue, file: str):
+    """The finding with the file of its resource (validators know only the resource)."""
+    from dataclasses import replace
+
+    return replace(issue, file=issue.file or file or None)

@@ -26,7 +26,21 @@ def _schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(_schema())
+    """The study schema; its ``fhir`` section refers to the FHIR dialect schema."""
+    return jsonschema.Draft202012Validator(_schema(), registry=config_registry())
+
+
+@lru_cache(maxsize=1)
+def config_registry():
+    """The configuration schemas that refer to one another (``$ref`` between files)."""
+    from referencing import Registry, Resource
+
+    folder = resources.files("trialbridge.schemas").joinpath("config")
+    registry = Registry()
+    for name in ("fhir_dialect.schema.json",):
+        schema = json.loads(folder.joinpath(name).read_text("utf-8"))
+        registry = registry.with_resource(schema["$id"], Resource.from_contents(schema))
+    return registry
 
 
 def bundled_studies() -> dict[str, Path]:

@@ -185,8 +185,13 @@ def test_ehr_export_without_trial_ids_links_by_mrn(converted, tmp_path):
     ehr = tmp_path / "ehr.json"
     ehr.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
 
+    # without the link nobody is enrolled: out of scope, counted, no error
     unlinked = convert(ehr, "records", tmp_path / "unlinked", study_ref="NCT04387942")
-    assert sum(1 for i in unlinked.log.issues if i.code == "FHIR-NO-SUBJECT-ID") == 24
+    assert not unlinked.log.has_errors
+    (not_enrolled,) = [i for i in unlinked.log.issues if i.code == "FHIR-NOT-ENROLLED"]
+    assert not_enrolled.message.startswith("24 Patient(s) with no ResearchSubject")
+    assert unlinked.log.accounting[str(ehr)] == {"read": len(entries), "converted": 0, "rejected": 0,
+                                                 "out_of_scope": len(entries)}
 
     result = convert(ehr, "sdtm", tmp_path / "sdtm", formats="csv", study_ref="NCT04387942", link_subjects=SAMPLE)
     assert not [i for i in result.log.issues if i.severity != "info"]

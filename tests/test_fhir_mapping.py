@@ -177,7 +177,9 @@ def test_identifiers_omitted_by_default(sample_records, study):
     assert patient.from_fhir(full, FhirContext(study, IssueLog(), include_identifiers=True))["family_name"] == "Subject001"
 
 
-def test_unmapped_resources_and_codes_are_reported(study):
+def test_what_is_not_the_study_is_out_of_scope_and_counted(study):
+    """Codes outside the study's tables, resources of Patients not enrolled and types with no
+    mapping are counted at info level (with system, code and count), never errors."""
     log = IssueLog()
     pat = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:trialbridge:fhir:subject-id",
                                                                    "value": "900"}], "gender": "female"}
@@ -187,15 +189,16 @@ def test_unmapped_resources_and_codes_are_reported(study):
               "subject": {"reference": "Patient/missing"}, "event": {"text": "x"}}
     others = [{"resourceType": "Condition", "id": f"c{n}"} for n in range(2)]
     records = assemble.fhir_to_records([pat, unknown_obs, orphan, *others], study, log)
+    assert not [i for i in log.issues if i.severity == "error"]
     codes = {i.code: i for i in log.issues}
-    assert codes["FHIR-UNMAPPED-RESOURCE"].value == 2 and "Condition" in codes["FHIR-UNMAPPED-RESOURCE"].message
-    assert codes["FHIR-UNMAPPED-CODE"].value == f"{LOINC}#0000-0"
-    assert codes["FHIR-UNMAPPED-COUNT"].value == f"{LOINC}#0000-0"
-    assert codes["FHIR-UNMAPPED-COUNT"].message.startswith("1 resource(s)")
-    assert codes["FHIR-REF-UNRESOLVED"].value == "Patient/missing"
-    assert "FHIR-NO-RESEARCHSUBJECT" in codes
+    assert codes["FHIR-OUT-OF-SCOPE-CODE"].value == f"{LOINC}|0000-0" and codes["FHIR-OUT-OF-SCOPE-CODE"].severity == "info"
+    assert codes["FHIR-OUT-OF-SCOPE-CODE"].message.startswith("1 Observation resource(s) with code")
+    assert codes["FHIR-OUT-OF-SCOPE-TYPE"].message.startswith("2 Condition resource(s)")
+    assert codes["FHIR-NOT-ENROLLED"].value == 1 and "AdverseEvent 1" in codes["FHIR-NOT-ENROLLED"].message
+    # our own older output: a trial subject id on the Patient and no ResearchSubject
+    assert codes["FHIR-NO-RESEARCHSUBJECT"].severity == "warning"
     assert [r["subject_id"] for r in records["subject"]] == ["900"]
-    assert records["subject"][0]["sex"] == "F"
+    assert records["subject"][0]["sex"] == "F" and records["subject"][0]["site_id"] == "01"
     assert records["lab_result"] == [] and records["adverse_event"] == []
 
 
@@ -382,7 +385,8 @@ def test_resource_modules_are_discovered_with_their_declarations():
     found = [(m.RESOURCE_TYPE, m.RECORD_TYPES, m.ORDER) for m in assemble.resource_modules()]
     assert found == [("ResearchStudy", (), 10), ("Patient", ("subject",), 20), ("ResearchSubject", ("subject",), 30),
                      ("Encounter", ("visit",), 40), ("MedicationAdministration", ("exposure",), 50),
-                     ("Observation", ("lab_result", "cell_phenotype"), 60), ("AdverseEvent", ("adverse_event",), 70)]
+                     ("Observation", ("lab_result", "cell_phenotype"), 60), ("Observation", ("vital_sign",), 61),
+                     ("AdverseEvent", ("adverse_event",), 70)]
     assert assemble.resource_order() == ("ResearchStudy", "Patient", "ResearchSubject", "Encounter",
                                          "MedicationAdministration", "Observation", "AdverseEvent")
 

@@ -17,7 +17,7 @@ def test_sample_reads_completely(sample_records):
     assert not log.issues
     counts = {name: len(rows) for name, rows in records.items()}
     assert counts == {"subject": 59, "exposure": 553, "lab_result": 2827, "cell_phenotype": 1380,
-                      "adverse_event": 45, "visit": 286, "disposition": 118}
+                      "adverse_event": 45, "visit": 286, "disposition": 118, "vital_sign": 0}
     assert records.study_id == "NCT04387942"
     first = records["subject"][0]
     assert first["_where"]["record"] == 1 and first["_where"]["file"].endswith("subjects.csv")

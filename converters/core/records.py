@@ -6,8 +6,8 @@ hot path, schemas for the contract).  Each record also carries ``_where`` — th
 and row it came from — so every finding can name its source.  Keys starting with ``_``
 are never written out.
 
-The record types and their on-disk file names come from the schemas themselves
-(``x-file``, ``x-key``), so adding a record type is adding a schema.
+The record types, their order and their on-disk file names come from the schemas
+themselves (``x-order``, ``x-file``, ``x-key``), so adding a record type is adding a schema.
 """
 from __future__ import annotations
 
@@ -19,7 +19,22 @@ from typing import Any, Iterator
 
 import jsonschema
 
-RECORD_ORDER = ("subject", "exposure", "lab_result", "cell_phenotype", "adverse_event", "visit", "disposition")
+
+
+def _discover() -> tuple[str, ...]:
+    """Record type names: one per ``schemas/internal/<name>.schema.json``, ordered by the
+    schema's ``x-order`` (subjects first: other files are checked against their ids)."""
+    folder = resources.files("trialbridge.schemas").joinpath("internal")
+    order = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".schema.json"):
+            schema = json.loads(entry.read_text("utf-8"))
+            order.append((schema.get("x-order", 1000), entry.name[: -len(".schema.json")]))
+    return tuple(name for _, name in sorted(order))
+
+
+# Adding a record type is adding a schema (x-file, x-key, x-order): nothing here to edit.
+RECORD_ORDER = _discover()
 
 
 @dataclass(frozen=True)

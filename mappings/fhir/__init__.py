@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -115,12 +116,30 @@ class FhirContext:
     encounters: Any = None
     dispositions: dict[str, list[dict]] = field(default_factory=dict)
     encounter_labels: dict[str, str] = field(default_factory=dict)
+    # reading one person's resources (mappings.fhir.assemble.subject_records): the study-level
+    # facts of the input (StudyFacts: which studies are ours, how the site's dialect reads),
+    # the person's subject id and birth date, the person's other resources by key (Specimen,
+    # Consent … that a resource references), the keys of those a converted resource used, and
+    # what became of the resource being read (None: converted when it gave a record)
+    facts: Any = None
+    subject_id: str | None = None
+    birth_date: str | None = None
+    group: dict[str, dict] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+    status: str | None = None
     subject_sites: dict[str, str] = field(default_factory=dict)  # subject_id -> site_id, for site-local times
     _clocks: dict = field(default_factory=dict, repr=False)
 
     @property
     def study_id(self) -> str:
         return self.study.study_id
+
+    @property
+    def dialect(self):
+        """The site's FHIR dialect the input is read with (an empty one without facts)."""
+        from trialbridge.mappings.fhir.dialect import Dialect
+
+        return getattr(self.facts, "dialect", None) or Dialect()
 
     def clock(self, record: dict | None) -> SiteClock | None:
         """The clock of the site a record was collected at (None: its UTC offset is not known)."""
@@ -133,6 +152,31 @@ class FhirContext:
     def issue(self, severity: str, code: str, message: str, **where: Any) -> None:
         if self.log is not None:
             self.log.add(severity, code, message, **{**self.where, **where})
+
+    def out_of_scope(self, kind: str, value: Any, resource_type: str | None = None) -> None:
+        """The resource being read is not the study's (a code outside its tables, another
+        drug, a status that records nothing …): counted per file, kind and value, reported
+        once per distinct value at the end (info), never converted."""
+        self.status = OUT_OF_SCOPE
+        count_scope(self.log, kind, self.where.get("file"),
+                    resource_type or str(self.where.get("record", "")).split("/", 1)[0], value)
+
+    def not_mapped(self, element: str, reason: str) -> None:
+        """An element of a converted resource that no record field takes: counted per file and
+        element, reported once each at the end (info) with the reason."""
+        count_scope(self.log, "element", self.where.get("file"),
+                    str(self.where.get("record", "")).split("/", 1)[0], f"{element}: {reason}")
+
+
+OUT_OF_SCOPE = "out_of_scope"
+SCOPE_TABLE = "fhir-scope:"  # IssueLog.unmapped tables counting what was not converted, by kind
+
+
+def count_scope(log, kind: str, file: str | None, resource_type: str, value: Any, n: int = 1) -> None:
+    """Count one out-of-scope finding in the run's log (merged across workers like the
+    terminology counters; :func:`mappings.fhir.assemble.report_scope` reports them)."""
+    if log is not None:
+        log.unmapped.setdefault(SCOPE_TABLE + kind, Counter())[f"{file or ''}\t{resource_type}\t{value}"] += n
 
 
 def legacy_uri(uri: str) -> str | None:
@@ -474,7 +518,11 @@ def identifier_value(resource: dict, system: str) -> str | None:
 
 
 def subject_of(resource: dict, ctx: FhirContext, element: str = "subject") -> str | None:
-    """subject_id of the Patient a resource points at (resolved within the input)."""
+    """subject_id of the Patient a resource points at: the person whose resources are being
+    read (the engine grouped them by that Patient, whatever form the reference takes), else
+    the reference looked up in ``ctx.subjects``."""
+    if ctx.subject_id:
+        return ctx.subject_id
     ref = (resource.get(element) or {}).get("reference")
     subject_id = ctx.subjects.get(ref) if ref else None
     if subject_id is None:

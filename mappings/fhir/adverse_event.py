@@ -77,14 +77,23 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
 
 
 def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
+    """The adverse event record.  An event that did not happen (actuality ``potential``: a
+    near miss) is out of scope.  ae_number (AESPID) is our ae-number identifier, else the
+    event's own identifier (another system's), else its resource id."""
+    if resource.get("actuality") == "potential":
+        ctx.out_of_scope("status", "actuality potential", "AdverseEvent")
+        return None
     subject_id = subject_of(resource, ctx)
     if subject_id is None:
         return None
     ident = resource.get("identifier") or {}
+    if isinstance(ident, list):  # R5 and some R4 senders: a list
+        ident = next((i for i in ident if isinstance(i, dict) and is_uri(i.get("system"), AE_NUMBER_SYSTEM)),
+                     ident[0] if ident else {})
     event = resource.get("event") or {}
     seriousness = resource.get("seriousness") or {}
     serious = seriousness.get("text") or next(
-        (SERIOUS_BY_CODE.get(c.get("code")) for c in seriousness.get("coding", []) if c.get("system") == SERIOUSNESS_SYSTEM),
+        (SERIOUS_BY_CODE.get(str(c.get("code")).casefold()) for c in seriousness.get("coding", []) if c.get("system") == SERIOUSNESS_SYSTEM),
         None)
     assessment = None
     for entity in resource.get("suspectEntity", []) or []:
@@ -93,7 +102,8 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
                 assessment = causality["assessment"]
     return clean({
         "subject_id": subject_id,
-        "ae_number": ident.get("value") if is_uri(ident.get("system"), AE_NUMBER_SYSTEM) else None,
+        "ae_number": ident.get("value") if is_uri(ident.get("system"), AE_NUMBER_SYSTEM) or ctx.facts is not None
+        and ident.get("value") else (resource.get("id") if ctx.facts is not None else None),
         "term": event.get("text") or next((c.get("display") for c in event.get("coding", [])), None),
         "decoded_term": next((c.get("display") for c in event.get("coding", []) or [] if c.get("system") == MEDDRA), None),
         "category": next((c.get("text") for c in resource.get("category", []) or [] if c.get("text")), None),

@@ -26,8 +26,8 @@ record fields.
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import (EXT, FhirContext, clean, extension, get_datetime, read_extensions, set_datetime,
-                                      subject_of)
+from trialbridge.mappings.fhir import (EXT, OUT_OF_SCOPE, FhirContext, clean, extension, get_datetime, read_extensions,
+                                       set_datetime, subject_of)
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 
@@ -70,16 +70,40 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     return res
 
 
+def claims(resource: dict, ctx: FhirContext) -> bool:
+    """Every Encounter is a visit unless the site dialect names its study visits: then only
+    those (and planned visit names or aliases of the study) are; any other encounter of the
+    hospital is out of scope, counted by label."""
+    if not ctx.dialect.visits:
+        return True
+    label = label_of(resource)
+    if ctx.dialect.visit_name(label) or _planned(label, ctx):
+        return True
+    ctx.out_of_scope("code", label or "(no label)", "Encounter")
+    return False
+
+
+def _planned(label: str | None, ctx: FhirContext) -> bool:
+    if not label:
+        return False
+    folded = " ".join(label.split()).upper()
+    aliases = {k.upper() for k in (ctx.study.config.get("visit_aliases") or {})}
+    return folded in aliases or folded.replace(" ", "") in aliases or any(v.name.upper() == folded
+                                                                          for v in ctx.study.visits)
+
+
 def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
     status = resource.get("status")
     if status == "entered-in-error":
         ctx.issue("info", "FHIR-ENTERED-IN-ERROR", "Encounter entered in error; not converted", field="status",
                   value=status)
+        ctx.status = OUT_OF_SCOPE
         return None
     subject_id = subject_of(resource, ctx)
     if subject_id is None:
         return None
     label = label_of(resource)
+    label = ctx.dialect.visit_name(label) or label
     start = get_datetime(resource.get("period"), "start")
     if not label or not start:
         ctx.issue("error", "FHIR-VISIT-INCOMPLETE", "Encounter has no visit label (extension visit or type.text) "

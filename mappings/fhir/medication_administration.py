@@ -72,25 +72,90 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     return res
 
 
+def medication_of(resource: dict, ctx: FhirContext) -> tuple[dict, dict]:
+    """(the Medication resource, its code) an administration names: medicationCodeableConcept,
+    or medicationReference to a contained Medication (``#id``), to one of the person's
+    resources, or to a Medication elsewhere in the input (read once by the intake)."""
+    if isinstance(resource.get("medicationCodeableConcept"), dict):
+        return {}, resource["medicationCodeableConcept"]
+    ref = (resource.get("medicationReference") or {}).get("reference") or ""
+    medication: dict = {}
+    if ref.startswith("#"):
+        medication = next((c for c in resource.get("contained") or [] if c.get("id") == ref[1:]), {})
+    elif ref:
+        from trialbridge.mappings.fhir import references
+
+        key = references.key_of(ref, getattr(ctx.facts, "aliases", None))
+        medication = ctx.group.get(key) or getattr(ctx.facts, "medications", {}).get(key) \
+            or getattr(ctx.facts, "medications", {}).get(ref) or {}
+        if key in ctx.group:
+            ctx.used.add(key)
+    code = medication.get("code")
+    if not code and (resource.get("medicationReference") or {}).get("display"):
+        code = {"text": resource["medicationReference"]["display"]}
+    return medication, code or {}
+
+
+def claims(resource: dict, ctx: FhirContext) -> bool:
+    """Administrations of the study treatment only (its codes or names: the study
+    configuration and the site dialect); any other medication is out of scope, counted."""
+    if ctx.facts is None:
+        return True
+    from trialbridge.mappings.fhir.assemble import code_label, is_study_treatment
+
+    _medication, code = medication_of(resource, ctx)
+    if is_study_treatment(code, ctx.study, ctx.dialect):
+        return True
+    ctx.out_of_scope("medication", code_label(code) if code.get("coding") else (code.get("text") or "(no medication)"),
+                     "MedicationAdministration")
+    return False
+
+
 def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
+    """The exposure record of one administration of the study treatment.  Status not-done
+    (nothing given) and entered-in-error are out of scope; in-progress, on-hold, stopped and
+    unknown convert as a dose given and are counted.  An administration recorded with a rate
+    (dosage.rateQuantity) or text instead of the amount given is reported naming the element
+    and not converted: an exposure record is a dose and its unit."""
+    status = resource.get("status")
+    if status in ("not-done", "entered-in-error"):
+        reason = next((c.get("text") or next((x.get("display") or x.get("code") for x in c.get("coding") or []), None)
+                       for c in resource.get("statusReason") or [] if isinstance(c, dict)), None)
+        ctx.out_of_scope("status", status + (f" ({reason})" if reason else ""), "MedicationAdministration")
+        return None
+    if status not in (None, "completed"):
+        ctx.not_mapped("status", f"{status}: converted as a dose given")
     subject_id = subject_of(resource, ctx)
     if subject_id is None:
         return None
-    medication = {}
-    ref = (resource.get("medicationReference") or {}).get("reference", "")
-    if ref.startswith("#"):
-        medication = next((c for c in resource.get("contained", []) if c.get("id") == ref[1:]), {})
-    code = medication.get("code") or resource.get("medicationCodeableConcept") or {}
+    medication, code = medication_of(resource, ctx)
     treatment = code.get("text") or next((c.get("display") or c.get("code") for c in code.get("coding", [])), None)
+    configured = (ctx.study.config.get("treatment") or {}).get("name")
+    if ctx.facts is not None and configured and treatment != configured:
+        ctx.not_mapped("medication", f"{treatment!r} read as the study treatment {configured!r} (EXTRT)")
+        treatment = configured
     period = resource.get("effectivePeriod") or {}
     start = get_datetime(period, "start") or get_datetime(resource, "effectiveDateTime")
+    end = get_datetime(period, "end")
     dosage = resource.get("dosage") or {}
     dose = dosage.get("dose") or {}
+    if number_text(dose.get("value")) is None or not quantity_unit(dose):
+        element = next((e for e in ("rateQuantity", "rateRatio", "text") if dosage.get(e)), "dose")
+        why = {"rateQuantity": "is a rate, not the amount given", "rateRatio": "is a rate, not the amount given",
+               "text": "is text, not an amount", "dose": "has no value and unit"}[element]
+        ctx.issue("warning", "FHIR-VALUE-NOT-MAPPED", f"dosage.{element} {why}: an exposure record needs the dose "
+                  "given and its unit (dosage.dose); not converted", field=f"dosage.{element}",
+                  value=str(dosage.get(element) or dose or "")[:200] or None)
+        return None
+    if not start:
+        ctx.issue("error", "FHIR-NO-DATE", "MedicationAdministration has no effectiveDateTime or effectivePeriod.start; "
+                  "not converted", field="effective[x]")
+        return None
     return clean({
         "subject_id": subject_id,
         "treatment": treatment,
         "start": start,
-        "end": get_datetime(period, "end"),
+        "end": end,
         "dose": number_text(dose.get("value")),
         "dose_unit": quantity_unit(dose),
         "route": decode("routes", dosage.get("route"), ctx, "route"),

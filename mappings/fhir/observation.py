@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from trialbridge.mappings import terminology
 from trialbridge.mappings.fhir import (COMPARATOR, LEGACY_CPTESTCD_SYSTEM, LEGACY_LBTESTCD_SYSTEM, LOINC, NCIT,
-                                      FhirContext, cdisc_coding, clean, exact_decimal, get_datetime, number_text,
-                                      quantity, quantity_unit, set_datetime, subject_of, table_cdisc_coding)
-from trialbridge.mappings.fhir import encounter
+                                       FhirContext, cdisc_coding, clean, exact_decimal, quantity, set_datetime,
+                                       subject_of, table_cdisc_coding)
+from trialbridge.mappings.fhir import encounter, findings
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
 
@@ -174,47 +174,80 @@ def kind_of(resource: dict) -> tuple[str | None, dict | None]:
     return None, None
 
 
-def from_fhir(resource: dict, ctx: FhirContext) -> tuple[str, dict] | None:
-    """(record type, record) or None (reported) when the code is not one we map."""
-    resource = encounter.fill_display(resource, "encounter", ctx.encounter_labels)
+def _normalised(resource: dict, ctx: FhirContext) -> dict:
+    """The resource with its code read through the site dialect (canonical system URIs, the
+    standard code of each local code the dialect knows)."""
+    code = resource.get("code")
+    norm = ctx.dialect.normalise_codings(code)
+    return resource if norm is code else {**resource, "code": norm}
+
+
+def claims(resource: dict, ctx: FhirContext) -> bool:
+    """Observations whose code is a lab test or cell phenotype of the study's tables (or has a
+    component that is)."""
+    resource = _normalised(resource, ctx)
+    if kind_of(resource)[0] is not None:
+        return True
+    return any(kind_of({"code": ctx.dialect.normalise_codings(c.get("code"))})[0] is not None
+               for c in resource.get("component") or [] if isinstance(c, dict))
+
+
+def from_fhir(resource: dict, ctx: FhirContext) -> tuple[str, dict] | list[tuple[str, dict]] | None:
+    """(record type, record), one per coded component when the result is given as components,
+    or None (reported: out of scope or not converted).  Every shape of a real Observation is
+    read or reported (:mod:`.findings`)."""
+    resource = encounter.fill_display(_normalised(resource, ctx), "encounter", ctx.encounter_labels)
     kind, entry = kind_of(resource)
     code = resource.get("code") or {}
-    if kind is None:
+    if kind is None and not claims(resource, ctx):
         shown = "|".join(f"{c.get('system')}#{c.get('code')}" for c in code.get("coding", []) or []) or code.get("text")
-        ctx.issue("error", "FHIR-UNMAPPED-CODE", f"Observation code {shown!r} is in neither lab_tests nor "
-                  "cell_phenotypes; not converted", field="code", value=shown)
+        ctx.out_of_scope("code", shown, "Observation")
+        return None
+    if not findings.screen(resource, ctx):
         return None
     subject_id = subject_of(resource, ctx)
     if subject_id is None:
         return None
-    out: dict = {"subject_id": subject_id, "visit": (resource.get("encounter") or {}).get("display"),
-                 "collected": get_datetime(resource, "effectiveDateTime")}
-    if kind == "cell_phenotype":
-        out["population"] = code.get("text") or entry["population"]
-        out["measure"] = entry["measure"]
-    else:
-        out["test"] = code.get("text") or entry["name"]
-    q = resource.get("valueQuantity")
-    unit = None
-    if q:
-        out["result"] = (q.get("comparator") or "") + (number_text(q.get("value")) or "")
-        unit = quantity_unit(q)
-    elif resource.get("valueString") is not None:
-        out["result"] = resource["valueString"]
-    absent = resource.get("dataAbsentReason")
-    if absent and absent.get("text"):
-        out["not_done_reason"] = absent["text"]
-    for rng in (resource.get("referenceRange") or [])[:1]:
-        for key, element in (("ref_low", "low"), ("ref_high", "high")):
-            if rng.get(element):
-                out[key] = number_text(rng[element].get("value"))
-                unit = unit or quantity_unit(rng[element])
-    out["unit"] = unit
-    ref = (resource.get("specimen") or {}).get("reference", "")
-    specimen = next((c for c in resource.get("contained", []) or [] if "#" + str(c.get("id")) == ref), None)
+    specimen = findings.specimen_of(resource, ctx)
+    collected = findings.when(resource, ctx, specimen)
+    base: dict = {"subject_id": subject_id, "visit": findings.visit_label(resource, ctx), "collected": collected}
     if specimen:
         stype = specimen.get("type") or {}
-        out["specimen"] = stype.get("text") or next((c.get("code") for c in stype.get("coding", [])), None)
-        if kind == "lab_result":
-            out["accession"] = (specimen.get("accessionIdentifier") or {}).get("value")
-    return kind, clean(out)
+        base["specimen"] = stype.get("text") or next((c.get("code") for c in stype.get("coding", [])), None)
+        base["accession"] = (specimen.get("accessionIdentifier") or {}).get("value")
+    findings.note_unread(resource, ctx, ("interpretation", "method", "note", "bodySite"))
+    if resource.get("hasMember"):
+        ctx.not_mapped("hasMember", "a panel's members are read on their own")
+    out = []
+    if kind is not None:
+        out.append((kind, _result(resource, kind, entry, base, ctx, "")))
+    for n, component in enumerate(resource.get("component") or []):
+        ckind, centry = kind_of({"code": ctx.dialect.normalise_codings(component.get("code"))})
+        if ckind is None:
+            ctx.not_mapped("component", "a component whose code is in neither lab_tests nor cell_phenotypes")
+            continue
+        out.append((ckind, _result(component, ckind, centry, base, ctx, f"component[{n}].")))
+    if not collected:
+        ctx.issue("error", "FHIR-NO-DATE", "Observation has no effective[x], specimen collection time or issued; "
+                  "not converted", field="effective[x]")
+        return None
+    return out[0] if len(out) == 1 else out
+
+
+def _result(element: dict, kind: str, entry: dict, base: dict, ctx: FhirContext, where: str) -> dict:
+    """The record of one result: the Observation itself or one of its components."""
+    code = element.get("code") or {}
+    out = dict(base)
+    text = code.get("text")
+    if kind == "cell_phenotype":
+        out["population"] = text if text and terminology.cp_test(text, entry["measure"]) is entry else entry["population"]
+        out["measure"] = entry["measure"]
+        out.pop("accession", None)
+    else:
+        out["test"] = text if text and terminology.lab_test(text) is entry else entry["name"]
+    out["result"], unit = findings.value(element, ctx, where)
+    out["not_done_reason"] = findings.not_done_reason(element)
+    low, high, range_unit = findings.reference_range(element, ctx, base.get("collected"))
+    out["ref_low"], out["ref_high"] = low, high
+    out["unit"] = unit or range_unit
+    return clean(out)

@@ -71,7 +71,19 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict:
         name = (resource.get("name") or [{}])[0]
         out["family_name"] = name.get("family")
         out["given_name"] = " ".join(name.get("given") or []) or None
-        out["medical_record_number"] = identifier_value(resource, MRN_SYSTEM)
+        out["medical_record_number"] = identifier_value(resource, MRN_SYSTEM) or _mrn(resource, ctx)
         out["phone"] = next((t.get("value") for t in resource.get("telecom") or [] if t.get("system") == "phone"), None)
         out["address"] = next((a.get("text") for a in resource.get("address") or [] if a.get("text")), None)
     return clean(out)
+
+
+def _mrn(resource: dict, ctx: FhirContext) -> str | None:
+    """The medical record number another system wrote: the site dialect's MRN system, else an
+    identifier of type MR (HL7 v2-0203)."""
+    for system in ctx.dialect.mrn_systems:
+        found = identifier_value(resource, system)
+        if found:
+            return found
+    return next((i.get("value") for i in resource.get("identifier") or []
+                 if any(c.get("code") == "MR" for c in (i.get("type") or {}).get("coding", [])) and i.get("value")),
+                None)

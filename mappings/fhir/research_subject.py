@@ -99,7 +99,13 @@ def to_fhir(record: dict, ctx: FhirContext, dispositions: list[dict] | tuple | N
 
 
 def from_fhir(resource: dict, ctx: FhirContext) -> dict:
-    """The subject record (study facts); the disposition records: :func:`dispositions_from_fhir`."""
+    """The subject record (study facts); the disposition records: :func:`dispositions_from_fhir`.
+
+    Read as the HL7 FHIR-to-CDISC Joint Mapping IG has it: the subject id is the identifier
+    the input's facts say carries it (``ctx.facts``: our subject-id system, the site
+    dialect's, or each ResearchSubject's only identifier); the arm is the site's arm text
+    mapped through the dialect (or a configured arm code or name) — an arm that matches no
+    configured arm is left empty and reported with the choices; consent is period.start."""
     status = resource.get("status")
     extra = read_extensions(resource, EXTRA + ("screen_failure",))
     has_dispositions = any(is_uri(e.get("url"), EXT_DISPOSITION) for e in resource.get("extension") or [])
@@ -108,17 +114,52 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict:
     else:
         screen_failure = extra.pop("screen_failure", None) or SCREEN_FAILURE.get(status)
         if screen_failure is None:
+            screen_failure = SCREEN_FAILURE_BY_STATUS.get(status)
+        if screen_failure is None:
             ctx.issue("warning", "FHIR-UNMAPPED-CODE", f"ResearchSubject.status {status!r} says nothing about screen "
                       "failure; screen_failure left empty", field="status", value=status)
+    if ctx.facts is not None:
+        subject_id, _system = ctx.facts.subject_id_of(resource)
+    else:
+        subject_id = identifier_value(resource, SUBJECT_ID_SYSTEM)
     return clean({
         "study_id": ctx.study_id,
-        "subject_id": identifier_value(resource, SUBJECT_ID_SYSTEM),
+        "subject_id": subject_id,
         "consent_date": get_datetime(resource.get("period"), "start"),
-        "planned_arm": resource.get("assignedArm"),
-        "actual_arm": resource.get("actualArm"),
+        "planned_arm": arm_of(resource.get("assignedArm"), "assignedArm", ctx),
+        "actual_arm": arm_of(resource.get("actualArm"), "actualArm", ctx),
         "screen_failure": screen_failure,
         **extra,
     })
+
+
+# ResearchSubject.status (R4 research-subject-status) of another system -> screen_failure
+SCREEN_FAILURE_BY_STATUS = {
+    "not-registered": "Y", "eligible": "N", "on-study-intervention": "N", "on-study-observation": "N",
+    "follow-up": "N", "off-study": "N", "pending-on-study": "N", "potential-candidate": "", "screening": "",
+    "withdrawn": "",
+}
+
+
+def arm_of(text: str | None, element: str, ctx: FhirContext) -> str | None:
+    """The configured arm code for the arm a site wrote: the site dialect's arm map, else a
+    configured arm code or name as written (without case); None, reported with the choices,
+    for an arm that matches none."""
+    if not text:
+        return None
+    code = ctx.dialect.arm_code(text)
+    if code is None and ctx.study.arm(text) is not None:
+        code = text
+    if code is None:
+        folded = " ".join(text.split()).casefold()
+        code = next((a["code"] for a in ctx.study.config["arms"]
+                     if folded in (a["code"].casefold(), " ".join(a["name"].split()).casefold())), None)
+    if code is None:
+        choices = "; ".join(f"{a['code']} ({a['name']})" for a in ctx.study.config["arms"])
+        ctx.issue("warning", "FHIR-ARM-UNMATCHED", f"{element} {text!r} matches no arm of the study configuration "
+                  f"(choices: {choices}); ARM/ARMCD left empty — map the site's arm names in the study's fhir: arms "
+                  "or the site's file in mappings/fhir/sites/", field=element, value=text)
+    return code
 
 
 def dispositions_from_fhir(resource: dict, subject_id: str, ctx: FhirContext) -> list[dict]:

@@ -397,17 +397,21 @@ def library_factor(from_code: str, to_code: str, molar_mass: float | None) -> tu
         return None
 
     def convert(x: float) -> float | None:
-        q = source * x
+        try:
+            q = source * x
+        except pint.errors.OffsetUnitCalculusError:  # [degF], Cel: a temperature, not a difference
+            q = type(source)(x * source.magnitude, source.units)
         try:
             return float(q.to(target).magnitude)
         except pint.DimensionalityError:
             pass
         if molar_mass:
             per_mole = reg.from_ucum("g/mol") * molar_mass
-            for candidate in (q / per_mole, q * per_mole):  # mass -> substance, substance -> mass
+            for how in ("divide", "multiply"):  # mass -> substance, substance -> mass
                 try:
+                    candidate = q / per_mole if how == "divide" else q * per_mole
                     return float(candidate.to(target).magnitude)
-                except pint.DimensionalityError:
+                except (pint.DimensionalityError, pint.errors.OffsetUnitCalculusError):
                     continue
         return None
 

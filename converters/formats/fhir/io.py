@@ -15,6 +15,7 @@ Which resources a subject's records become, and back, is mapping logic:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -90,6 +91,25 @@ def _is_uuid(text: str) -> bool:
 
 
 # --------------------------------------------------------------------------- readers
+#
+# Inputs as they come: a Bundle of any type (collection, transaction, batch, searchset with
+# _include entries and paging links, history, document, message, *-response), a single
+# resource, an NDJSON file, or a folder of them (a Bulk Data export: several NDJSON files per
+# type, and its $export manifest when present).  Every entry read is counted under its file
+# ("read"); entries that are not resources are counted rejected (not JSON, nothing in them)
+# or out of scope (an entry that only asks the server something: DELETE, GET …).
+
+
+@dataclass(frozen=True)
+class FhirEntry:
+    """One resource of the input: its file, its place there (NDJSON line or Bundle entry,
+    1-based), its JSON bytes and the Bundle entry's fullUrl (references may use it)."""
+
+    file: str
+    record: int
+    raw: bytes
+    full_url: str | None = None
+    resource: dict | None = field(default=None, compare=False, repr=False)  # parsed, for a Bundle entry
 
 
 def read_fhir(path: Path, log: IssueLog) -> Iterator[dict]:
@@ -98,15 +118,38 @@ def read_fhir(path: Path, log: IssueLog) -> Iterator[dict]:
         yield resource
 
 
+def read_fhir_located(path: Path, log: IssueLog) -> Iterator[tuple[str, dict]]:
+    """``(file, resource)`` from a Bundle (.json), an .ndjson file or a folder of them; NDJSON
+    lines that are not JSON objects are reported (FHIR-JSON) and skipped."""
+    for entry in read_fhir_entries(path, log):
+        if entry.resource is not None:  # a Bundle entry: parsed with its whole file
+            yield entry.file, entry.resource
+            continue
+        try:
+            yield entry.file, jsoncodec.loads_object(entry.raw)
+        except jsoncodec.JsonNotObjectError as exc:
+            log.error("FHIR-JSON", f"line is not a resource: {exc}", file=entry.file, record=entry.record)
+            log.count_row(entry.file, "rejected")
+        except jsoncodec.JsonError as exc:
+            log.error("FHIR-JSON", f"line is not JSON: {exc}", file=entry.file, record=entry.record)
+            log.count_row(entry.file, "rejected")
+
+
 def read_fhir_raw(path: Path, log: IssueLog) -> Iterator[tuple[str, int, bytes]]:
-    """``(file, record number, JSON bytes of one resource)`` from a Bundle (.json), an .ndjson
-    file or a folder of them, without parsing NDJSON lines: the caller decides how much of each
-    it needs to read (the engine only its type, id and Patient; workers parse it exactly).
-    Bundle entries are serialised back by the codec (numbers keep their text)."""
+    """``(file, record number, JSON bytes of one resource)`` (see :func:`read_fhir_entries`)."""
+    for entry in read_fhir_entries(path, log):
+        yield entry.file, entry.record, entry.raw
+
+
+def read_fhir_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
+    """Every resource of the input as :class:`FhirEntry`, without parsing NDJSON lines: the
+    caller decides how much of each it needs (the engine only its type, id and Patient;
+    workers parse it exactly).  Bundle entries are serialised back by the codec (numbers keep
+    their text)."""
     path = Path(path)
     if path.is_dir():
-        for p in _fhir_files(path):
-            yield from read_fhir_raw(p, log)
+        for p in _export_files(path, log):
+            yield from read_fhir_entries(p, log)
         return
     if path.suffix == ".ndjson":
         try:
@@ -114,12 +157,128 @@ def read_fhir_raw(path: Path, log: IssueLog) -> Iterator[tuple[str, int, bytes]]
                 for n, line in enumerate(fh, start=1):
                     line = line.strip()
                     if line:
-                        yield str(path), n, line
+                        log.count_row(str(path), "read")
+                        yield FhirEntry(str(path), n, line)
         except OSError as exc:
             raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
         return
-    for file, resource in read_fhir_located(path, log):
-        yield file, 0, jsoncodec.dumps(resource)
+    try:
+        data = jsoncodec.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        yield from _bundle_entries(data, str(path), log, counter=[0])
+    elif isinstance(data, dict) and data.get("resourceType"):
+        log.count_row(str(path), "read")
+        yield FhirEntry(str(path), 1, jsoncodec.dumps(data), None, data)
+    else:
+        raise TrialbridgeError(f"{path}: neither a FHIR Bundle nor a resource")
+
+
+def _bundle_entries(bundle: dict, file: str, log: IssueLog, counter: list[int]) -> Iterator[FhirEntry]:
+    """The resources of a Bundle of any type, entries numbered across nested Bundles."""
+    btype = bundle.get("type")
+    matches = 0
+    for entry in bundle.get("entry") or []:
+        counter[0] += 1
+        n = counter[0]
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            # a Bundle inside a Bundle (a document or message kept in a collection): its entries
+            log.info("FHIR-BUNDLE-NESTED", f"entry is a {resource.get('type')} Bundle; its entries are read",
+                     file=file, record=n, value=resource.get("type"))
+            yield from _bundle_entries(resource, file, log, counter)
+            continue
+        log.count_row(file, "read")
+        if isinstance(resource, dict):
+            if ((entry.get("search") or {}).get("mode") or "match") == "match":
+                matches += 1
+            yield FhirEntry(file, n, jsoncodec.dumps(resource), entry.get("fullUrl"), resource)
+        elif isinstance(entry, dict) and (entry.get("request") or entry.get("response")):
+            action = entry.get("request") or {}
+            what = f"{action.get('method', '')} {action.get('url', '')}".strip() or \
+                f"response {(entry.get('response') or {}).get('status', '')}".strip()
+            log.info("FHIR-BUNDLE-NO-RESOURCE", f"{btype} Bundle entry without a resource ({what}): nothing to "
+                     "convert", file=file, record=n, value=what)
+            log.count_row(file, "out_of_scope")
+        else:
+            log.error("FHIR-JSON", "Bundle entry has no resource", file=file, record=n)
+            log.count_row(file, "rejected")
+    if btype == "searchset":
+        following = next((link.get("url") for link in bundle.get("link") or []
+                          if isinstance(link, dict) and link.get("relation") == "next"), None)
+        total = bundle.get("total")
+        if following or (isinstance(total, int) and total > matches):
+            log.warning("FHIR-SEARCHSET-INCOMPLETE", "searchset Bundle is one page of a search"
+                        + (f" ({matches} of {total} matches)" if isinstance(total, int) else "")
+                        + (f"; the next page ({following}) is not in the input" if following else "")
+                        + ": resources on other pages are not converted", file=file, field="link",
+                        value=following or total)
+
+
+def _export_files(folder: Path, log: IssueLog) -> list[Path]:
+    """The files of a folder input: those its Bulk Data ``$export`` manifest lists (output and
+    error files, by the name at the end of each url) when the folder has one, else every
+    .ndjson/.json file but our own ``issues.json``."""
+    files = _fhir_files(folder)
+    manifests = [p for p in files if p.suffix == ".json" and _is_manifest(p)]
+    if not manifests:
+        return files
+    if len(manifests) > 1:
+        raise TrialbridgeError(f"{folder}: several Bulk Data manifests ({', '.join(p.name for p in manifests)}); "
+                               "give one export per folder")
+    manifest = manifests[0]
+    try:
+        data = jsoncodec.loads(manifest.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TrialbridgeError(f"{manifest}: cannot read the Bulk Data manifest: {exc}") from exc
+    listed: list[Path] = []
+    for kind in ("output", "error"):
+        for item in data.get(kind) or []:
+            url = str((item or {}).get("url") or "")
+            name = url.rstrip("/").rsplit("/", 1)[-1]
+            local = folder / name
+            if not name or not local.is_file():
+                log.error("FHIR-EXPORT-FILE-MISSING", f"the manifest lists {kind} file {url!r} (type "
+                          f"{(item or {}).get('type')}), which is not in the folder: its resources are missing",
+                          file=str(manifest), field=kind, value=url)
+                continue
+            if local not in listed:
+                listed.append(local)
+            count = (item or {}).get("count")
+            if kind == "output" and isinstance(count, int):
+                lines = _count_lines(local)
+                if lines != count:
+                    log.warning("FHIR-EXPORT-COUNT", f"the manifest says {count} {item.get('type')} resource(s) in "
+                                f"{name}; the file has {lines}", file=str(local), field="count", value=count)
+    for p in files:
+        if p != manifest and p not in listed:
+            log.warning("FHIR-EXPORT-UNLISTED", "file is in the export folder but not in its manifest; not read",
+                        file=str(p))
+    log.info("FHIR-EXPORT-MANIFEST", f"Bulk Data export: {len(listed)} file(s) read as its manifest lists them",
+             file=str(manifest), value=data.get("transactionTime"))
+    return listed
+
+
+def _is_manifest(path: Path) -> bool:
+    """A Bulk Data $export manifest: a JSON object with an ``output`` list and no resourceType."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if b'"resourceType"' in head[:200] or b'"output"' not in head and b'"transactionTime"' not in head:
+        return False
+    try:
+        data = jsoncodec.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "resourceType" not in data and isinstance(data.get("output"), list)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
 
 
 def _fhir_files(folder: Path) -> list[Path]:
@@ -128,47 +287,3 @@ def _fhir_files(folder: Path) -> list[Path]:
     if not files:
         raise TrialbridgeError(f"{folder}: no .ndjson or .json files")
     return files
-
-
-def read_fhir_located(path: Path, log: IssueLog) -> Iterator[tuple[str, dict]]:
-    """``(file, resource)`` from a Bundle (.json), an .ndjson file or a folder of them."""
-    path = Path(path)
-    if path.is_dir():
-        for p in _fhir_files(path):
-            yield from read_fhir_located(p, log)
-        return
-    try:
-        if path.suffix == ".ndjson":
-            with open(path, "rb") as fh:
-                for n, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    log.count_row(str(path), "read")
-                    try:
-                        obj = jsoncodec.loads_object(line)
-                    except jsoncodec.JsonNotObjectError as exc:
-                        log.error("FHIR-JSON", f"line is not a resource: {exc}", file=str(path), record=n)
-                        log.count_row(str(path), "rejected")
-                        continue
-                    except jsoncodec.JsonError as exc:
-                        log.error("FHIR-JSON", f"line is not JSON: {exc}", file=str(path), record=n)
-                        log.count_row(str(path), "rejected")
-                        continue
-                    yield str(path), obj
-            return
-        data = jsoncodec.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
-    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-        for n, entry in enumerate(data.get("entry") or [], start=1):
-            log.count_row(str(path), "read")
-            if isinstance(entry, dict) and isinstance(entry.get("resource"), dict):
-                yield str(path), entry["resource"]
-            else:
-                log.error("FHIR-JSON", "Bundle entry has no resource", file=str(path), record=n)
-                log.count_row(str(path), "rejected")
-    elif isinstance(data, dict) and data.get("resourceType"):
-        log.count_row(str(path), "read")
-        yield str(path), data
-    else:
-        raise TrialbridgeError(f"{path}: neither a FHIR Bundle nor a resource")
