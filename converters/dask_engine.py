@@ -20,11 +20,11 @@ from collections import deque
 from typing import Iterable, Iterator
 
 from trialbridge.converters.core.issues import TrialbridgeError
-from trialbridge.converters.engine import GroupResult, Job, _item_chunks, process_group
+from trialbridge.converters.engine import GroupResult, Job, _item_chunks, fold_stats, process_group
 
 
 def _run_chunk(job: Job, chunk: list) -> list[GroupResult]:
-    return [process_group(job, group, items) for group, items in chunk]
+    return fold_stats([process_group(job, group, items) for group, items in chunk])
 
 
 def run(job: Job, groups: Iterable, *, scheduler: str | None = None, workers: int = 2,

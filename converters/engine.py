@@ -150,7 +150,23 @@ def _init_worker(job_bytes: bytes) -> None:
 
 def _run_chunk(chunk: list) -> list[GroupResult]:
     assert _WORKER_JOB is not None
-    return [process_group(_WORKER_JOB, group, items) for group, items in chunk]
+    return fold_stats([process_group(_WORKER_JOB, group, items) for group, items in chunk])
+
+
+def fold_stats(results: list[GroupResult]) -> list[GroupResult]:
+    """One set of column statistics per chunk instead of one per subject: merged here, in the
+    worker (merging is order-free), so a chunk's result carries a few statistics objects back,
+    not hundreds (they are far larger than a subject's rows)."""
+    folded: dict[str, Any] = {}
+    for result in results:
+        for name, stats in result.extra.pop("stats", {}).items():
+            if name in folded:
+                folded[name].merge(stats)
+            else:
+                folded[name] = stats
+    if results and folded:
+        results[0].extra["stats"] = folded
+    return results
 
 
 def run_local(job: Job, groups: Iterable, workers: int = 1, *, chunk_items: int = 2000) -> Iterator[GroupResult]:
