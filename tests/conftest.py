@@ -52,3 +52,42 @@ def sample_xpt_folder(sample_sdtm, tmp_path_factory):
     folder = tmp_path_factory.mktemp("sdtm-xpt")
     sdtm_io.write_datasets(datasets, folder, ["xpt", "dataset-json", "csv"], IssueLog(), "NCT04387942")
     return folder
+
+
+# ----------------------------------------------------------------------------- the bad-input corpus
+# tests/corpus/**/*.yaml: each file one case, collected as data (tests/corpus_runner.py says
+# what a case holds and what every case checks besides its own expectations).
+
+
+def pytest_collect_file(parent, file_path):
+    if file_path.suffix == ".yaml" and (Path(__file__).parent / "corpus") in file_path.parents:
+        return CorpusFile.from_parent(parent, path=file_path)
+    return None
+
+
+class CorpusFile(pytest.File):
+    def collect(self):
+        from tests.corpus_runner import load_case
+
+        case = load_case(self.path)
+        item = CorpusCase.from_parent(self, name=self.path.stem)
+        item.case_title = case["title"]
+        if case.get("skip"):
+            item.add_marker(pytest.mark.skip(reason=str(case["skip"])))
+        yield item
+
+
+class CorpusCase(pytest.Item):
+    def runtest(self):
+        from tests.corpus_runner import run_case
+
+        tmp = self.config._tmp_path_factory.mktemp(self.name[:40])
+        run_case(self.path, tmp)
+
+    def repr_failure(self, excinfo):
+        if excinfo.errisinstance(AssertionError):
+            return f"{self.path.name}: {self.case_title}\n{excinfo.value}"
+        return super().repr_failure(excinfo)
+
+    def reportinfo(self):
+        return self.path, 0, f"corpus: {self.path.relative_to(self.path.parents[1])}"
