@@ -354,7 +354,9 @@ class OutputStage:
         except OSError as exc:
             raise TrialbridgeError(f"{shown}: cannot write in {printable(parent)}: {exc.strerror}") from exc
         try:
-            os.chmod(self.path, 0o777 & ~_umask())
+            # the permissions an existing output folder was given stay; a new one gets the usual
+            mode = os.stat(self.final).st_mode & 0o7777 if self.final.is_dir() else 0o777 & ~_umask()
+            os.chmod(self.path, mode)
             (self.path / MARKER).write_bytes(b"")
             self._fd = _lock(self.path)
         except OSError as exc:
