@@ -15,7 +15,7 @@ import orjson
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core import jsoncodec
-from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, output_file
+from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, manifest_differences, output_file, printable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
 from trialbridge.converters.core.spill import SortedSpill
@@ -598,6 +598,8 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
     kind = detect_input(path)
     if report is not None:  # checked before the work: never a validated file, never someone else's file
         check_file_target(report, [path], ours=b"trialbridge", source="data being validated")
+    if path.is_dir():
+        _check_manifest(path, log)
     if kind == "fhir":
         resources = list(fhir_io.read_fhir(path, log))
         if r5.detect_versions(resources, log) == "R5":
@@ -623,6 +625,19 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
                                             rows={name: len(ds.rows) for name, ds in datasets.items()},
                                             define_status=define_status))
     return result
+
+
+_MANIFEST_SAYS = {"missing": "is listed in the folder's trialbridge manifest but is not there",
+                  "changed": "has changed since trialbridge wrote it (its digest differs from the manifest's)",
+                  "not listed": "was not written by trialbridge with the rest of the folder (not in its manifest)"}
+
+
+def _check_manifest(folder: Path, log: IssueLog) -> None:
+    """A folder trialbridge wrote lists its files with their digests (written last): what
+    differs is named, so a validated folder is known to be the output as it was made."""
+    for name, how in manifest_differences(folder) or ():
+        log.warning("OUT-MANIFEST-MISMATCH", f"{printable(name)} {_MANIFEST_SAYS[how]}", file=str(folder / name),
+                    value=how)
 
 
 def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> str:

@@ -229,3 +229,21 @@ def test_the_permissions_of_an_existing_output_folder_are_kept(tmp_path):
     out.chmod(0o750)
     assert cli("convert", SAMPLE, "--to", "records", "-o", out, "-q").exit_code == 0
     assert out.stat().st_mode & 0o7777 == 0o750 and (out / "subjects.csv").is_file()
+
+
+def test_validate_finds_a_fresh_output_as_its_manifest_lists_it_and_names_an_edit(tmp_path):
+    from trialbridge.converters.pipeline import validate
+
+    out = tmp_path / "out"
+    assert cli("convert", SAMPLE, "--to", "sdtm", "-o", out, "-q").exit_code == 0
+
+    def mismatches():
+        return [(Path(i.file).name, i.value) for i in validate(out).log.issues if i.code == "OUT-MANIFEST-MISMATCH"]
+
+    assert mismatches() == []
+    with open(out / "ae.xpt", "r+b") as fh:  # one byte of the file changed, same size
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 1]))
+    assert mismatches() == [("ae.xpt", "changed")]

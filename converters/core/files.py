@@ -231,6 +231,26 @@ def foreign_files(folder: Path, *, digests: bool = True) -> list[str] | None:
     return out
 
 
+def manifest_differences(folder: Path) -> list[tuple[str, str]] | None:
+    """How ``folder`` differs from what its manifest lists: (name, "missing" | "changed" |
+    "not listed") sorted by name; None if the folder has no manifest (not a trialbridge output)."""
+    listed = read_manifest(folder)
+    if listed is None:
+        return None
+    out = []
+    present = {p.name: p for p in folder.iterdir() if p.name != MANIFEST}
+    for name in sorted(set(listed) | set(present)):
+        p = present.get(name)
+        if p is None:
+            out.append((name, "missing"))
+        elif name not in listed:
+            out.append((name, "not listed"))
+        elif p.is_symlink() or not p.is_file() or p.stat().st_size != listed[name].get("size") \
+                or _digest(p) != listed[name].get("sha256"):
+            out.append((name, "changed"))
+    return out
+
+
 def _lock(path: Path) -> int | None:
     """An open descriptor on folder ``path`` holding an exclusive lock; None if another
     running process holds it."""
