@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ import orjson
 
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
-from trialbridge.converters.core import jsoncodec
+from trialbridge.converters.core import jsoncodec, privacy
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
@@ -116,17 +117,28 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
             link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
-            scheduler: str | None = None, progress: bool = False) -> RunResult:
+            scheduler: str | None = None, progress: bool = False, pseudonymise_key_file: Path | None = None
+            ) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
 
     The input streams into a spill grouped by subject; subjects are mapped one at a time
     (``workers`` processes, or Dask with ``engine_name="dask"``); outputs are written from
-    sorted sinks (:mod:`trialbridge.converters.engine`)."""
+    sorted sinks (:mod:`trialbridge.converters.engine`).
+
+    ``pseudonymise_key_file``: USUBJID and SUBJID become keyed pseudonyms
+    (:func:`converters.core.privacy.pseudonym`) under the secret in that file; records, ODM
+    or FHIR to SDTM only."""
     if to not in TARGETS:
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
     kind = detect_input(input_path)
+    key = None
+    if pseudonymise_key_file is not None:
+        if to != "sdtm" or kind == "sdtm":
+            raise TrialbridgeError("pseudonymised USUBJIDs are made when records, ODM or FHIR are converted to SDTM "
+                                   f"(this run: {kind} to {to})")
+        key = privacy.read_key(pseudonymise_key_file)  # before anything is written
     if output.exists() and not output.is_dir():
         raise TrialbridgeError(f"{output}: exists and is not a folder")
     sdtm_formats = parse_formats(formats or "xpt") if to == "sdtm" else []
@@ -159,6 +171,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             study = _spill_fhir(input_path, spill, job, groups, log, study_ref, input_fhir_version, link_subjects, reporter)
         else:
             study = _spill_records(input_path, kind, output, spill, groups, log, study_ref, reporter)
+        if key is not None:
+            study = dataclasses.replace(study, pseudonym_key=key)
         job.study = study
         result.study_id = result.study_id or (study.study_id if study else "")
         reporter.phase("map", len(groups))
@@ -194,13 +208,16 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         _account_converted(log)
     elif kind == "fhir":
         _account_fhir(log)
-    return _finish(result, log, output, input_path, kind, to)
+    return _finish(result, log, output, input_path, kind, to,
+                   usubjid="pseudonymised (HMAC-SHA256, keyed)" if key is not None else None)
 
 
-def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, kind: str, to: str) -> RunResult:
+def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, kind: str, to: str,
+            usubjid: str | None = None) -> RunResult:
     _report_stale(output, result.written, log)
     _report_unmapped(log)
-    log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
+    log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id,
+                           **({"usubjid": usubjid} if usubjid else {}))
     result.written.append(write_issues(log, output / "issues.json"))
     return result
 
