@@ -90,7 +90,7 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
     elif job.source == "fhir":
         records, extra["versions"] = spokes.fhir_group_to_records(job, items, log, identifying)
         if records is None:  # resources only checked (study-level, or types with no mapping)
-            privacy.scrub_log(log, privacy.identity(identifying))
+            privacy.scrub_log(log, identifying)
             return GroupResult({}, log, extra)
     else:
         records = Records(study_id=job.study.study_id if job.study else None)
@@ -103,10 +103,10 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
             records.rows[name] = reject_repeats(rows, log)
     # free text never carries the subject's own identifying values to any output, findings
     # included: redacted in the records before they are mapped, scrubbed from the group's log
-    who = privacy.identity(identifying + privacy.subject_values(records))
-    privacy.redact_records(records, who, log)
+    identifying += privacy.subject_values(records)
+    privacy.redact_records(records, identifying, log)
     out = _map_group(job, records, log, extra)
-    privacy.scrub_log(log, who)
+    privacy.scrub_log(log, identifying)
     return GroupResult(out, log, extra)
 
 

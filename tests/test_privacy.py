@@ -178,7 +178,7 @@ def test_coded_fields_are_checked_for_phones_and_identifiers_only():
     records.rows["adverse_event"] = [
         {"subject_id": "001", "ae_number": "1", "term": "Rash per Rash family", "decoded_term": "Rash",
          "severity": "5551234567", "_where": {"file": "ae.csv", "record": 1}}]
-    changed = privacy.redact_records(records, privacy.identity(privacy.subject_values(records)), log)
+    changed = privacy.redact_records(records, privacy.subject_values(records), log)
     ae = records.rows["adverse_event"][0]
     assert changed == 2
     assert (ae["term"], ae["decoded_term"], ae["severity"]) == ("[REDACTED] per [REDACTED] family", "Rash",
@@ -192,7 +192,7 @@ def test_scrub_log_takes_values_out_of_messages_values_and_unmapped_counts():
     log = IssueLog()
     log.error("TERM-UNMAPPED-SEVERITY", "severity 'Okonkwo' is not mapped", value="Okonkwo", field="severity")
     log.count_unmapped("severity", "Okonkwo")
-    privacy.scrub_log(log, privacy.identity([("name", "Okonkwo")]))
+    privacy.scrub_log(log, [("name", "Okonkwo")])
     assert (log.issues[0].message, log.issues[0].value) == ("severity '[REDACTED]' is not mapped", "[REDACTED]")
     assert dict(log.unmapped["severity"]) == {"[REDACTED]": 1}
 

@@ -75,14 +75,17 @@ _AFTER = r"(?![^\W_])"
 
 def fold(text: str) -> str:
     """Lower case without accents: what names are compared in."""
+    if text.isascii():
+        return text.lower()
     return "".join(c for c in unicodedata.normalize("NFKD", text.casefold()) if not unicodedata.combining(c))
 
 
 def _folded_with_map(text: str) -> tuple[str, list[int]]:
-    """``text`` folded, and for each folded character the index of the character it came from."""
+    """``text`` folded (a typographic apostrophe as ``'``), and for each folded character the
+    index of the character it came from."""
     out, where = [], []
     for i, c in enumerate(text):
-        for f in fold(c):
+        for f in ("'" if c == "\u2019" else fold(c)):
             out.append(f)
             where.append(i)
     return "".join(out), where
@@ -93,51 +96,60 @@ def _words(text: str) -> list[str]:
 
 
 def _word(word: str) -> str:
-    """One folded word (letters and digits only); an apostrophe or a dot between them is
-    optional ("O'Brien", "OBrien", "O’Brien")."""
-    return r"['\u2019.]?".join(re.escape(c) for c in word)
+    """One folded word (letters and digits only); an apostrophe between them is optional
+    ("O'Brien", "OBrien", "O’Brien")."""
+    return "'?".join(re.escape(c) for c in word)
 
 
-def _name_patterns(value: str) -> list[str]:
+# Each builder gives (pattern, anchor): the anchor is the value's letters and digits that any
+# match must contain once a text is folded and squashed to its letters and digits
+# (:func:`squash`), so a subject whose texts hold no anchor needs no pattern compiled at all.
+
+def _name_patterns(value: str) -> list[tuple[str, str]]:
     words = [w for w in (re.sub(r"[\W_]", "", w) for w in re.split(r"[\s,\-]+", fold(value))) if w]
     out = []
     if len(words) > 1:
-        out.append(_BEFORE + r"[\W_]+".join(_word(w) for w in words) + _AFTER)
+        out.append((_BEFORE + r"[\W_]+".join(_word(w) for w in words) + _AFTER, "".join(words)))
     for w in words:
         if len(w) >= MIN_NAME and w not in PARTICLES:
-            out.append(_BEFORE + _word(w) + _AFTER)
+            out.append((_BEFORE + _word(w) + _AFTER, w))
     return out
 
 
-def _phone_patterns(value: str) -> list[str]:
+def _phone_patterns(value: str) -> list[tuple[str, str]]:
     digits = re.sub(r"\D", "", value)
     if len(digits) < PHONE_DIGITS:
         return []
-    tail = _PHONE_SEP.join(digits[-PHONE_DIGITS:])
-    return [r"(?<![\d+])\+?(?:\d" + _PHONE_SEP + r")*?" + tail + r"(?!\d)"]
+    tail = digits[-PHONE_DIGITS:]
+    return [(r"(?<![\d+])\+?(?:\d" + _PHONE_SEP + r")*?" + _PHONE_SEP.join(tail) + r"(?!\d)", tail)]
 
 
-def _identifier_patterns(value: str) -> list[str]:
-    chars = re.sub(r"[\W_]", "", fold(value))
+def _identifier_patterns(value: str) -> list[tuple[str, str]]:
+    chars = squash(value)
     if len(chars) < MIN_IDENTIFIER:
         return []
-    out = [_BEFORE + _SEP.join(re.escape(c) for c in chars) + _AFTER]
+    out = [(_BEFORE + _SEP.join(re.escape(c) for c in chars) + _AFTER, chars)]
     number = re.search(r"\d{6,}$", chars)  # "MRN-00123456": the number also on its own
     if number and number.group() != chars:
-        out.append(_BEFORE + _SEP.join(number.group()) + _AFTER)
+        out.append((_BEFORE + _SEP.join(number.group()) + _AFTER, number.group()))
     return out
 
 
-def _address_patterns(value: str) -> list[str]:
+def _address_patterns(value: str) -> list[tuple[str, str]]:
     out = []
     for part in re.split(r"[,;\n]+", value):
         words = _words(part)
         if sum(len(w) for w in words) >= MIN_ADDRESS_PART:
-            out.append(_BEFORE + r"[\W_]+".join(re.escape(w) for w in words) + _AFTER)
+            out.append((_BEFORE + r"[\W_]+".join(re.escape(w) for w in words) + _AFTER, "".join(words)))
         for w in words:
             if len(words) > 1 and len(w) >= 5 and any(c.isdigit() for c in w):
-                out.append(_BEFORE + re.escape(w) + _AFTER)
+                out.append((_BEFORE + re.escape(w) + _AFTER, w))
     return out
+
+
+def squash(text: str) -> str:
+    """Folded letters and digits only: what anchors are looked for in."""
+    return re.sub(r"[\W_]+", "", fold(text))
 
 
 _BUILDERS = {"name": _name_patterns, "phone": _phone_patterns, "identifier": _identifier_patterns,
@@ -149,39 +161,42 @@ STRONG = ("phone", "identifier")  # looked for in coded fields too: no medical w
 
 @dataclass(frozen=True)
 class Identity:
-    """One subject's identifying values as compiled patterns (None: nothing to look for):
-    ``pattern`` every kind, ``strong`` phones and identifiers only."""
+    """One subject's identifying values as compiled patterns, one per group of kinds (compiling
+    one alternation of everything costs several times the parts): ``strong`` phones and
+    identifiers, ``weak`` names and addresses; each with the kind of its alternatives."""
 
-    pattern: re.Pattern | None
-    kinds: tuple[str, ...]  # group index - 1 -> kind
-    strong: re.Pattern | None = None
-    strong_kinds: tuple[str, ...] = ()
+    strong: tuple[re.Pattern, tuple[str, ...]] | None = None
+    weak: tuple[re.Pattern, tuple[str, ...]] | None = None
 
     def __bool__(self) -> bool:
-        return self.pattern is not None
+        return self.strong is not None or self.weak is not None
 
     def redact(self, text: str, *, strong_only: bool = False) -> tuple[str, set[str]]:
         """``text`` with every match replaced by :data:`REDACTED`, and the kinds found;
         ``strong_only``: phones and identifiers only (a coded field, where a name could be a
         medical word: a family name Rash, an AE decoded as Rash)."""
-        pattern, kinds_of = (self.strong, self.strong_kinds) if strong_only else (self.pattern, self.kinds)
-        if pattern is None or not text:
+        patterns = [p for p in ((self.strong,) if strong_only else (self.strong, self.weak)) if p is not None]
+        if not patterns or not text:
             return text, set()
-        folded, where = (text.casefold(), None) if text.isascii() else _folded_with_map(text)
-        if where is None and len(folded) != len(text):
+        if text.isascii():
+            folded, where = text.lower(), None
+        else:
             folded, where = _folded_with_map(text)
-        spans, kinds = [], set()
-        for m in pattern.finditer(folded):
-            if m.end() == m.start():
-                continue
-            kinds.add(kinds_of[m.lastindex - 1])
-            start, end = (m.start(), m.end()) if where is None else (where[m.start()], where[m.end() - 1] + 1)
+        found, kinds = [], set()
+        for pattern, kinds_of in patterns:
+            for m in pattern.finditer(folded):
+                if m.end() == m.start():
+                    continue
+                kinds.add(kinds_of[m.lastindex - 1])
+                found.append((m.start(), m.end()) if where is None else (where[m.start()], where[m.end() - 1] + 1))
+        if not found:
+            return text, set()
+        spans: list[tuple[int, int]] = []
+        for start, end in sorted(found):
             if spans and start < spans[-1][1]:
                 spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
             else:
                 spans.append((start, end))
-        if not spans:
-            return text, set()
         out, last = [], 0
         for start, end in spans:
             out.append(text[last:start])
@@ -191,26 +206,27 @@ class Identity:
         return "".join(out), kinds
 
 
-def identity(values: Iterable[tuple[str, str]]) -> Identity:
+def identity(values: Iterable[tuple[str, str]], haystack: str | None = None) -> Identity:
     """The patterns of ``(kind, value)`` pairs, kind one of name, phone, identifier, address;
-    longer patterns first, so a whole name or address part wins over one of its words."""
+    longer patterns first, so a whole name or address part wins over one of its words.  With
+    ``haystack`` (the texts to be scanned, joined), only the patterns whose anchor it holds."""
+    squashed = squash(haystack) if haystack is not None else None
     found: dict[str, str] = {}
     for kind, value in values:
         if not isinstance(value, str) or not value.strip():
             continue
-        for p in _BUILDERS[kind](value):
-            found.setdefault(p, kind)
-    if not found:
-        return Identity(None, ())
+        for p, anchor in _BUILDERS[kind](value):
+            if squashed is None or anchor in squashed:
+                found.setdefault(p, kind)
     ordered = sorted(found.items(), key=lambda pk: (-len(pk[0]), pk[0]))
-    strong = [(p, k) for p, k in ordered if k in STRONG]
-    return Identity(*_compiled(ordered), *_compiled(strong))
+    return Identity(_compiled([(p, k) for p, k in ordered if k in STRONG]),
+                    _compiled([(p, k) for p, k in ordered if k not in STRONG]))
 
 
-def _compiled(ordered: list[tuple[str, str]]) -> tuple[re.Pattern | None, tuple[str, ...]]:
+def _compiled(ordered: list[tuple[str, str]]) -> tuple[re.Pattern, tuple[str, ...]] | None:
     # one group per alternative, in order; the patterns inside use no capturing groups
     if not ordered:
-        return None, ()
+        return None
     return re.compile("|".join(f"({p})" for p, _ in ordered)), tuple(kind for _, kind in ordered)
 
 
@@ -235,20 +251,30 @@ def scanned_fields() -> dict[str, tuple[tuple[str, bool], ...]]:
     return out
 
 
-def redact_records(records: Records, who: Identity, log: IssueLog) -> int:
-    """Redact the subject's identifying values in the scanned fields of ``records`` (in place);
-    one PRIV-REDACTED warning per field changed.  Returns the number of fields changed."""
+def redact_records(records: Records, values: list[tuple[str, str]], log: IssueLog) -> int:
+    """Redact the subject's identifying ``values`` ((kind, value) pairs) in the scanned fields
+    of ``records`` (in place); one PRIV-REDACTED warning per field changed.  Returns the
+    number of fields changed."""
+    fields = scanned_fields()
+    if not values:
+        return 0
+    texts = [row[f] for name, rows in records.rows.items() for row in rows for f, _ in fields.get(name, ())
+             if isinstance(row.get(f), str) and row[f]]
+    who = identity(values, "\n".join(texts))
     if not who:
         return 0
     changed = 0
-    fields = scanned_fields()
+    seen: dict[tuple[str, bool], tuple[str, set[str]]] = {}  # a subject's values repeat (units, codes)
     for name, rows in records.rows.items():
         for row in rows:
             for f, free_text in fields.get(name, ()):
                 value = row.get(f)
                 if not isinstance(value, str) or not value:
                     continue
-                new, kinds = who.redact(value, strong_only=not free_text)
+                got = seen.get((value, free_text))
+                if got is None:
+                    got = seen[(value, free_text)] = who.redact(value, strong_only=not free_text)
+                new, kinds = got
                 if kinds:
                     row[f] = new
                     changed += 1
@@ -259,8 +285,13 @@ def redact_records(records: Records, who: Identity, log: IssueLog) -> int:
     return changed
 
 
-def scrub_log(log: IssueLog, who: Identity) -> None:
-    """The subject's identifying values out of the messages and values of ``log`` (in place)."""
+def scrub_log(log: IssueLog, values: list[tuple[str, str]]) -> None:
+    """The subject's identifying ``values`` out of the messages and values of ``log`` (in place)."""
+    if not values:
+        return
+    texts = [i.message for i in log.issues] + [i.value for i in log.issues if isinstance(i.value, str)]
+    texts += [k for counts in log.unmapped.values() for k in counts]
+    who = identity(values, "\n".join(texts))
     if not who:
         return
     for n, issue in enumerate(log.issues):
@@ -304,5 +335,5 @@ def read_key(path: str | Path) -> bytes:
     return key
 
 
-__all__ = ["REDACTED", "Identity", "identity", "subject_values", "scanned_fields", "redact_records", "scrub_log",
+__all__ = ["REDACTED", "Identity", "identity", "squash", "subject_values", "scanned_fields", "redact_records", "scrub_log",
            "pseudonym", "read_key", "fold", "PSEUDONYM_ENV"]
