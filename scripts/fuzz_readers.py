@@ -4,8 +4,8 @@ Not part of the test run: the property tests (``tests/test_fuzz_properties.py``)
 bounded, repeatable check; this script explores for as long as it is let run.
 
     pip install atheris
-    nice python scripts/fuzz_readers.py json -max_total_time=600 -rss_limit_mb=2048 fuzz-out/json
-    nice python scripts/fuzz_readers.py xml  -max_total_time=600 -rss_limit_mb=2048 fuzz-out/xml
+    nice python scripts/fuzz_readers.py json -max_total_time=600 -rss_limit_mb=2048 -max_len=65536 fuzz-out/json
+    nice python scripts/fuzz_readers.py xml  -max_total_time=600 -rss_limit_mb=2048 -max_len=65536 fuzz-out/xml
 
 The first argument picks the target; the rest goes to libFuzzer (the last one is the corpus
 folder: seeds from ``samples/`` are written there when it is empty, and what the fuzzer finds
@@ -110,11 +110,29 @@ def _seeds(kind: str) -> list[bytes]:
 
     tree = etree.parse(str(ROOT / "samples" / "nct04387942-odm" / "edc-export.xml"))
     ns = {"o": odm_io.ODM_NS}
+    for mdv in tree.getroot().findall(".//o:MetaDataVersion", ns):  # the reader maps by its own tables
+        mdv.getparent().remove(mdv)
     subjects = tree.getroot().findall(".//o:SubjectData", ns)
     for extra in subjects[1:]:
         extra.getparent().remove(extra)
-    return [etree.tostring(tree, xml_declaration=True, encoding="UTF-8"),
+    for event in subjects[0].findall("o:StudyEventData", ns)[3:]:
+        event.getparent().remove(event)
+    return [etree.tostring(tree, xml_declaration=True, encoding="UTF-8"), _small_define(),
             b'<?xml version="1.0"?><ODM xmlns="http://www.cdisc.org/ns/odm/v1.3" ODMVersion="1.3.2"/>']
+
+
+def _small_define() -> bytes:
+    """define.xml of one subject's SDTM (DM, AE and the trial design)."""
+    from trialbridge.converters.pipeline import convert
+
+    records = WORK / "seed-records"
+    records.mkdir(exist_ok=True)
+    for name, rows in (("subjects.csv", 2), ("adverse_events.csv", 1)):
+        lines = (ROOT / "samples" / "nct04387942" / name).read_bytes().splitlines(keepends=True)
+        keep = [lines[0]] + [line for line in lines[1:] if line.startswith(b"002,") or line.startswith(b"NCT04387942,01,002,")]
+        (records / name).write_bytes(b"".join(keep[:rows]))
+    convert(records, "sdtm", WORK / "seed-sdtm", formats="csv")
+    return (WORK / "seed-sdtm" / "define.xml").read_bytes()
 
 
 def main() -> None:
