@@ -603,6 +603,11 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
             counts = r5.validate_r5(resources, log)
         else:
             counts = validate_resources(resources, log)
+        # a schema message may quote a Patient's name or phone: not in the report (docs/privacy.md)
+        from trialbridge.mappings.fhir.patient import identifying_values
+
+        privacy.scrub_log(log, [v for res in resources if isinstance(res, dict) and res.get("resourceType") == "Patient"
+                                for v in identifying_values(res)])
         result = RunResult(log=log, kind=kind)
         log.run = run_metadata(command="validate", input=str(path), input_kind=kind, resources=counts)
         if report is not None:

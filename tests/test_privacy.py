@@ -313,3 +313,16 @@ def test_pseudonymised_usubjid_is_the_same_everywhere_and_for_every_run(planted)
     assert (out / "sdtm-env" / "dm.csv").read_bytes() == (out / "sdtm" / "dm.csv").read_bytes()
     fhir_dm = list(csv.DictReader(io.StringIO((out / "from-fhir-sdtm" / "dm.csv").read_text("utf-8"))))
     assert {r["USUBJID"] for r in fhir_dm} == want
+
+
+def test_validate_does_not_quote_a_patients_identifying_values(tmp_path):
+    """A Patient the R4 schema rejects (a telecom that is not a list, a name given as text):
+    the schema's message would quote the value; the report holds the finding without it."""
+    patient = {"resourceType": "Patient", "id": "p1", "name": "Okonkwo Adaeze",
+               "telecom": {"system": "phone", "value": "+44 20 7946 0958"}, "gender": "female"}
+    path = tmp_path / "Patient.ndjson"
+    path.write_text(json.dumps(patient) + "\n")
+    code, text = run("validate", path, "--report", tmp_path / "report.json")
+    report = (tmp_path / "report.json").read_bytes()
+    assert code == 1 and b"FHIR-SCHEMA" in report
+    assert leaks(report + text.encode(), ["Okonkwo", "Adaeze", "7946 0958"]) == []

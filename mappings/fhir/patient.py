@@ -116,7 +116,24 @@ def identifying_values(resource: dict) -> list[tuple[str, str]]:
             add("address", line)
         for part in ("city", "district", "postalCode", "text"):
             add("address", address.get(part))
+    # shapes the schema rejects (a name given as text, a telecom not in a list): every text in them
+    for element, kind in (("name", "name"), ("telecom", "phone"), ("identifier", "identifier"), ("address", "address")):
+        value = resource.get(element)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            for text in _leaves(value):
+                add(kind, text)
     return out
+
+
+def _leaves(value) -> list[str]:
+    """Every text inside ``value``, codes and URLs of its ``system``/``use`` left out."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _leaves(v)]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() if k not in ("system", "use", "type", "url") for t in _leaves(v)]
+    return []
 
 
 def _dicts(value) -> list[dict]:
