@@ -169,6 +169,8 @@ def test_identifiers_and_addresses():
     assert who.redact("lives at 12  ELM street; Springfield") == ("lives at [REDACTED]; [REDACTED]", {"address"})
     assert who.redact("zip 62704") == ("zip [REDACTED]", {"address"})
     assert who.redact("USA trip, Elm tree") == ("USA trip, Elm tree", set())  # short part, one word of a line
+    short = privacy.identity([("identifier", "29660"), ("identifier", "AB12")])  # digits only: 6 or more
+    assert short.redact("CD3 count 29660, ref AB12") == ("CD3 count 29660, ref [REDACTED]", {"identifier"})
 
 
 def test_coded_fields_are_checked_for_phones_and_identifiers_only():

@@ -24,7 +24,7 @@ How values match (what is and is not caught is listed in ``docs/privacy.md``):
   prefix before them ("+1 (555) 123-4567", "555.123.4567" and "1234567" all match).
 * **identifiers** (MRN, other Patient identifiers, e-mail): the value's letters and digits in
   order, separators optional, as a whole word, case ignored; at least :data:`MIN_IDENTIFIER`
-  letters and digits; a trailing number of six digits or more also on its own ("00123456"
+  letters and digits (:data:`MIN_NUMBER` digits for one of digits only); a trailing number of six digits or more also on its own ("00123456"
   of "MRN-00123456").
 * **addresses**: each comma-, semicolon- or line-separated part with at least
   :data:`MIN_ADDRESS_PART` letters and digits ("12 Elm Street", "Springfield", "IL 62704"),
@@ -55,6 +55,7 @@ REDACTED = "[REDACTED]"
 MIN_NAME = 3  # letters: "Li", "Wu" would hit every text that holds them as a word
 PHONE_DIGITS = 7  # the subscriber part of a number; shorter numbers are not looked for
 MIN_IDENTIFIER = 4  # letters and digits
+MIN_NUMBER = 6  # an identifier of digits only: shorter ones are lab results, doses, counts
 MIN_ADDRESS_PART = 5  # letters and digits
 PSEUDONYM_LENGTH = 12  # 60 bits: a collision among a million subjects has odds of about 1 in 2 million
 PSEUDONYM_ENV = "TRIALBRIDGE_PSEUDONYMISE_KEY_FILE"
@@ -126,7 +127,7 @@ def _phone_patterns(value: str) -> list[tuple[str, str]]:
 
 def _identifier_patterns(value: str) -> list[tuple[str, str]]:
     chars = squash(value)
-    if len(chars) < MIN_IDENTIFIER:
+    if len(chars) < (MIN_IDENTIFIER if not chars.isdigit() else MIN_NUMBER):
         return []
     out = [(_BEFORE + _SEP.join(re.escape(c) for c in chars) + _AFTER, chars)]
     number = re.search(r"\d{6,}$", chars)  # "MRN-00123456": the number also on its own
