@@ -284,11 +284,13 @@ CODED = {
     "adverse_event": ("severity", "serious", "serious_criteria", "relatedness", "action_taken", "outcome"),
     "disposition": ("event", "category"),
     "exposure": ("treatment", "dose_unit", "route", "dose_form", "frequency", "course"),
+    "lab_result": ("test", "unit", "specimen"),
 }
 VARIED = {
     "adverse_event": ("term", "decoded_term", "body_system", "category", "start", "end", "grade"),
     "disposition": ("verbatim",),
     "exposure": ("lot_number", "adjustment_reason", "dose"),
+    "lab_result": ("result", "accession"),
 }
 
 
@@ -304,7 +306,7 @@ def one_subject(draw) -> Records:
     records = Records(study_id=base.study_id)
     records.rows["subject"] = [{k: v for k, v in s.items() if k != "_where"} for s in base["subject"]
                                if s["subject_id"] == "001"]
-    for name in ("adverse_event", "disposition", "exposure"):
+    for name in VARIED:
         samples = [r for r in base[name] if r["subject_id"] == "001"] or [r for r in base[name]][:1]
         coded = {k: v for k, v in _sample_values(name).items() if k in CODED[name]}  # cached
         rows = []
@@ -314,6 +316,8 @@ def one_subject(draw) -> Records:
             for f in VARIED[name]:
                 if f == "dose":
                     row[f] = draw(st.decimals(1, 10**6, places=2).map(str))
+                elif f == "result":  # as reported: exact decimal text, a comparator, or words
+                    row[f] = draw(st.decimals(0, 10**5, places=3).map(str) | st.sampled_from(["<0.5", ">100", "NEGATIVE"]))
                 elif f == "end":
                     row.pop(f, None)
                 else:
@@ -327,6 +331,8 @@ def one_subject(draw) -> Records:
             rows = list({r["start"]: r for r in rows}.values())
         if name == "disposition":
             rows = list({(r["event"], r["date"]): r for r in rows}.values())
+        if name == "lab_result":
+            rows = list({(r["collected"], r["test"]): r for r in rows}.values())
         records.rows[name] = rows
     # the records model: every generated row passes the schema check as a reader applies it
     for name, rows in records.items():
@@ -357,7 +363,7 @@ def test_generated_records_survive_records_to_sdtm_to_records(records):
     datasets = records_to_sdtm(records, STUDY, log)
     assert not [i for i in log.issues if i.severity == "error"], [i.message for i in log.issues]
     back = sdtm_to_records(datasets, STUDY, IssueLog())
-    for name in ("adverse_event", "disposition", "exposure"):
+    for name in VARIED:
         fields = tuple(f for f in VARIED[name] if f != "end")
         assert _comparable(name, back[name], fields) == _comparable(name, records[name], fields), name
 
@@ -371,6 +377,6 @@ def test_generated_records_survive_records_to_fhir_to_records(records):
     fhir_io.write_bundle(iter(resources), path)
     read_log = IssueLog()
     back = assemble.fhir_to_records(list(fhir_io.read_fhir(path, read_log)), STUDY, read_log)
-    for name in ("adverse_event", "disposition", "exposure"):
+    for name in VARIED:
         fields = tuple(f for f in VARIED[name] if f != "end")
         assert _comparable(name, back[name], fields) == _comparable(name, records[name], fields), name
