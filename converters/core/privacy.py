@@ -8,9 +8,10 @@ term ("fell at home, 12 Elm Street"), a disposition reason, a comment.  The free
 of the subject's records (``x-free-text`` in their schemas) are scanned for that subject's own
 values, and every other text field not held to a fixed form (no ``pattern``, ``enum`` or date;
 not the study, site or subject id) for the subject's phone numbers and identifiers — a name
-there could be a medical word (a family name Rash, an AE coded Rash).  One subject at a time (:func:`redact_records`, called by the engine's ``process_group``).  A
-match is replaced by ``[REDACTED]`` and reported as ``PRIV-REDACTED`` naming file, record and
-field — never the value.  The findings of the subject's group are scrubbed the same way
+there could be a medical word (a family name Rash, an AE coded Rash).  One subject at a time
+(:func:`redact_records`, called by the engine's ``process_group``), a match is replaced by
+``[REDACTED]`` and reported as ``PRIV-REDACTED`` naming file, record and field — never the
+value.  The findings of the subject's group are scrubbed the same way
 (:func:`scrub_log`), so a message that quotes a value does not carry one either.
 
 How values match (what is and is not caught is listed in ``docs/privacy.md``):
@@ -24,8 +25,8 @@ How values match (what is and is not caught is listed in ``docs/privacy.md``):
   prefix before them ("+1 (555) 123-4567", "555.123.4567" and "1234567" all match).
 * **identifiers** (MRN, other Patient identifiers, e-mail): the value's letters and digits in
   order, separators optional, as a whole word, case ignored; at least :data:`MIN_IDENTIFIER`
-  letters and digits (:data:`MIN_NUMBER` digits for one of digits only); a trailing number of six digits or more also on its own ("00123456"
-  of "MRN-00123456").
+  letters and digits (:data:`MIN_NUMBER` for one of digits only); a trailing number of six
+  digits or more also on its own ("00123456" of "MRN-00123456").
 * **addresses**: each comma-, semicolon- or line-separated part with at least
   :data:`MIN_ADDRESS_PART` letters and digits ("12 Elm Street", "Springfield", "IL 62704"),
   words in order whatever the punctuation between them; a postcode-like word (a digit and at
