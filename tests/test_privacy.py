@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import io
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -328,3 +329,14 @@ def test_validate_does_not_quote_a_patients_identifying_values(tmp_path):
     report = (tmp_path / "report.json").read_bytes()
     assert code == 1 and b"FHIR-SCHEMA" in report
     assert leaks(report + text.encode(), ["Okonkwo", "Adaeze", "7946 0958"]) == []
+
+
+def test_scrub_log_leaves_file_names_in_counter_keys_alone():
+    """Out-of-scope counters are keyed "file<TAB>type<TAB>value"; Synthea names its files
+    after the patient: the file part is the user's own and stays, the value is scrubbed."""
+    log = IssueLog()
+    log.unmapped["fhir-scope:code"] = Counter({"in/Adaeze_Okonkwo_1.json\tObservation\tOkonkwo": 2,
+                                               "in/Adaeze_Okonkwo_1.json\tObservation\tLOINC|1234-5": 1})
+    privacy.scrub_log(log, [("name", "Okonkwo")])
+    assert dict(log.unmapped["fhir-scope:code"]) == {"in/Adaeze_Okonkwo_1.json\tObservation\t[REDACTED]": 2,
+                                                     "in/Adaeze_Okonkwo_1.json\tObservation\tLOINC|1234-5": 1}

@@ -292,7 +292,7 @@ def scrub_log(log: IssueLog, values: list[tuple[str, str]]) -> None:
     if not values:
         return
     texts = [i.message for i in log.issues] + [i.value for i in log.issues if isinstance(i.value, str)]
-    texts += [k for counts in log.unmapped.values() for k in counts]
+    texts += [k.rpartition("\t")[2] for counts in log.unmapped.values() for k in counts]
     who = identity(values, "\n".join(texts))
     if not who:
         return
@@ -305,9 +305,13 @@ def scrub_log(log: IssueLog, values: list[tuple[str, str]]) -> None:
         if hit:
             log.issues[n] = replace(issue, message=message, value=value)
     for table, counts in log.unmapped.items():
-        for key in [k for k in counts if who.redact(k)[1]]:
-            new = who.redact(key)[0]
-            counts[new] += counts.pop(key)
+        # a counter's key may name its file first ("file<TAB>type<TAB>value"): only the value is
+        # scrubbed, a file name is the user's own (Synthea names its files after the patient)
+        for key in list(counts):
+            head, tab, value = key.rpartition("\t")
+            new, hit = who.redact(value)
+            if hit:
+                counts[head + tab + new] += counts.pop(key)
 
 
 # ----------------------------------------------------------------------------- pseudonyms
