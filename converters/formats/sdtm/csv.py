@@ -73,25 +73,27 @@ def iter_csv(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any
     account = str(path)
 
     def rows() -> Iterator[dict[str, Any]]:
-        with open(path, encoding=encoding, newline="") as fh:
-            reader = csv.reader(fh)
-            next(reader, None)
-            n = 0
-            for rec in reader:
-                if not rec or rec == [""] and len(header) > 1:
-                    continue  # a blank line is no row
-                n += 1
-                log.count_row(account, "read")
-                if len(rec) != len(header):
-                    log.error("CSV-ROW-LENGTH", f"{path.name} row {n}: {len(rec)} values for {len(header)} columns; "
-                              "the values cannot be placed in their columns, row not read", file=path.name,
-                              record=n, value=len(rec))
-                    log.count_row(account, "rejected")
-                    continue
-                row = {}
-                for var, index in zip(variables, places):
-                    v = rec[index]
-                    row[var.name] = read_num(v, path.name, n, var.name, log, "CSV-NUM") if var.type == "Num" else v
-                yield row
+        n = 0
+        try:
+            with open(path, encoding=encoding, newline="") as fh:
+                reader = csv.reader(fh)
+                next(reader, None)
+                for rec in reader:
+                    if not rec or rec == [""] and len(header) > 1:
+                        continue  # a blank line is no row
+                    n += 1
+                    if len(rec) != len(header):
+                        log.error("CSV-ROW-LENGTH", f"{path.name} row {n}: {len(rec)} values for {len(header)} "
+                                  "columns; the values cannot be placed in their columns, row not read",
+                                  file=path.name, record=n, value=len(rec))
+                        log.count_row(account, "rejected")
+                        continue
+                    row = {}
+                    for var, index in zip(variables, places):
+                        v = rec[index]
+                        row[var.name] = read_num(v, path.name, n, var.name, log, "CSV-NUM") if var.type == "Num" else v
+                    yield row
+        finally:
+            log.count_row(account, "read", n)  # once, when the reading ends (a row broken off included)
 
     return meta, rows()

@@ -185,6 +185,10 @@ def _exact_float(text: str) -> float | _OutOfRange:
     return _OutOfRange(text) if value is None else value
 
 
+def _exact_int(text: str) -> int | _OutOfRange:
+    return int(text) if len(text.lstrip("-")) <= 308 else _OutOfRange(text)  # over 309 digits: beyond a float
+
+
 # an exponent of three digits or more: the only way a JSON number orjson reads can underflow to 0
 _TINY = re.compile(rb"[eE]-0*[1-9][0-9]{2,}")
 
@@ -201,7 +205,7 @@ def _loads(data: bytes) -> Any:
     else:
         if not _TINY.search(data):
             return obj
-    return json.loads(data, parse_float=_exact_float)
+    return json.loads(data, parse_float=_exact_float, parse_int=_exact_int)
 
 
 def _meta(obj: dict, path: Path, log: IssueLog) -> tuple[Dataset, list[int]]:

@@ -395,10 +395,14 @@ def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Da
 
 
 def _counted(rows: Iterator[dict[str, Any]], path: Path, log: IssueLog) -> Iterator[dict[str, Any]]:
-    account = str(path)
-    for row in rows:
-        log.count_row(account, "read")
-        yield row
+    """The rows, counted read under the file (once, when the iteration ends)."""
+    n = 0
+    try:
+        for row in rows:
+            n += 1
+            yield row
+    finally:
+        log.count_row(str(path), "read", n)
 
 
 _LIBRARY = b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!"
