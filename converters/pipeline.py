@@ -13,7 +13,7 @@ import orjson
 
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
-from trialbridge.converters.core import jsoncodec
+from trialbridge.converters.core import iso8601, jsoncodec
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
@@ -275,7 +275,14 @@ def _spill_sdtm(datasets: dict[str, Dataset], spill: SortedSpill, job: engine.Jo
             log.count_row(account, "rejected", len(ds.rows))
             continue
         other: dict[str, list[int]] = {}
+        dates = [v.name for v in ds.variables if v.type == "Char" and v.name.endswith("DTC")]
         for row_no, row in enumerate(ds.rows, start=1):
+            for var in dates:  # carried to records as given: an impossible date must not pass unseen
+                value = row.get(var)
+                if isinstance(value, str) and value.strip() and not iso8601.is_valid(value.strip()):
+                    log.error("SDTM-DTC-ISO8601", f"{fname} row {row_no} {var}: {value!r} is not an ISO 8601 date "
+                              "(SDTM grammar, calendar-checked); carried to the records as given", file=account,
+                              record=row_no, field=var, value=value, usubjid=_key_text(row.get("USUBJID") or "") or None)
             group = row.get("USUBJID")
             group = "" if group is None else _key_text(group)
             if not group:
