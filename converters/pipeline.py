@@ -508,8 +508,10 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
     # one pass per dataset: each row goes to every format's writer and through every rule;
     # the rules keep only compact indexes between rows (DM first, SE second: their order)
     rules = StreamingValidator(log)
+    named_by = "xpt" if "xpt" in sdtm_formats else sdtm_formats[0]  # the file the rules' findings name
     for name in feeding_order(metas):
         meta = metas[name]
+        meta.source = meta.source or sdtm_io.file_name(name, named_by)
         visitor = rules.begin(meta)
         with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN") as writers:
             for row_no, row in enumerate(rows_of(name), start=1):
