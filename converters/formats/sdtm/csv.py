@@ -10,6 +10,7 @@ Issue codes (reading): ``CSV-NUM``, ``SDTM-NUM-RANGE``, ``CSV-ENCODING``, ``CSV-
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -17,7 +18,8 @@ from trialbridge.converters.core.datasets import Dataset, Variable
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.records import csv_encoding
-from trialbridge.converters.formats.sdtm.values import RowBatch, _keys_for, format_number, read_num
+from trialbridge.converters.formats.sdtm.values import (
+    PLAIN_DECIMAL, SMALLEST_NORMAL, RowBatch, _keys_for, format_number, read_num)
 
 
 class CsvWriter:
@@ -72,6 +74,9 @@ def iter_csv(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any
                    keys=_keys_for(name, list(seen)), source=str(path))
     account = str(path)
 
+    columns = [(var.name, index, var.type == "Num") for var, index in zip(variables, places)]
+    plain = PLAIN_DECIMAL
+
     def rows() -> Iterator[dict[str, Any]]:
         n = 0
         try:
@@ -89,9 +94,17 @@ def iter_csv(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any
                         log.count_row(account, "rejected")
                         continue
                     row = {}
-                    for var, index in zip(variables, places):
+                    for name, index, num in columns:
                         v = rec[index]
-                        row[var.name] = read_num(v, path.name, n, var.name, log, "CSV-NUM") if var.type == "Num" else v
+                        if num:
+                            t = v.strip()
+                            if not t:
+                                v = None
+                            elif plain(t) and SMALLEST_NORMAL <= abs(x := float(t)) < math.inf:
+                                v = x  # the common case, decided here; the rest by read_num
+                            else:
+                                v = read_num(v, path.name, n, name, log, "CSV-NUM")
+                        row[name] = v
                     yield row
         finally:
             log.count_row(account, "read", n)  # once, when the reading ends (a row broken off included)

@@ -15,6 +15,7 @@ from typing import Any
 from trialbridge.converters import __version__
 from trialbridge.converters.core.datasets import Variable
 from trialbridge.converters.core.sdtm_spec import load_spec
+from trialbridge.mappings.derive import SMALLEST_NORMAL
 from trialbridge.mappings.derive import format_number, number_problem, to_number
 
 __all__ = ["FORMATS", "SUFFIX", "READ_PREFERENCE", "DEFAULT_CREATED", "DATASET_JSON_VERSION",
@@ -29,6 +30,7 @@ XPT_MAX_CHAR = 200
 XPT_MAX_LABEL = 40
 XPT_MAX_NAME = 8
 # Num variables that Dataset-JSON types "integer" when every value is integral
+PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?").fullmatch
 INTEGER_NAME = re.compile(r"(SEQ|DY|AGE|TAETORD|VISITNUM|TPTNUM|NUM)$")
 
 
@@ -47,6 +49,10 @@ def read_num(text: str, fname: str, n: int, name: str, log: Any, code: str) -> f
     t = text.strip()
     if t == "":
         return None
+    if PLAIN_DECIMAL(t):  # the common case, decided here: a plain decimal of a normal magnitude
+        value = float(t)
+        if SMALLEST_NORMAL <= abs(value) < math.inf:
+            return value
     value = to_number(t)
     if value is not None:
         return value
