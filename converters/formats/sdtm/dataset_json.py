@@ -13,7 +13,8 @@ metadata line against the v1.1 schema (with an empty ``rows``) and reads one lin
 
 Issue codes (reading): ``DSJ-SCHEMA``, ``DSJ-ROW-LENGTH`` (a row with another number of values
 than columns: not read), ``SDTM-DUPLICATE-COLUMN``, ``SDTM-NUM-RANGE`` (a number a float cannot
-hold: read as missing, never as inf or 0); see :mod:`converters.formats.sdtm`.
+hold: read as missing, never as inf or 0), ``DSJ-RECORD-COUNT`` (the rows found differ from the
+``records`` declared: a file cut short); see :mod:`converters.formats.sdtm`.
 """
 from __future__ import annotations
 
@@ -302,12 +303,24 @@ def iter_dataset_json(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict
         records = []  # the schema finding says what it is
 
     def rows() -> Iterator[dict[str, Any]]:
+        n = 0
         for n, rec in enumerate(records, start=1):
             row = _row(meta, places, width, rec, n, path, log)
             if row is not None:
                 yield row
+        _check_count(obj, n, path, log)
 
     return meta, rows()
+
+
+def _check_count(obj: Any, n: int, path: Path, log: IssueLog) -> None:
+    """The rows found against the ``records`` the file declares: fewer is a file cut short or
+    rows lost on the way (DSJ-RECORD-COUNT)."""
+    declared = obj.get("records") if isinstance(obj, dict) else None
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != n:
+        log.error("DSJ-RECORD-COUNT", f"{path.name} declares {declared} records but holds {n} row(s)"
+                  + (": rows are missing (a file cut short?)" if n < declared else ""), file=path.name,
+                  field="records", value=n)
 
 
 def iter_dataset_ndjson(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any]]]:
@@ -340,6 +353,7 @@ def iter_dataset_ndjson(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[di
                 row = _row(meta, places, width, rec, n, path, log)
                 if row is not None:
                     yield row
+        _check_count(obj, n, path, log)
 
     return meta, rows()
 
