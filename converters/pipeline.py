@@ -15,7 +15,7 @@ import orjson
 
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
-from trialbridge.converters.core import jsoncodec, privacy
+from trialbridge.converters.core import iso8601, jsoncodec, privacy
 from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, manifest_differences, output_file, printable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
@@ -69,7 +69,7 @@ def detect_input(path: Path) -> str:
         files = [p for p in path.iterdir() if p.is_file() and p.name != "issues.json"]
         if any(p.suffix.lower() in (".ndjson", ".json") and _is_fhir_json(p) for p in files):
             return "fhir"
-        if any(p.suffix.lower() in (".xpt", ".json", ".csv") for p in files):
+        if any(p.suffix.lower() in sdtm_io.READ_PREFERENCE for p in files):
             return "sdtm"
     raise TrialbridgeError(f"{path}: not a records folder (subjects.csv …), an SDTM folder (dm.xpt …) "
                            "an ODM export (.xml) nor FHIR (Bundle .json, .ndjson)")
@@ -187,15 +187,18 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
             datasets = sdtm_io.read_sdtm_folder(input_path, log)
             named = _studyid(datasets)
             study = _study(study_ref, named, log, required=False)
+            design_read = False
             if study is None and to == "fhir":
                 study = study_from_sdtm(datasets)
+                design_read = True
                 log.warning("STUDY-FROM-SDTM", f"no configuration for study {named!r}: study facts for FHIR "
                             "(ResearchStudy, arms, sites) taken from the folder's own TS/TA/TE/TV/DM")
             result.study_id = study.study_id if study else (named or "")
             if to == "sdtm":  # a change of format: the datasets themselves are the output
                 result.written = _write_sdtm(datasets, study, output, sdtm_formats, log, result.study_id)
+                _account_sdtm_written(datasets, result.written, sdtm_formats, log)
                 return _finish(result, log, output, input_path, kind, to)
-            _spill_sdtm(datasets, spill, job, groups, log)
+            _spill_sdtm(datasets, spill, job, groups, log, result.study_id, design_read)
             del datasets
         elif kind == "fhir":
             study = _spill_fhir(input_path, spill, job, groups, log, study_ref, input_fhir_version, link_subjects, reporter)
@@ -283,24 +286,88 @@ def _spill_records(input_path: Path, kind: str, stage: OutputStage, spill: Sorte
 
 
 def _spill_sdtm(datasets: dict[str, Dataset], spill: SortedSpill, job: engine.Job, groups: set[str],
-                log: IssueLog) -> None:
+                log: IssueLog, study_id: str = "", design_read: bool = False) -> None:
     """SDTM rows into the spill by USUBJID; trial design datasets stay out (rebuilt from the
-    study), datasets with no mapping are reported."""
+    study, or read as the study's facts when ``design_read``), datasets with no mapping are
+    reported.  A row goes to no subject when its dataset has no USUBJID or its USUBJID is
+    empty (SDTM-NO-USUBJID), nor when it names another study than ``study_id``
+    (SDTM-OTHER-STUDY): such rows are rejected, named.  Every row is accounted for under its
+    file: converted, rejected or out of scope."""
     job.sdtm_variables = {name: ds.names for name, ds in datasets.items()}
     job.sdtm_sources = {name: ds.source or name for name, ds in datasets.items()}
     n = 0
     for name, ds in sorted(datasets.items()):
+        account = ds.source or name
+        fname = Path(account).name
         if name in spokes.DESIGN_DATASETS:
+            if design_read:
+                log.count_row(account, "converted", len(ds.rows))
+            else:
+                log.count_row(account, "out_of_scope", len(ds.rows))
+                if ds.rows:
+                    log.info("SDTM-DESIGN-NOT-READ", f"trial design dataset {name}: its {len(ds.rows)} row(s) are "
+                             "not converted; the trial design comes from the study configuration", file=account,
+                             value=len(ds.rows))
             continue
         if name not in spokes.mapped_datasets() and name not in spokes.DERIVED_DATASETS:
             log.warning("SDTM-NOT-MAPPED", f"dataset {name} has no mapping to records; its {len(ds.rows)} row(s) "
-                        "were not converted", file=ds.source or name)
+                        "were not converted", file=account)
+            log.count_row(account, "out_of_scope", len(ds.rows))
             continue
-        for row in ds.rows:
-            group = str(row.get("USUBJID") or "")
+        if "USUBJID" not in ds.names:
+            if ds.rows:
+                log.error("SDTM-NO-USUBJID", f"{fname} has no USUBJID variable: its rows cannot be given to a "
+                          f"subject; none of its {len(ds.rows)} row(s) converted", file=account, field="USUBJID",
+                          value=len(ds.rows))
+            log.count_row(account, "rejected", len(ds.rows))
+            continue
+        other: dict[str, list[int]] = {}
+        dates = [v.name for v in ds.variables if v.type == "Char" and v.name.endswith("DTC")]
+        for row_no, row in enumerate(ds.rows, start=1):
+            for var in dates:  # carried to records as given: an impossible date must not pass unseen
+                value = row.get(var)
+                if isinstance(value, str) and value.strip() and not iso8601.is_valid(value.strip()):
+                    log.error("SDTM-DTC-ISO8601", f"{fname} row {row_no} {var}: {value!r} is not an ISO 8601 date "
+                              "(SDTM grammar, calendar-checked); carried to the records as given", file=account,
+                              record=row_no, field=var, value=value, usubjid=_key_text(row.get("USUBJID") or "") or None)
+            group = row.get("USUBJID")
+            group = "" if group is None else _key_text(group)
+            if not group:
+                log.error("SDTM-NO-USUBJID", f"{fname} row {row_no}: USUBJID is empty; the row belongs to no "
+                          "subject and is not converted", file=account, record=row_no, field="USUBJID")
+                log.count_row(account, "rejected")
+                continue
+            given = row.get("STUDYID")
+            given = "" if given is None else _key_text(given)
+            if study_id and given and given != study_id:
+                other.setdefault(given, []).append(row_no)
+                log.count_row(account, "rejected")
+                continue
             groups.add(group)
             spill.add((group, n), engine.pack(name, orjson.dumps(row)))
+            log.count_row(account, "converted")
             n += 1
+        for given, rows in sorted(other.items()):
+            log.error("SDTM-OTHER-STUDY", f"{fname}: {len(rows)} row(s) name study {given!r}, not {study_id!r} (the "
+                      f"study converted; first at row {rows[0]}); not converted", file=account, record=rows[0],
+                      field="STUDYID", value=given)
+
+
+def _key_text(value) -> str:
+    """A key value read from any SDTM format as text: numbers without a trailing .0."""
+    if isinstance(value, str):
+        return value.strip()
+    return sdtm_io.format_number(value)
+
+
+def _account_sdtm_written(datasets: dict[str, Dataset], written: list[Path], formats: list[str],
+                          log: IssueLog) -> None:
+    """SDTM -> SDTM: a dataset's rows are converted when it was written in every format asked
+    for, else rejected (the writer said why, e.g. XPT-NAME-8)."""
+    names = {p.name for p in written}
+    for name, ds in sorted(datasets.items()):
+        done = all(sdtm_io.file_name(name, fmt) in names for fmt in formats)
+        log.count_row(ds.source or name, "converted" if done else "rejected", len(ds.rows))
 
 
 def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: set[str], log: IssueLog,
@@ -488,8 +555,10 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
     # one pass per dataset: each row goes to every format's writer and through every rule;
     # the rules keep only compact indexes between rows (DM first, SE second: their order)
     rules = StreamingValidator(log)
+    named_by = "xpt" if "xpt" in sdtm_formats else sdtm_formats[0]  # the file the rules' findings name
     for name in feeding_order(metas):
         meta = metas[name]
+        meta.source = meta.source or sdtm_io.file_name(name, named_by)
         visitor = rules.begin(meta)
         with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN") as writers:
             for row_no, row in enumerate(rows_of(name), start=1):
@@ -635,9 +704,13 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
         return result
     if kind != "sdtm":
         raise TrialbridgeError(f"{path}: validate takes an SDTM folder (dm.xpt …) or FHIR; convert records first")
-    datasets = sdtm_io.read_sdtm_folder(path, log)
+    copies: dict[str, list[Path]] = {}
+    datasets = sdtm_io.read_sdtm_folder(path, log, copies)
     if not datasets:
         raise TrialbridgeError(f"{path}: no SDTM datasets found")
+    for name, ds in sorted(datasets.items()):  # validated: every row read is checked
+        log.count_row(ds.source or name, "converted", len(ds.rows))
+    _compare_copies(datasets, copies, log)
     validate_datasets(datasets, log)
     define_status = _check_define(path / "define.xml", datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
@@ -647,6 +720,60 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
                                             rows={name: len(ds.rows) for name, ds in datasets.items()},
                                             define_status=define_status))
     return result
+
+
+MAX_COPY_DIFFERENCES = 20
+
+
+def _compare_copies(datasets: dict[str, Dataset], copies: dict[str, list[Path]], log: IssueLog) -> None:
+    """A dataset given in several formats is validated from one file (xpt > json > ndjson >
+    csv); every other copy is read and compared with it, value by value (numbers by value,
+    text without trailing blanks), so an edited copy does not pass unseen: SDTM-COPY-DIFFERS
+    names each differing row and variable (the first 20 per copy, then a count), or
+    SDTM-COPY-UNREAD when the copy cannot be read."""
+    for name, paths in sorted(copies.items()):
+        chosen = datasets.get(name)
+        for path in paths:
+            scratch = IssueLog()
+            copy = sdtm_io.read_dataset(path, scratch)
+            if chosen is None or copy is None:
+                log.warning("SDTM-COPY-UNREAD", f"{path.name} (a copy of {name}) could not be compared: "
+                            f"{'it' if copy is None else 'the file validated'} could not be read; it is not validated",
+                            file=path.name, value=name)
+                continue
+            log.info("SDTM-DUPLICATE-FORMAT", f"{path.name} is not validated itself: it was compared with "
+                     f"{Path(chosen.source or '').name}, which was", file=path.name, value=name)
+            differences = 0
+            names = [n for n in chosen.names if n in set(copy.names)]
+            for var in sorted(set(chosen.names) ^ set(copy.names)):
+                differences += 1
+                log.warning("SDTM-COPY-DIFFERS", f"{path.name}: variable {var} is only in "
+                            f"{path.name if var in copy.names else Path(chosen.source or '').name}",
+                            file=path.name, field=var)
+            if len(chosen.rows) != len(copy.rows):
+                differences += 1
+                log.warning("SDTM-COPY-DIFFERS", f"{path.name} has {len(copy.rows)} row(s), "
+                            f"{Path(chosen.source or '').name} {len(chosen.rows)}", file=path.name,
+                            value=len(copy.rows))
+            for row_no, (a, b) in enumerate(zip(chosen.rows, copy.rows), start=1):
+                for var in names:
+                    if _cell(a.get(var)) != _cell(b.get(var)):
+                        differences += 1
+                        if differences <= MAX_COPY_DIFFERENCES:
+                            log.warning("SDTM-COPY-DIFFERS", f"{path.name} row {row_no} {var}: {b.get(var)!r} where "
+                                        f"{Path(chosen.source or '').name} (validated) has {a.get(var)!r}",
+                                        file=path.name, record=row_no, field=var, value=_cell(b.get(var)))
+            if differences > MAX_COPY_DIFFERENCES:
+                log.warning("SDTM-COPY-DIFFERS", f"{path.name}: {differences - MAX_COPY_DIFFERENCES} more "
+                            "difference(s) not listed", file=path.name, value=differences)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.rstrip()
+    return sdtm_io.format_number(value)
 
 
 _MANIFEST_SAYS = {"missing": "is listed in the folder's trialbridge manifest but is not there",
@@ -669,8 +796,17 @@ def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> st
                     file=str(path))
         return "no define.xml in the folder"
     before = len(log.issues)
-    valid = define_xml.validate_define_xsd(path, log)
-    meta = define_xml.read_define(path, log)
+    tree = define_xml.parse_define(path, log)  # parsed once: one finding for a file that is not XML
+    if tree is None:
+        return f"define.xml NOT read; {len(log.issues) - before} finding(s) from the define.xml checks"
+    version, declared = define_xml.define_version(tree)
+    if version not in ("2.0", "2.1"):
+        log.warning("DEFINE-VERSION-UNSUPPORTED", f"define.xml is Define-XML {declared or version or '(version unknown)'}: "
+                    "neither validated nor read (2.0 and 2.1 are), so the datasets are NOT checked against it",
+                    file=str(path), value=declared or version)
+        return f"define.xml is Define-XML {declared or version or '(version unknown)'}: not checked"
+    valid = define_xml.validate_define_xsd(tree, log, name=path.name)
+    meta = define_xml.read_define(path, log, tree=tree)
     if meta is not None:
         define_xml.check_define_against_datasets(meta, datasets, log)
     found = len(log.issues) - before

@@ -36,15 +36,53 @@ def bsa_mosteller(height_cm: float, weight_kg: float) -> float:
     return math.sqrt(height_cm * weight_kg / 3600.0)
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# numbers written in a form other than a plain decimal: decimal comma (1,5), grouped digits
+# (1.234,5  1 234  1'234  1_000), hexadecimal (0x1A)
+_OTHER_NOTATION = re.compile(r"[+-]?(\d{1,3}([ .,'_]\d{3})+([.,]\d+)?|\d+,\d+|\d+(_\d+)+|0[xX][0-9a-fA-F]+)")
+SMALLEST_NORMAL = 2.2250738585072014e-308
+
+
 def to_number(text: str | None) -> float | None:
     """A float from a plain numeric text ("1.30", "-2", "1e3"); None for anything else
-    ("<0.5", "NEGATIVE", "")."""
+    ("<0.5", "NEGATIVE", "") and for a number a float cannot hold ("1e400" would be inf,
+    "1e-400" would be 0: see :func:`number_problem`)."""
     if text is None:
         return None
     t = str(text).strip()
-    if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", t):
+    if not _DECIMAL.fullmatch(t):
         return None
-    return float(t)
+    value = float(t)
+    return value if _representable(t, value) else None
+
+
+def _representable(text: str, value: float) -> bool:
+    if not math.isfinite(value):
+        return False
+    if value == 0.0 or abs(value) >= SMALLEST_NORMAL:
+        return value != 0.0 or not re.search(r"[1-9]", text.split("e")[0].split("E")[0])
+    return False  # subnormal: fewer significant bits than the text may carry
+
+
+def number_problem(text: str | None) -> tuple[str, str] | None:
+    """Why ``text`` looks like a number but gives no float: ("range", reason) for a plain
+    decimal beyond what a float holds (magnitude over about 1.8e308, or so small it would
+    become 0 or lose precision), ("format", reason) for a number in another notation (decimal
+    comma, digit groups, hexadecimal); None for a plain number and for text that is not a
+    number at all (NEGATIVE, <0.5)."""
+    if text is None:
+        return None
+    t = str(text).strip()
+    if _DECIMAL.fullmatch(t):
+        value = float(t)
+        if _representable(t, value):
+            return None
+        if not math.isfinite(value):
+            return "range", "too large for a number (magnitude over about 1.8e308)"
+        return "range", "too small for a number (it would become 0 or lose precision under about 2.2e-308)"
+    if _OTHER_NOTATION.fullmatch(t):
+        return "format", "not a plain decimal number (decimal comma, digit grouping or hexadecimal)"
+    return None
 
 
 def format_number(value: float | int | str | None) -> str:

@@ -46,3 +46,29 @@ def test_assign_seq_is_stable_and_per_subject():
                                                    (10, 1, 10, "NORMAL"), (5, None, None, ""), (None, 1, 2, "")])
 def test_reference_range_indicator(value, low, high, ind):
     assert derive.reference_range_indicator(value, low, high) == ind
+
+
+@pytest.mark.parametrize("text, why", [("1e400", "too large"), ("-1e400", "too large"), ("9" * 400, "too large"),
+                                       ("1e-400", "too small"), ("1e-310", "too small"), ("0.1e-330", "too small")])
+def test_numbers_a_float_cannot_hold_give_none_and_say_why(text, why):
+    # 1e400 and 400 nines would be inf; 1e-400 would be 0.0; 1e-310 is subnormal (precision lost)
+    assert derive.to_number(text) is None
+    kind, reason = derive.number_problem(text)
+    assert kind == "range" and reason.startswith(why)
+
+
+@pytest.mark.parametrize("text", ["1,5", "1.234,5", "1 234", "1'234", "1_000", "0x1A", "12,345"])
+def test_numbers_in_other_notations_are_named_not_read(text):
+    assert derive.to_number(text) is None
+    assert derive.number_problem(text)[0] == "format"
+
+
+@pytest.mark.parametrize("text, number", [("0", 0.0), ("0.000", 0.0), ("0e-999", 0.0), ("2.5e-308", 2.5e-308),
+                                          ("1.7e308", 1.7e308), ("-12.50", -12.5)])
+def test_numbers_at_the_edges_still_read(text, number):
+    assert derive.to_number(text) == number and derive.number_problem(text) is None
+
+
+@pytest.mark.parametrize("text", ["NEGATIVE", "<0.5", "NaN", "inf", "", "1.2.3"])
+def test_text_that_is_no_number_has_no_number_problem(text):
+    assert derive.to_number(text) is None and derive.number_problem(text) is None

@@ -429,12 +429,22 @@ def test_cp1252_xpt_switches_encoding_where_utf8_fails():
 
 def test_file_breaking_off_midway_is_reported_with_last_row(tmp_path):
     path = tmp_path / "lb.csv"
-    path.write_bytes(b"STUDYID,LBSEQ\nS1,1\nS1,2\n" + b"S1,3\n" * 5000 + b"\xff\xfe,4\n")
+    # row 5003 holds a field longer than the csv module reads (131,072 characters)
+    path.write_bytes(b"STUDYID,LBSEQ\nS1,1\nS1,2\n" + b"S1,3\n" * 5000 + b'"' + b"x" * 140_000 + b'",4\n')
     log = IssueLog()
     meta, rows = iter_dataset(path, log)
-    assert len(list(rows)) >= 2  # decoded in blocks: rows before the bad block come through
+    assert len(list(rows)) == 5002  # the rows before the one that cannot be read come through
     [issue] = log.issues
-    assert issue.code == "IO-READ" and "after row" in issue.message
+    assert issue.code == "IO-READ" and "after row 5002" in issue.message and issue.record == 5003
     log = IssueLog()
     assert read_dataset(path, log) is None and [i.code for i in log.issues] == ["IO-READ"]
     assert iter_dataset(tmp_path / "lb.sas7bdat", log) is None
+
+
+def test_csv_not_utf8_is_read_as_cp1252_whole(tmp_path):
+    path = tmp_path / "dm.csv"
+    path.write_bytes(b"STUDYID,USUBJID,ETHNIC\nS1,S1-1,A\nS1,S1-2,Z\xe9\n")
+    log = IssueLog()
+    ds = read_dataset(path, log)
+    assert [r["ETHNIC"] for r in ds.rows] == ["A", "Z\u00e9"]  # 0xE9 is e acute in Windows-1252
+    assert [(i.code, i.file, i.value) for i in log.issues] == [("CSV-ENCODING", "dm.csv", "cp1252")]

@@ -40,6 +40,24 @@ _NAME = re.compile(r"[A-Za-z_:][-A-Za-z0-9_.:]*")
 _ENTITY_NAME = re.compile(r"<!ENTITY\s+(?:%\s+)?([^\s\"'>]+)")
 
 
+# characters XML 1.0 cannot carry, not even as a character reference (&#1; is not well-formed):
+# C0 controls but tab, line feed and carriage return; surrogates; U+FFFE and U+FFFF
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+XML_REPLACEMENT = "\ufffd"
+
+
+def not_xml_characters(text: str) -> list[str]:
+    """The distinct characters of ``text`` that XML 1.0 cannot hold, in order of appearance."""
+    return list(dict.fromkeys(_NOT_XML.findall(text)))
+
+
+def xml_text(text: str) -> str:
+    """``text`` with each character XML 1.0 cannot hold replaced by U+FFFD (the Unicode
+    replacement character), for text written into an XML document we build; the caller
+    reports what was replaced (:func:`not_xml_characters`)."""
+    return _NOT_XML.sub(XML_REPLACEMENT, text) if _NOT_XML.search(text) else text
+
+
 class XMLRefusedError(Exception):
     """An XML document we do not read; ``line`` when the parser named one."""
 

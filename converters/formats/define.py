@@ -88,6 +88,8 @@ RULES: dict[str, tuple[str, str]] = {
     "DEFINE-NO-CLASS": ("info", "dataset has no SDTM class; def:Class omitted"),
     "DEFINE-TOO-MANY-VALUES": ("warning", "a coded variable with more distinct values than a codelist holds "
                                "(or more test codes than value-level metadata holds); none listed"),
+    "DEFINE-TEXT-NOT-XML": ("warning", "a name, label or value holds a character XML 1.0 cannot carry (C0 "
+                            "control, U+FFFE/U+FFFF); written with U+FFFD"),
     "DEFINE-VALUES-UNCHECKED": ("info", "values of a variable with a define codelist were not kept by the "
                                 "column statistics; not checked"),
 }
@@ -207,9 +209,9 @@ def _sub(parent: etree._Element, tag: str, attrs: Mapping[str, Any] | None = Non
     el = etree.SubElement(parent, tag)
     for k, v in (attrs or {}).items():
         if v is not None:
-            el.set(k, str(v))
+            el.set(k, safexml.xml_text(str(v)))
     if text is not None:
-        el.text = text
+        el.text = safexml.xml_text(text)
     return el
 
 
@@ -313,6 +315,44 @@ class _Builder:
         self.codelist_values: dict[str, set[str]] = {}  # CT short name -> values used
         self.external: set[str] = set()
         self.nonstandard: set[str] = set()
+        self._report_text_not_xml()
+
+    def _report_text_not_xml(self) -> None:
+        """Every data-derived text the define carries (names, labels, the values codelists,
+        value-level metadata and descriptions are made of) that holds a character XML 1.0
+        cannot carry: one DEFINE-TEXT-NOT-XML warning per dataset, variable and text.  The
+        define writes it with U+FFFD in their place (it cannot be written otherwise); the
+        datasets keep the value as given (SDTM-XPT-ASCII reports it there)."""
+        seen: set[tuple[str, str, str]] = set()
+
+        def check(ds: str, var: str | None, text: Any, what: str) -> None:
+            if not isinstance(text, str) or not text:
+                return
+            bad = safexml.not_xml_characters(text)
+            if bad and (ds, var or "", text) not in seen:
+                seen.add((ds, var or "", text))
+                self.log.warning("DEFINE-TEXT-NOT-XML",
+                                 f"{ds}{'.' + var if var else ''}: {what} {text!r} holds "
+                                 f"{', '.join(f'U+{ord(c):04X}' for c in bad)}, which XML 1.0 cannot carry; written "
+                                 "in define.xml with U+FFFD in its place", file="define.xml", record=ds,
+                                 field=var, value=text.encode("unicode_escape").decode("ascii"))
+
+        for ds in self.datasets:
+            check(ds.name, None, ds.name, "dataset name")
+            check(ds.name, None, ds.label, "dataset label")
+            cs = self.stats[ds.name]
+            for var in ds.variables:
+                check(ds.name, var.name, var.name, "variable name")
+                check(ds.name, var.name, var.label, "label")
+                values = cs.var(var.name).values if var.name in cs.vars else None
+                for value in sorted(values or ()):
+                    check(ds.name, var.name, value, "value")
+            for by, bucket in sorted(cs.groups.items()):
+                for key, group in sorted((bucket or {}).items()):
+                    check(ds.name, by, key, "value")
+                    for name, vs in sorted(group.items()):
+                        for value in sorted(vs.values or ()):
+                            check(ds.name, name, value, "value")
 
     # -- top level
     def build(self) -> etree._Element:
@@ -469,7 +509,7 @@ class _Builder:
                      ("DataType", shape.data_type), ("Length", shape.length),
                      ("SignificantDigits", shape.significant_digits), ("SASFieldName", var.name[:8])):
             if v is not None:
-                el.set(k, str(v))
+                el.set(k, safexml.xml_text(str(v)))
         _description(el, description or var.label or var.name)
         vlm_parent = top and ((ds.name in VLM_DOMAINS and _vlm_target(ds.name, var.name)) or
                               var.name in self._governing(ds))
@@ -716,6 +756,13 @@ def _parse(path_or_tree, log: IssueLog, name: str) -> etree._ElementTree | None:
     return None
 
 
+def parse_define(path: str | Path, log: IssueLog) -> etree._ElementTree | None:
+    """The tree of a define.xml read under the hub's safe-XML policy; None with one
+    DEFINE-XML-ENTITY or DEFINE-XML-SYNTAX error when it cannot be (parse once, then give the
+    tree to :func:`validate_define_xsd` and :func:`read_define`)."""
+    return _parse(path, log, Path(path).name)
+
+
 def define_version(tree: etree._ElementTree) -> tuple[str | None, str | None]:
     """(namespace version "2.1"/"2.0"/"1.0" or None, def:DefineVersion attribute or None)."""
     root = tree.getroot()
@@ -839,11 +886,12 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def read_define(path: str | Path, log: IssueLog) -> DefineMetadata | None:
-    """Dataset, variable and codelist metadata of a Define-XML 2.0 / 2.1 file; None (with an
-    issue) when the file is not well-formed or not Define-XML 2.x."""
+def read_define(path: str | Path, log: IssueLog, *, tree: etree._ElementTree | None = None) -> DefineMetadata | None:
+    """Dataset, variable and codelist metadata of a Define-XML 2.0 / 2.1 file (``tree``: the
+    file already parsed); None (with an issue) when the file is not well-formed or not
+    Define-XML 2.x."""
     name = Path(path).name
-    tree = _parse(path, log, name)
+    tree = tree if tree is not None else _parse(path, log, name)
     if tree is None:
         return None
     version, declared = define_version(tree)

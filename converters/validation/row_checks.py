@@ -11,7 +11,7 @@ from typing import Any
 from trialbridge.converters.core import iso8601
 from trialbridge.converters.core import sdtm_spec
 from trialbridge.converters.formats.sdtm import XPT_MAX_CHAR  # the writer's FDA limit
-from trialbridge.converters.validation.engine import CACHE_LIMIT, Check, DatasetInfo, RowFn, dtc, is_null
+from trialbridge.converters.validation.engine import CACHE_LIMIT, Check, DatasetInfo, RowFn, dtc, is_null, num_text
 
 _NUMERIC_RESULT = re.compile(r"^(<=|>=|<|>)?\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
@@ -247,6 +247,10 @@ class DomainValue(Check):
             value = row.get("DOMAIN")
             if value in accepted or is_null(value):
                 return  # null: SDTM-REQ-MISSING reports it
+            if not isinstance(value, str):  # a third-party file with DOMAIN as a number
+                self.report(ds, f"DOMAIN {num_text(value)!r} does not match dataset {ds.meta.name}", row_no, row,
+                            "DOMAIN", num_text(value))
+                return
             if value == name or (len(value) == 2 and len(name) in (3, 4) and name.startswith(value)):
                 accepted.add(value)
                 return

@@ -182,6 +182,8 @@ class StudyIds(Check):
 
         def row_fn(row_no: int, row: dict) -> None:
             s = row.get("STUDYID")
+            if not isinstance(s, str) and not is_null(s):
+                s = num_text(s)  # a number in a third-party file: compared (and sorted) as text
             entry = seen.get(s)
             if entry is not None:
                 entry[0] += 1

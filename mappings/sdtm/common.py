@@ -34,8 +34,14 @@ def forward(rec: dict[str, Any], fields: tuple[Field, ...], ctx: Context, out: d
         if f.kind == "number":
             out[f.variable] = derive.to_number(value) if value else None
             if value and out[f.variable] is None:
-                ctx.log.error("SDTM-NOT-NUMERIC", f"{f.record} is not a number; {f.variable} left empty",
-                              **where(rec, f.record), value=value)
+                problem = derive.number_problem(value)
+                if problem is not None and problem[0] == "range":
+                    ctx.log.error("SDTM-NUM-RANGE", f"{f.record} {value!r} is {problem[1]}; {f.variable} left empty",
+                                  **where(rec, f.record), value=value)
+                else:
+                    reason = problem[1] if problem else "not a number"
+                    ctx.log.error("SDTM-NOT-NUMERIC", f"{f.record} is {reason}; {f.variable} left empty",
+                                  **where(rec, f.record), value=value)
             continue
         if f.table and value:
             mapped = terminology.map_term(f.table, value, log=ctx.log, where=where(rec, f.record))

@@ -53,6 +53,9 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
         comparator, number_text = m.group(1), m.group(2)
     number = derive.to_number(number_text)
     if number is None:
+        if _not_a_number(ctx, p, result, number_text, log_where):
+            out[f"{p}STRESC"] = result
+            return out
         if not m:
             # qualitative result (NEGATIVE, POSITIVE ...): standard = original
             out[f"{p}STRESC"] = result
@@ -79,6 +82,8 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
         out[f"{p}STRESU"] = std["cdisc"]
         for bound, var in (("ref_low", f"{p}STNRLO"), ("ref_high", f"{p}STNRHI")):
             n = derive.to_number(rec.get(bound))
+            if n is None and rec.get(bound):
+                _not_a_number(ctx, p, rec[bound], rec[bound], where(rec, bound), var)
             if n is not None:
                 conv = terminology.convert_value(n, factor_from, std["ucum"], test.get("molar_mass_g_per_mol"))
                 out[var] = derive.round_sig(conv) if conv is not None else None
@@ -93,6 +98,27 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
     out[f"{p}STRESN"] = value
     out[f"{p}NRIND"] = derive.reference_range_indicator(value, out[f"{p}STNRLO"], out[f"{p}STNRHI"])
     return out
+
+
+def _not_a_number(ctx: Context, p: str, given: str, number_text: str, log_where: dict,
+                  variable: str | None = None) -> bool:
+    """Report a result (or range limit) that looks numeric but gives no float: beyond what a
+    float holds (SDTM-NUM-RANGE, error) or in another notation, such as a decimal comma
+    (SDTM-NUM-FORMAT, warning).  The text is kept as given; the numeric variable stays empty,
+    never a wrong number.  True when it was one of these."""
+    problem = derive.number_problem(number_text)
+    if problem is None:
+        return False
+    kind, reason = problem
+    variable = variable or f"{p}STRESN"
+    keeps = f"{p}ORRES and {p}STRESC keep the text" if variable.endswith("STRESN") else "the original limit keeps the text"
+    if kind == "range":
+        ctx.log.error("SDTM-NUM-RANGE", f"{given!r} is {reason}; {keeps}, {variable} left empty", **log_where,
+                      value=given)
+    else:
+        ctx.log.warning("SDTM-NUM-FORMAT", f"{given!r} is {reason}; not read as a number: {keeps}, {variable} "
+                        "left empty", **log_where, value=given)
+    return True
 
 
 def finding_row(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, Any],

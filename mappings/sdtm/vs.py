@@ -47,6 +47,11 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
             if not s.get(field):
                 continue
             value = derive.to_number(s[field])
+            problem = derive.number_problem(s[field]) if value is None else None
+            if problem is not None:
+                ctx.log.error("SDTM-NUM-RANGE" if problem[0] == "range" else "SDTM-NUM-FORMAT",
+                              f"{field} {s[field]!r} is {problem[1]}; VSORRES keeps the text, VSSTRESN left empty",
+                              **where(s, field), value=s[field])
             row = base_row(ctx, DOMAIN, sid)
             row.update(VSTESTCD=code, VSTEST=name, VSORRES=s[field], VSORRESU=unit,
                        VSSTRESC=derive.format_number(value), VSSTRESN=value, VSSTRESU=unit,

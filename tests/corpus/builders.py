@@ -41,3 +41,36 @@ def fhir_name_in_ae_text(family: str = "Okonkwo") -> bytes:
     bundle = {"resourceType": "Bundle", "type": "collection",
               "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in entries]}
     return json.dumps(bundle, indent=1).encode("utf-8")
+
+
+def xpt(table: str, csv: str, numbers: tuple[str, ...] = (), version: int = 5) -> bytes:
+    """A SAS transport file written by pyreadstat (ReadStat), not by trialbridge: dataset
+    ``table`` from the CSV text ``csv`` (columns in ``numbers`` as doubles, the rest text),
+    XPORT version 5 or 8 (8 allows names over 8 characters and values over 200 bytes)."""
+    import io
+    import tempfile
+
+    import pandas as pd
+    import pyreadstat
+
+    frame = pd.read_csv(io.StringIO(csv), dtype=str, keep_default_na=False)
+    for name in numbers:
+        frame[name] = pd.to_numeric(frame[name].replace("", None)).astype(float)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{table.lower()}.xpt"
+        pyreadstat.write_xport(frame, str(path), table_name=table, file_format_version=version)
+        return path.read_bytes()
+
+
+def sas7bdat_like(size: int = 1024) -> bytes:
+    """The first bytes of a SAS7BDAT file (its 32-byte magic number, then zeros): what a
+    .sas7bdat renamed to .xpt starts with."""
+    magic = bytes.fromhex("000000000000000000000000c2ea8160b31411cfbd92080009c7318c181f1011")
+    return magic + b"\0" * (size - len(magic))
+
+
+def noise(size: int = 3000, seed: int = 9) -> bytes:
+    """``size`` pseudo-random bytes, the same every time."""
+    import random
+
+    return random.Random(seed).randbytes(size)

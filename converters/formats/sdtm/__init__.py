@@ -46,6 +46,17 @@ Issue codes raised here:
 * ``IO-READ`` (error) - a file could not be read at all (skipped), or broke off part way.
 * ``SDTM-DUPLICATE-FORMAT`` (info) - a domain exists in several formats; xpt > json > ndjson > csv wins.
 * ``SDTM-NOT-DATASET`` (info) - a ``.json``/``.ndjson`` file in an SDTM folder is not Dataset-JSON; skipped.
+* ``XPT-NOT-XPORT`` (error) - an ``.xpt`` that is not SAS transport (noise, a SAS7BDAT renamed); not read.
+* ``XPT-V8`` (warning) - SAS transport version 8; read (FDA takes version 5).
+* ``XPT-TRUNCATED`` (error) - an XPT cut short (size not whole 80-byte records, a row cut); rows before it read.
+* ``CSV-ROW-LENGTH`` / ``DSJ-ROW-LENGTH`` (error) - a row with another number of values than columns; not read.
+* ``CSV-ENCODING`` (warning) - an SDTM CSV that is not UTF-8, read as Windows-1252.
+* ``SDTM-DUPLICATE-COLUMN`` (error) - a column name given twice; the first is read.
+* ``SDTM-NUM-RANGE`` (error) - a number a float cannot hold (1e400, 1e-400); read as missing, never inf or 0.
+* ``SDTM-EMPTY-DATASET`` (warning) - a dataset with no rows.
+
+Every row a reader reads is counted ``read`` under its file (``IssueLog.count_row``), and
+``rejected`` when the reader could not place it; the pipeline counts the rest.
 
 Determinism: Dataset-JSON ``datasetJSONCreationDateTime`` is the ``created`` argument
 (default ``1970-01-01T00:00:00``) and the XPT stamps are :data:`XPT_FIXED_STAMP`, never the

@@ -11,10 +11,16 @@ boundaries a plain parser can stream on; the schema check needs the whole object
 then hands out its rows one by one; :func:`iter_dataset_ndjson` streams: it validates the
 metadata line against the v1.1 schema (with an empty ``rows``) and reads one line per row.
 
-Issue code: ``DSJ-SCHEMA`` (reading); see :mod:`converters.formats.sdtm`.
+Issue codes (reading): ``DSJ-SCHEMA``, ``DSJ-ROW-LENGTH`` (a row with another number of values
+than columns: not read), ``SDTM-DUPLICATE-COLUMN``, ``SDTM-NUM-RANGE`` (a number a float cannot
+hold: read as missing, never as inf or 0), ``DSJ-RECORD-COUNT`` (the rows found differ from the
+``records`` declared: a file cut short); see :mod:`converters.formats.sdtm`.
 """
 from __future__ import annotations
 
+import json
+import math
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -28,6 +34,7 @@ from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats
 from trialbridge.converters.formats.sdtm.values import (
     DATASET_JSON_VERSION, DEFAULT_CREATED, INTEGER_NAME, RowBatch, _char, _enrich, _keys_for, _num, _version)
+from trialbridge.mappings.derive import number_problem, to_number
 
 MAX_SCHEMA_ISSUES = 20
 _CHAR_TYPES = ("string", "date", "datetime", "time", "URI", "boolean")
@@ -165,61 +172,167 @@ def _schema_issues(obj: Any, path: Path, log: IssueLog) -> None:
         log.error("DSJ-SCHEMA", f"{path.name}: top level is not an object", file=path.name)
 
 
-def _meta(obj: dict, path: Path) -> Dataset:
+class _OutOfRange:
+    """A JSON number a float cannot hold (1e400, 1e-400), kept as its text for the finding."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _exact_float(text: str) -> float | _OutOfRange:
+    value = to_number(text)
+    return _OutOfRange(text) if value is None else value
+
+
+def _exact_int(text: str) -> int | _OutOfRange:
+    return int(text) if len(text.lstrip("-")) <= 308 else _OutOfRange(text)  # over 309 digits: beyond a float
+
+
+# an exponent of three digits or more: the only way a JSON number orjson reads can underflow to 0
+_TINY = re.compile(rb"[eE]-0*[1-9][0-9]{2,}")
+
+
+def _loads(data: bytes) -> Any:
+    """JSON with every number checked: orjson, and where a number could be out of a float's
+    range (orjson refuses infinities and turns 1e-400 into 0.0) the standard parser with each
+    non-integral number read by :func:`_exact_float`."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if "infinity" not in str(exc):
+            raise
+    else:
+        if not _TINY.search(data):
+            return obj
+    return json.loads(data, parse_float=_exact_float, parse_int=_exact_int)
+
+
+def _meta(obj: dict, path: Path, log: IssueLog) -> tuple[Dataset, list[int]]:
+    """The dataset's metadata and, for each of its variables, the place of its value in a row
+    array (a column name given twice is read from its first place: SDTM-DUPLICATE-COLUMN)."""
     name = str(obj.get("name") or path.stem).upper()
-    variables = []
-    for n, col in enumerate(c for c in obj.get("columns") or [] if isinstance(c, dict)):
+    variables, places, seen = [], [], {}
+    columns = obj.get("columns")
+    for n, col in enumerate(columns if isinstance(columns, list) else []):
+        if not isinstance(col, dict):
+            continue
         cname = str(col.get("name") or f"COL{n + 1}")
+        if cname in seen:
+            log.error("SDTM-DUPLICATE-COLUMN", f"{path.name}: column {cname!r} appears again as column {n + 1} "
+                      f"(first as column {seen[cname] + 1}); the first is read, this one is not",
+                      file=path.name, field=cname, value=n + 1)
+            continue
+        seen[cname] = n
         typ = "Char" if col.get("dataType", "string") in _CHAR_TYPES else "Num"
         variables.append(_enrich(cname, str(col.get("label") or ""), typ, name))
-    return Dataset(name=name, label=str(obj.get("label") or load_spec(name).label),
+        places.append(n)
+    meta = Dataset(name=name, label=str(obj.get("label") or load_spec(name).label),
                    label_given=bool(obj.get("label")), variables=variables, rows=[],
                    keys=_keys_for(name, [v.name for v in variables]), source=str(path))
+    return meta, places
 
 
-def _row(meta: Dataset, rec: Any, n: int, path: Path, log: IssueLog) -> dict[str, Any] | None:
+def _width(obj: dict) -> int:
+    columns = obj.get("columns")
+    return len(columns) if isinstance(columns, list) else 0
+
+
+def _row(meta: Dataset, places: list[int], width: int, rec: Any, n: int, path: Path,
+         log: IssueLog) -> dict[str, Any] | None:
+    account = str(path)
+    log.count_row(account, "read")
     if not isinstance(rec, list):
         log.error("DSJ-SCHEMA", f"{path.name}: row {n} is not an array; skipped", file=path.name, record=n)
+        log.count_row(account, "rejected")
+        return None
+    if len(rec) != width:
+        log.error("DSJ-ROW-LENGTH", f"{path.name} row {n}: {len(rec)} values for {width} columns; the values "
+                  "cannot be placed in their columns, row not read", file=path.name, record=n, value=len(rec))
+        log.count_row(account, "rejected")
         return None
     row = {}
-    for var, v in zip(meta.variables, rec + [None] * (len(meta.variables) - len(rec))):
+    for var, place in zip(meta.variables, places):
+        v = rec[place]
         if var.type == "Num":
+            if isinstance(v, _OutOfRange):
+                problem = number_problem(v.text)
+                log.error("SDTM-NUM-RANGE", f"{path.name} row {n} {var.name}: {v.text} is "
+                          f"{problem[1] if problem else 'not a number a float holds'}; read as missing",
+                          file=path.name, record=n, field=var.name, value=v.text)
+                row[var.name] = None
+                continue
             try:
-                row[var.name] = _num(v)
-            except (TypeError, ValueError):
+                if isinstance(v, bool) or isinstance(v, (list, dict)):
+                    raise TypeError(type(v).__name__)
+                number = _num(v)
+                if number is not None and not math.isfinite(number):
+                    raise ValueError("not finite")
+                row[var.name] = number
+            except (TypeError, ValueError, OverflowError):
                 log.error("DSJ-SCHEMA", f"{path.name} row {n} {var.name}: {v!r} is not a number; read as "
                           "missing", file=path.name, record=n, field=var.name, value=str(v))
                 row[var.name] = None
         else:
+            if isinstance(v, _OutOfRange):
+                v = v.text
+            if v is not None and not isinstance(v, str):
+                log.error("DSJ-SCHEMA", f"{path.name} row {n} {var.name}: {v!r} in a {var.type} (string) column; "
+                          "read as its text", file=path.name, record=n, field=var.name, value=str(v))
+                v = orjson.dumps(v).decode() if isinstance(v, (bool, list, dict)) else _number_text(v)
             row[var.name] = _char(v)
     return row
 
 
+def _number_text(value: Any) -> str:
+    """A JSON number's text: integers as written, floats in shortest form."""
+    return str(value) if isinstance(value, int) else repr(value)
+
+
 def iter_dataset_json(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any]]]:
     """Metadata and rows of a ``.json`` Dataset-JSON file (parsed whole, then row by row)."""
-    obj = orjson.loads(path.read_bytes())
+    obj = _loads(path.read_bytes())
     _schema_issues(obj, path, log)
     if not isinstance(obj, dict):
         obj = {}
-    meta = _meta(obj, path)
-    records = obj.get("rows") or []
+    meta, places = _meta(obj, path, log)
+    width = _width(obj)
+    records = obj.get("rows")
+    if not isinstance(records, list):
+        records = []  # the schema finding says what it is
 
     def rows() -> Iterator[dict[str, Any]]:
+        n = 0
         for n, rec in enumerate(records, start=1):
-            row = _row(meta, rec, n, path, log)
+            row = _row(meta, places, width, rec, n, path, log)
             if row is not None:
                 yield row
+        _check_count(obj, n, path, log)
 
     return meta, rows()
 
 
+def _check_count(obj: Any, n: int, path: Path, log: IssueLog) -> None:
+    """The rows found against the ``records`` the file declares: fewer is a file cut short or
+    rows lost on the way (DSJ-RECORD-COUNT)."""
+    declared = obj.get("records") if isinstance(obj, dict) else None
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != n:
+        log.error("DSJ-RECORD-COUNT", f"{path.name} declares {declared} records but holds {n} row(s)"
+                  + (": rows are missing (a file cut short?)" if n < declared else ""), file=path.name,
+                  field="records", value=n)
+
+
 def iter_dataset_ndjson(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any]]]:
-    """Metadata and rows of a ``.ndjson`` Dataset-JSON file, one line at a time."""
+    """Metadata and rows of a ``.ndjson`` Dataset-JSON file, one line at a time.  A line that
+    is not JSON (a file cut or damaged part way) is reported and skipped; the lines after it
+    are read."""
     with open(path, "rb") as fh:
         first = fh.readline()
-    obj = orjson.loads(first) if first.strip() else None
+    obj = _loads(first) if first.strip() else None
     _schema_issues({**obj, "rows": []} if isinstance(obj, dict) and "rows" not in obj else obj, path, log)
-    meta = _meta(obj if isinstance(obj, dict) else {}, path)
+    meta, places = _meta(obj if isinstance(obj, dict) else {}, path, log)
+    width = _width(obj if isinstance(obj, dict) else {})
 
     def rows() -> Iterator[dict[str, Any]]:
         with open(path, "rb") as fh:
@@ -230,14 +343,17 @@ def iter_dataset_ndjson(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[di
                     continue
                 n += 1
                 try:
-                    rec = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    log.error("DSJ-SCHEMA", f"{path.name}: row {n} is not JSON ({exc}); skipped",
+                    rec = _loads(line)
+                except ValueError as exc:  # orjson's and json's decode errors are ValueErrors
+                    log.count_row(str(path), "read")
+                    log.count_row(str(path), "rejected")
+                    log.error("DSJ-SCHEMA", f"{path.name}: row {n} (line {n + 1}) is not JSON ({exc}); skipped",
                               file=path.name, record=n)
                     continue
-                row = _row(meta, rec, n, path, log)
+                row = _row(meta, places, width, rec, n, path, log)
                 if row is not None:
                     yield row
+        _check_count(obj, n, path, log)
 
     return meta, rows()
 

@@ -27,7 +27,7 @@ from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.formats.sdtm.csv import iter_csv
 from trialbridge.converters.formats.sdtm.dataset_json import iter_dataset_json, iter_dataset_ndjson
 from trialbridge.converters.formats.sdtm.values import READ_PREFERENCE
-from trialbridge.converters.formats.sdtm.xpt import iter_xpt
+from trialbridge.converters.formats.sdtm.xpt import NotXport, iter_xpt
 
 # what a damaged or foreign file raises; anything else is our bug and propagates
 _READ_ERRORS = (OSError, ValueError, csv.Error, pyreadstat.ReadstatError, pyreadstat.PyreadstatError)
@@ -69,6 +69,9 @@ def iter_dataset(path: str | Path, log: IssueLog) -> Stream | None:
         return None
     try:
         meta, rows = reader(path, log)
+    except NotXport as exc:
+        log.error("XPT-NOT-XPORT", f"{path.name} is {exc}; not read", file=path.name)
+        return None
     except _READ_ERRORS as exc:  # unreadable file: report and skip
         _cannot_read(path, log, exc)
         return None
@@ -99,6 +102,9 @@ def read_dataset(path: str | Path, log: IssueLog) -> Dataset | None:
         if not _name_ok(meta, path, log):
             return None
         meta.rows = list(rows)
+    except NotXport as exc:
+        log.error("XPT-NOT-XPORT", f"{path.name} is {exc}; not read", file=path.name)
+        return None
     except _READ_ERRORS as exc:  # unreadable file: report and skip
         _cannot_read(path, log, exc)
         return None
@@ -117,9 +123,10 @@ def _is_dataset_json(path: Path) -> bool:
     return isinstance(obj, dict) and ("datasetJSONVersion" in obj or "columns" in obj)
 
 
-def sdtm_files(path: str | Path, log: IssueLog) -> dict[str, Path]:
+def sdtm_files(path: str | Path, log: IssueLog, copies: dict[str, list[Path]] | None = None) -> dict[str, Path]:
     """The file to read for each dataset in folder ``path`` (upper-case name -> path), chosen
-    xpt > json > ndjson > csv when a dataset is there in several formats."""
+    xpt > json > ndjson > csv when a dataset is there in several formats; the files not
+    chosen go into ``copies`` (name -> paths) when it is given."""
     folder = Path(path)
     if not folder.is_dir():
         raise TrialbridgeError(f"{folder} is not a folder")
@@ -138,14 +145,22 @@ def sdtm_files(path: str | Path, log: IssueLog) -> dict[str, Path]:
             log.info("SDTM-DUPLICATE-FORMAT", f"{domain} found as {[f.name for f in files]}; "
                      f"reading {files[0].name}", file=files[0].name, value=domain)
         out[domain] = files[0]
+        if copies is not None and len(files) > 1:
+            copies[domain] = files[1:]
     return out
 
 
-def read_sdtm_folder(path: str | Path, log: IssueLog) -> dict[str, Dataset]:
-    """Every dataset in ``path``, by upper-case name; xpt > json > ndjson > csv when duplicated."""
+def read_sdtm_folder(path: str | Path, log: IssueLog, copies: dict[str, list[Path]] | None = None
+                     ) -> dict[str, Dataset]:
+    """Every dataset in ``path``, by upper-case name; xpt > json > ndjson > csv when duplicated
+    (the files not read go into ``copies`` when given, see :func:`sdtm_files`).  A dataset
+    with no rows is SDTM-EMPTY-DATASET (warning)."""
     out: dict[str, Dataset] = {}
-    for file in sdtm_files(path, log).values():
+    for file in sdtm_files(path, log, copies).values():
         ds = read_dataset(file, log)
         if ds is not None:
+            if not ds.rows:
+                log.warning("SDTM-EMPTY-DATASET", f"{file.name} holds no rows (FDA: a dataset with no records is not "
+                            "submitted)", file=file.name, value=ds.name)
             out[ds.name] = ds
     return out

@@ -17,7 +17,8 @@ from trialbridge.converters.core.datasets import Variable
 from trialbridge.converters.core.files import printable, safe_name
 from trialbridge.converters.core.issues import TrialbridgeError
 from trialbridge.converters.core.sdtm_spec import load_spec
-from trialbridge.mappings.derive import format_number
+from trialbridge.mappings.derive import SMALLEST_NORMAL
+from trialbridge.mappings.derive import format_number, number_problem, to_number
 
 __all__ = ["FORMATS", "SUFFIX", "READ_PREFERENCE", "DEFAULT_CREATED", "DATASET_JSON_VERSION",
            "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "format_number", "to_ascii"]
@@ -31,6 +32,7 @@ XPT_MAX_CHAR = 200
 XPT_MAX_LABEL = 40
 XPT_MAX_NAME = 8
 # Num variables that Dataset-JSON types "integer" when every value is integral
+PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?").fullmatch
 INTEGER_NAME = re.compile(r"(SEQ|DY|AGE|TAETORD|VISITNUM|TPTNUM|NUM)$")
 
 
@@ -40,6 +42,31 @@ def _missing_num(value: Any) -> bool:
 
 def _num(value: Any) -> float | None:
     return None if _missing_num(value) else float(value)
+
+
+def read_num(text: str, fname: str, n: int, name: str, log: Any, code: str) -> float | None:
+    """A Num value given as text (CSV): a plain decimal number a float holds, else missing
+    with a finding: ``code`` (CSV-NUM) for text that is no number, SDTM-NUM-RANGE for a number
+    beyond what a float holds (1e400 would be inf, 1e-400 would be 0: never a wrong number)."""
+    t = text.strip()
+    if t == "":
+        return None
+    if PLAIN_DECIMAL(t):  # the common case, decided here: a plain decimal of a normal magnitude
+        value = float(t)
+        if SMALLEST_NORMAL <= abs(value) < math.inf:
+            return value
+    value = to_number(t)
+    if value is not None:
+        return value
+    problem = number_problem(t)
+    if problem is not None and problem[0] == "range":
+        log.error("SDTM-NUM-RANGE", f"{fname} row {n} {name}: {text!r} is {problem[1]}; read as missing",
+                  file=fname, record=n, field=name, value=text)
+    else:
+        reason = f" ({problem[1]})" if problem else ""
+        log.error(code, f"{fname} row {n} {name}: {text!r} is not a number{reason}; read as missing",
+                  file=fname, record=n, field=name, value=text)
+    return None
 
 
 def _char(value: Any) -> str:

@@ -21,7 +21,10 @@ written as missing; a non-zero magnitude below 16**-65 is ``XPT-NUM-RANGE`` (war
 written as 0.  The other formats keep the value.
 
 Issue codes (writing): ``XPT-NONASCII``, ``XPT-LENGTH-200``, ``XPT-LABEL-40``, ``XPT-NAME-8``,
-``XPT-NUM-RANGE``; (reading) ``XPT-ENCODING``.  See :mod:`converters.formats.sdtm`.
+``XPT-NUM-RANGE``; (reading) ``XPT-ENCODING``, ``XPT-NOT-XPORT`` (not SAS transport: random bytes,
+a SAS7BDAT renamed; not read), ``XPT-V8`` (version 8: read, with a warning), ``XPT-TRUNCATED``
+(a file whose size is not a whole number of 80-byte records, or that ends inside a row: the
+rows before the cut are read, the cut row is counted rejected).  See :mod:`converters.formats.sdtm`.
 
 The created/modified stamps are :data:`XPT_FIXED_STAMP` (same datasets, same bytes).
 
@@ -281,6 +284,7 @@ def _read_sequentially(path: Path, start: int, columns: list[tuple[str, bool, in
     length = sum(width for _, _, width in columns)
     blank_rows = 0
     blank_row: dict[str, Any] | None = None
+    n_rows = 0  # rows of the chunks before this one
     with open(path, "rb") as fh:
         fh.seek(start)
         while True:
@@ -311,7 +315,16 @@ def _read_sequentially(path: Path, start: int, columns: list[tuple[str, bool, in
                     blank_rows -= 1
                 yield dict(zip(names, row))
             if len(data) < length * chunksize:
+                tail = data[n * length:]
+                if tail.strip(b" "):
+                    decode.log.error("XPT-TRUNCATED", f"{decode.path.name}: the file ends inside row {n_rows + n + 1} "
+                                     f"({len(tail)} of its {length} bytes); that row is not read - the file was cut "
+                                     "short (copy it again from its source)", file=decode.path.name,
+                                     record=n_rows + n + 1, value=len(tail))
+                    decode.log.count_row(str(decode.path), "read")
+                    decode.log.count_row(str(decode.path), "rejected")
                 return
+            n_rows += n
 
 
 def _next_encoding(encodings: list[str], path: Path, log: IssueLog) -> None:
@@ -328,6 +341,9 @@ def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Da
     front to back :data:`READ_CHUNK` rows at a time.  (pyreadstat's chunked reading re-scans the
     file from its start for every chunk, which is quadratic: it is used only for a file whose
     observations this reader cannot locate.)"""
+    kind = _xport_kind(path)
+    if kind != "XPORT":
+        raise NotXport(kind)
     encodings = list(_ENCODINGS)
     while True:
         try:
@@ -345,10 +361,20 @@ def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Da
     ds = Dataset(name=name, label=label, label_given=bool(meta.file_label), variables=variables, rows=[],
                  keys=_keys_for(name, meta.column_names), source=str(path))
     columns = [(v.name, v.type == "Num", int(meta.variable_storage_width.get(v.name) or 0)) for v in variables]
+    if _is_v8(path):
+        log.warning("XPT-V8", f"{path.name} is SAS transport version 8 (names up to 32 characters, values over "
+                    "200 bytes); FDA submissions take version 5: it is read, and the XPT rules say what does "
+                    "not fit version 5", file=path.name, value="V8")
+    size = path.stat().st_size
+    if size % RECORD:
+        log.error("XPT-TRUNCATED", f"{path.name}: {size} bytes is not a whole number of 80-byte records, as every "
+                  "XPORT writer pads its file: the file was cut short or damaged (copy it again from its "
+                  "source); the rows up to the cut are read", file=path.name, value=size)
     start = _observations_at(path)
     if start is not None and columns and all(w > 0 for _, _, w in columns) and \
             all(2 <= w <= 8 for _, num, w in columns if num):
-        return ds, _read_sequentially(path, start, columns, _Decoder(encodings, path, log), chunksize)
+        return ds, _counted(_read_sequentially(path, start, columns, _Decoder(encodings, path, log), chunksize),
+                            path, log)
     converters = [(v.name, _num if v.type == "Num" else _char) for v in variables]
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -365,4 +391,42 @@ def iter_xpt(path: Path, log: IssueLog, chunksize: int = READ_CHUNK) -> tuple[Da
             except UnicodeDecodeError:
                 _next_encoding(encodings, path, log)
 
-    return ds, rows()
+    return ds, _counted(rows(), path, log)
+
+
+def _counted(rows: Iterator[dict[str, Any]], path: Path, log: IssueLog) -> Iterator[dict[str, Any]]:
+    """The rows, counted read under the file (once, when the iteration ends)."""
+    n = 0
+    try:
+        for row in rows:
+            n += 1
+            yield row
+    finally:
+        log.count_row(str(path), "read", n)
+
+
+_LIBRARY = b"HEADER RECORD*******LIBRARY HEADER RECORD!!!!!!!"
+_LIBRARY_V8 = b"HEADER RECORD*******LIBV8   HEADER RECORD!!!!!!!"
+_SAS7BDAT = bytes.fromhex("000000000000000000000000c2ea8160b31411cfbd92080009c7318c181f1011")
+
+
+class NotXport(ValueError):
+    """The file is not SAS transport at all; the message says what it is."""
+
+
+def _xport_kind(path: Path) -> str:
+    """XPORT, or what else the file's first bytes show it to be."""
+    with open(path, "rb") as fh:
+        head = fh.read(RECORD)
+    if head.startswith(_LIBRARY) or head.startswith(_LIBRARY_V8):
+        return "XPORT"
+    if head[:32] == _SAS7BDAT:
+        return "a SAS7BDAT dataset (SAS's native format), not SAS transport: export it as XPORT version 5"
+    if not head:
+        return "empty (0 bytes)"
+    return "not a SAS transport (XPORT) file: it does not begin with the XPORT library header"
+
+
+def _is_v8(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(len(_LIBRARY_V8)) == _LIBRARY_V8
