@@ -14,6 +14,7 @@ import orjson
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core import jsoncodec
+from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
@@ -410,10 +411,11 @@ def _write_records(sinks: engine.Sinks, output: Path) -> list[Path]:
 def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path, sdtm_formats: list[str],
                 log: IssueLog, study_id: str) -> list[Path]:
     validate_datasets(datasets, log)
-    written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN")
+    created = creation_datetime()  # one creation time for every file of the run
+    written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN", created=created)
     # define.xml describing exactly what was written, validated against the XSD and read back
     # to check it agrees with the datasets (lengths, labels, variables)
-    dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats)
+    dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats, created=created)
     written.append(dpath)
     meta = define_xml.read_define(dpath, log)
     if meta is not None:
@@ -441,17 +443,20 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
     # one pass per dataset: each row goes to every format's writer and through every rule;
     # the rules keep only compact indexes between rows (DM first, SE second: their order)
     rules = StreamingValidator(log)
+    created = creation_datetime()  # one creation time for every file of the run
     for name in feeding_order(metas):
         meta = metas[name]
         visitor = rules.begin(meta)
-        with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN") as writers:
+        with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN",
+                                  created=created) as writers:
             for row_no, row in enumerate(rows_of(name), start=1):
                 writers.write(row)
                 visitor.row(row_no, {v.name: row.get(v.name, None if v.type == "Num" else "") for v in meta.variables})
             written.extend(writers.close())
         visitor.end()
     rules.finish()
-    dpath = define_xml.write_define_from_stats(metas, stats, study, output / "define.xml", log, formats=sdtm_formats)
+    dpath = define_xml.write_define_from_stats(metas, stats, study, output / "define.xml", log, formats=sdtm_formats,
+                                               created=created)
     written.append(dpath)
     meta_read = define_xml.read_define(dpath, log)
     if meta_read is not None:

@@ -55,7 +55,7 @@ def test_sample_define_content(sample_define, sample_sdtm):
     root = etree.parse(str(path)).getroot()
     assert root.get("FileType") == "Snapshot" and root.get("ODMVersion") == "1.3.2"
     assert root.get(f"{{{DEF21_NS}}}Context") == "Submission"
-    assert root.get("CreationDateTime") == "1970-01-01T00:00:00"
+    assert root.get("CreationDateTime") == "2026-01-01T00:00:00Z"  # SOURCE_DATE_EPOCH of conftest
     assert root.findtext("odm:Study/odm:GlobalVariables/odm:StudyName", namespaces=NS) == "NCT04387942"
     mdv = root.find("odm:Study/odm:MetaDataVersion", NS)
     stds = {s.get("Name"): s for s in mdv.findall("def:Standards/def:Standard", NS)}

@@ -7,7 +7,8 @@
   while the rows were written) give every Length, DataType, SignificantDigits, value-level item
   and codelist subset: no dataset is read or rescanned.  Every OID is derived from
   dataset/variable/codelist names, elements are emitted in a fixed (sorted) order and
-  ``CreationDateTime`` is the ``created`` argument, so the same datasets give the same bytes.
+  ``CreationDateTime`` is the ``created`` argument (by default the run's creation time, fixed
+  by ``SOURCE_DATE_EPOCH``), so the same datasets give the same bytes.
   OIDs match :mod:`converters.formats.sdtm`'s Dataset-JSON (``IG.<DS>``, ``IT.<DS>.<VAR>``,
   ``MDV.TRIALBRIDGE``) so a Dataset-JSON file and the define describe the same items.
   :func:`build_define` / :func:`write_define` ``(datasets, study, ...)`` are the same for whole
@@ -45,6 +46,7 @@ from trialbridge.mappings.terminology import ct
 from trialbridge.converters.formats import sdtm as sdtm_io
 from trialbridge.converters.core import safexml
 from trialbridge.converters.core.datasets import Dataset, Variable
+from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.core.files import atomic_path
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.formats.sdtm.dataset_json import num_data_type
@@ -306,7 +308,7 @@ class _Builder:
         if meddra_version:
             self.facts["meddra_version"] = meddra_version
         self.formats = tuple(formats)
-        self.created = created
+        self.created = created or creation_datetime()
         self.log = log if log is not None else IssueLog()
         self.methods: set[str] = set()
         self.comments: dict[str, str] = {}
@@ -630,7 +632,7 @@ def stats_of(datasets: Mapping[str, Dataset], **kwargs: Any) -> dict[str, Column
 
 
 def build_define_from_stats(metas: Mapping[str, Dataset], stats: Mapping[str, ColumnStats], study: Any, *,
-                            formats: Iterable[str] = ("xpt",), created: str = DEFAULT_CREATED,
+                            formats: Iterable[str] = ("xpt",), created: str | None = DEFAULT_CREATED,
                             log: IssueLog | None = None, meddra_version: str | None = None) -> etree._Element:
     """The Define-XML 2.1 ``ODM`` root element for the datasets ``metas`` describes.
 
@@ -646,7 +648,7 @@ def build_define_from_stats(metas: Mapping[str, Dataset], stats: Mapping[str, Co
 
 
 def build_define(datasets: Mapping[str, Dataset], study: Any, *, formats: Iterable[str] = ("xpt",),
-                 created: str = DEFAULT_CREATED, log: IssueLog | None = None,
+                 created: str | None = DEFAULT_CREATED, log: IssueLog | None = None,
                  meddra_version: str | None = None) -> etree._Element:
     """:func:`build_define_from_stats` for whole in-memory datasets (statistics from their rows)."""
     return build_define_from_stats(datasets, stats_of(datasets), study, formats=formats, created=created,
@@ -659,7 +661,7 @@ def serialise(root: etree._Element) -> bytes:
 
 def write_define_from_stats(metas: Mapping[str, Dataset], stats: Mapping[str, ColumnStats], study: Any,
                             path: str | Path, log: IssueLog, *, formats: Iterable[str] = ("xpt",),
-                            created: str = DEFAULT_CREATED, meddra_version: str | None = None,
+                            created: str | None = DEFAULT_CREATED, meddra_version: str | None = None,
                             validate: bool = True) -> Path:
     """Build (:func:`build_define_from_stats`), validate (against the shipped 2.1 XSD; problems
     become DEFINE-XSD issues) and write ``path`` atomically.  Returns the path written."""
@@ -675,7 +677,7 @@ def write_define_from_stats(metas: Mapping[str, Dataset], stats: Mapping[str, Co
 
 
 def write_define(datasets: Mapping[str, Dataset], study: Any, path: str | Path, log: IssueLog, *,
-                 formats: Iterable[str] = ("xpt",), created: str = DEFAULT_CREATED,
+                 formats: Iterable[str] = ("xpt",), created: str | None = DEFAULT_CREATED,
                  meddra_version: str | None = None, validate: bool = True) -> Path:
     """:func:`write_define_from_stats` for whole in-memory datasets (statistics from their rows)."""
     return write_define_from_stats(datasets, stats_of(datasets), study, path, log, formats=formats,
