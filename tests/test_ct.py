@@ -6,7 +6,7 @@ from trialbridge.mappings.terminology.ct import CT_VERSION, codelist, codelists,
 
 
 def test_version():
-    assert CT_VERSION == "2025-03-25"
+    assert CT_VERSION == "2025-03-28"
 
 
 def test_aesev_non_extensible():

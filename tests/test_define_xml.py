@@ -60,7 +60,7 @@ def test_sample_define_content(sample_define, sample_sdtm):
     mdv = root.find("odm:Study/odm:MetaDataVersion", NS)
     stds = {s.get("Name"): s for s in mdv.findall("def:Standards/def:Standard", NS)}
     assert stds["SDTMIG"].get("Version") == "3.3" and stds["SDTMIG"].get("Type") == "IG"
-    assert stds["CDISC/NCI"].get("Version") == "2025-03-25" and stds["CDISC/NCI"].get("Type") == "CT"
+    assert stds["CDISC/NCI"].get("Version") == "2025-03-28" and stds["CDISC/NCI"].get("Type") == "CT"
 
     groups = {ig.get("Name"): ig for ig in mdv.findall("odm:ItemGroupDef", NS)}
     assert set(groups) == set(datasets)
@@ -104,7 +104,7 @@ def test_sample_define_content(sample_define, sample_sdtm):
     # codelists: only terms present in the data, NCI codes as aliases, CT standard referenced
     cls = {c.get("OID"): c for c in mdv.findall("odm:CodeList", NS)}
     sex = cls["CL.SEX"]
-    assert sex.get(f"{{{DEF21_NS}}}StandardOID") == "STD.CT.SDTM.2025-03-25"
+    assert sex.get(f"{{{DEF21_NS}}}StandardOID") == "STD.CT.SDTM.2025-03-28"
     assert sorted(e.get("CodedValue") for e in sex.findall("odm:EnumeratedItem", NS)) == sorted(
         {r["SEX"] for r in datasets["DM"].rows})
     assert sex.find("odm:Alias", NS).attrib == {"Context": "nci:ExtCodeID", "Name": "C66731"}

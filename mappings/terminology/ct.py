@@ -1,5 +1,5 @@
-"""CDISC SDTM controlled terminology (NCI EVS release 2025-03-25), from the extract in
-``mappings/terminology/ct/sdtm-ct-2025-03-25.csv`` (see its README for the source).
+"""CDISC SDTM controlled terminology (NCI EVS release 2025-03-28), from the extract in
+``mappings/terminology/ct/sdtm-ct-2025-03-28.csv`` (see its README for the source).
 
 ``codelist("SEX")`` or ``codelist("C66731")`` gives a :class:`Codelist`; ``lookup`` maps a
 submission value, a CDISC synonym or the NCI preferred term (case-insensitive) to the submission
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-CT_VERSION = "2025-03-25"
+CT_VERSION = "2025-03-28"
 CT_FILE = f"sdtm-ct-{CT_VERSION}.csv"
 
 
