@@ -417,6 +417,7 @@ def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path,
     # to check it agrees with the datasets (lengths, labels, variables)
     dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats, created=created)
     written.append(dpath)
+    written.append(define_xml.write_stylesheet(output))
     meta = define_xml.read_define(dpath, log)
     if meta is not None:
         define_xml.check_define_against_datasets(meta, datasets, log, exact_lengths=True)
@@ -458,6 +459,7 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
     dpath = define_xml.write_define_from_stats(metas, stats, study, output / "define.xml", log, formats=sdtm_formats,
                                                created=created)
     written.append(dpath)
+    written.append(define_xml.write_stylesheet(output))
     meta_read = define_xml.read_define(dpath, log)
     if meta_read is not None:
         define_xml.check_define_against_stats(meta_read, metas, stats, log, exact_lengths=True)

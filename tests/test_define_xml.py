@@ -172,7 +172,8 @@ def test_mutated_define_fails_xsd_with_line(sample_define, tmp_path):
     assert define_xml.validate_define_xsd(bad, log) is False
     xsd = [i for i in log.issues if i.code == "DEFINE-XSD"]
     assert xsd and xsd[0].severity == "error" and "Structure" in xsd[0].message
-    assert xsd[0].record == ig.sourceline
+    line = etree.parse(str(bad)).find(".//odm:ItemGroupDef", NS).sourceline  # the line in the file written
+    assert xsd[0].record == line
 
 
 # ------------------------------------------------------------------------------ agreement check
@@ -389,3 +390,38 @@ def test_filled_in_dataset_label_is_not_compared(sample_sdtm, study, tmp_path):
     log = IssueLog()
     define_xml.check_define_against_datasets(meta, {"TA": ta}, log)
     assert codes(log)["DEFINE-LABEL-MISMATCH"] == 1
+
+
+# ------------------------------------------------------------------------------ what a reviewer opens
+def test_supp_datasets_name_their_parent_domain(sample_define):
+    """CDISC's own Define-XML 2.1 example writes Name="SUPPDM" Domain="DM"; CORE's define
+    rules cannot run on a SUPP-- ItemGroupDef without it."""
+    path, _ = sample_define
+    root = etree.parse(str(path)).getroot()
+    domains = {ig.get("Name"): ig.get("Domain") for ig in root.iter(f"{{{ODM_NS}}}ItemGroupDef")}
+    assert {k: v for k, v in domains.items() if k.startswith("SUPP")} == {"SUPPAE": "AE", "SUPPDM": "DM", "SUPPEX": "EX"}
+    assert domains["LB"] == "LB" and domains["TS"] == "TS"
+
+
+def test_define_opens_as_a_page_with_cdiscs_stylesheet(tmp_path):
+    """The output folder holds define2-1.xsl beside define.xml, which names it; a real XSLT
+    processor (libxslt through lxml) turns the two into an HTML page listing every dataset."""
+    from click.testing import CliRunner
+
+    from trialbridge.cli import main
+
+    out = tmp_path / "out"
+    dirty = Path(__file__).resolve().parents[1] / "samples" / "nct04387942-dirty"
+    result = CliRunner().invoke(main, ["convert", str(dirty), "--to", "sdtm", "-o", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output  # the dirty sample's planted errors
+    head = (out / "define.xml").read_bytes()[:200]
+    assert b'<?xml-stylesheet type="text/xsl" href="define2-1.xsl"?>' in head
+    xsl = (out / "define2-1.xsl").read_bytes()
+    assert b"Copyright (c) 2013-2018 Lex Jansen" in xsl  # shipped unchanged, notice kept
+    page = etree.XSLT(etree.XML(xsl))(etree.parse(str(out / "define.xml")))
+    html = str(page)
+    written = sorted(p.stem.upper() for p in out.glob("*.xpt"))
+    assert len(written) == 16  # DM AE DS CP LB EX SE SV VS, SUPPAE SUPPEX, TA TE TI TS TV
+    for name in written:  # the page's table of contents links every dataset, with its label
+        assert f'href="#IG.IG.{name}">{name} (' in html, name
+    assert 'href="#IG.IG.LB">LB (Laboratory Test Results)</a>' in html

@@ -392,8 +392,7 @@ class _Builder:
         attrs = {"OID": f"IG.{ds.name}", "Name": ds.name, "Repeating": "No" if ds.name == "DM" else "Yes",
                  "IsReferenceData": "Yes" if cls == "TRIAL DESIGN" else "No",
                  "SASDatasetName": ds.name, "Purpose": "Tabulation"}
-        if not ds.name.startswith("SUPP"):
-            attrs["Domain"] = domain
+        attrs["Domain"] = domain  # SUPPDM too: Domain="DM", as CDISC's own Define-XML 2.1 example writes it
         for k in ("OID", "Name", "Domain", "Repeating", "IsReferenceData", "SASDatasetName", "Purpose"):
             if k in attrs:
                 ig.set(k, attrs[k])
@@ -655,8 +654,29 @@ def build_define(datasets: Mapping[str, Dataset], study: Any, *, formats: Iterab
                                    log=log, meddra_version=meddra_version)
 
 
+STYLESHEET = "define2-1.xsl"  # CDISC's Define-XML 2.1 stylesheet (schemas/define-xml/stylesheet/)
+
+
 def serialise(root: etree._Element) -> bytes:
-    return etree.tostring(root.getroottree(), xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    """The document with an ``<?xml-stylesheet?>`` instruction naming :data:`STYLESHEET`
+    beside it, so the file opens as a page rather than as raw XML."""
+    tree = root.getroottree()
+    if not any(isinstance(n, etree._ProcessingInstruction) and n.target == "xml-stylesheet"
+               for n in root.itersiblings(preceding=True)):
+        root.addprevious(etree.ProcessingInstruction("xml-stylesheet", f'type="text/xsl" href="{STYLESHEET}"'))
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def stylesheet_bytes() -> bytes:
+    return resources.files("trialbridge.schemas").joinpath("define-xml", "stylesheet", STYLESHEET).read_bytes()
+
+
+def write_stylesheet(folder: str | Path) -> Path:
+    """Write :data:`STYLESHEET` into ``folder`` (atomically), for the define.xml beside it."""
+    path = Path(folder) / STYLESHEET
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(stylesheet_bytes())
+    return path
 
 
 def write_define_from_stats(metas: Mapping[str, Dataset], stats: Mapping[str, ColumnStats], study: Any,
