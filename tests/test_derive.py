@@ -46,3 +46,18 @@ def test_assign_seq_is_stable_and_per_subject():
                                                    (10, 1, 10, "NORMAL"), (5, None, None, ""), (None, 1, 2, "")])
 def test_reference_range_indicator(value, low, high, ind):
     assert derive.reference_range_indicator(value, low, high) == ind
+
+
+@pytest.mark.parametrize("text, digits", [("0.53", 2), ("1.30", 3), ("0.0050", 2), ("150", 3), ("1.2e3", 2),
+                                          ("0", 1), ("-4.75", 3), ("007", 1), (".5", 1), ("<0.5", None),
+                                          ("NEGATIVE", None), ("", None)])
+def test_significant_digits_as_written(text, digits):
+    assert derive.significant_digits(text) == digits
+
+
+def test_converted_results_keep_the_source_precision():
+    """The reviewer's case: creatinine 0.53 mg/dL is 46.85289958 umol/L in ten digits, 47 in
+    the two digits the lab gave (0.53 x 10 / 113.12 x 1000 = 46.8529, by hand)."""
+    assert derive.round_sig(46.85289958, derive.converted_digits("0.53")) == 47.0
+    assert derive.converted_digits("5") == 2  # at least two
+    assert derive.converted_digits("<0.5") == 10  # not a number: no rounding asked
