@@ -145,6 +145,20 @@ def split_parent(name: str) -> str | None:
     return None
 
 
+def choose_variables(spec, has_value) -> list:
+    """The variables a dataset is written with, in spec order: every Req and Exp variable
+    (SDTMIG: Expected variables are present even when all null), every Perm variable with at
+    least one value (``has_value(name)``), and the --DTC of every --DY chosen — a study day
+    is the day of a date, and CDISC CORE-000700 reports a --DY present without its --DTC
+    (DS: DSDY is Expected, DSDTC Permissible)."""
+    chosen = {v.name for v in spec.variables if v.core in ("Req", "Exp") or has_value(v.name)}
+    names = {v.name for v in spec.variables}
+    for name in list(chosen):
+        if name.endswith("DY") and name[:-2] + "DTC" in names:
+            chosen.add(name[:-2] + "DTC")
+    return [v for v in spec.variables if v.name in chosen]
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or value == ""
 
@@ -152,8 +166,8 @@ def _is_missing(value: Any) -> bool:
 def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None = None) -> Dataset:
     """Build a Dataset from mapping output rows.
 
-    Variables = every Req and Exp variable (SDTMIG: Expected variables are present even when
-    all null) + every Perm variable with at least one non-missing value, in spec order.  Each output row holds every chosen variable (Char missing "", Num missing None).
+    Variables: :func:`choose_variables`.  Each output row holds every chosen variable (Char
+    missing "", Num missing None).
     A row key the spec does not know is a programming error: :class:`ValueError`.
     For a domain without a schema the columns are taken from the rows in first-seen order.
     """
@@ -171,7 +185,7 @@ def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None 
         if unknown:
             raise ValueError(f"{spec.name} row {n}: variables not in the {spec.name} spec: {unknown}")
         present.update(k for k, v in row.items() if not _is_missing(v))
-    variables = [v for v in spec.variables if v.core in ("Req", "Exp") or v.name in present]
+    variables = choose_variables(spec, present.__contains__)
     out_rows = []
     for row in rows:
         out_rows.append({
