@@ -449,7 +449,7 @@ def ae_events(rng: random.Random, s: Subj) -> list[dict]:
     for slot in s.ae_slots:
         cat = slot["category"]
         ev = {"category": cat, "serious": "N", "serious_criteria": ""}
-        if cat == "DRUG-INDUCED LIVER INJURY":
+        if cat == "HEPATOTOXICITY":
             if slot["kind"] == "serious":
                 ev.update(term="liver injury, ALT above 5x ULN", decoded_term="Drug-induced liver injury",
                           body_system="Hepatobiliary disorders", severity="SEVERE", serious="Y",
@@ -592,7 +592,7 @@ def plan_main(rng: random.Random) -> list[Subj]:
     others = rng.sample([s for s in treated if not s.dili], 23)
     ae_subs = sorted(dili + others, key=lambda s: s.sid)
     for s in dili:
-        s.ae_slots.append({"category": "DRUG-INDUCED LIVER INJURY", "kind": s.dili})
+        s.ae_slots.append({"category": "HEPATOTOXICITY", "kind": s.dili})
     pool = (["INFUSION SITE REACTION"] * 11 + ["INFLUENZA-LIKE SYMPTOMS"] * 10 + ["FEVER"] * 9
             + ["INFECTION"] * 12 + ["CARDIOVASCULAR EVENT"])
     rng.shuffle(pool)
@@ -854,7 +854,7 @@ and last contact; it exits non-zero if anything fails. Re-running rewrites ident
 {cat_lines}
   Serious (HOSPITALIZATION): {"; ".join(f"{a} AE {b} {c}" for a, b, c in serious)}.
   Ongoing at last contact (end empty): {"; ".join(f"{a} AE {b} {c}" for a, b, c in ongoing)}.
-  No TUMOUR and no DRUG-INDUCED KIDNEY INJURY events occurred (0 is realistic for a 6-month
+  No TUMOUR and no NEPHROTOXICITY events occurred (0 is realistic for a 6-month
   paediatric study of low-dose IL-2); those protocol categories are simply absent.
 - Dispositions: INFORMED CONSENT OBTAINED (PROTOCOL MILESTONE) at consent for everyone, and one
   DISPOSITION EVENT per subject (COMPLETED at the MONTH 6 visit date otherwise).
