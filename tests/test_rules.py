@@ -513,10 +513,12 @@ def test_armcd_not_in_ta_fail():
     issues = run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B"))
     assert where(issues) == [("dm.xpt", 1, "ARMCD"), ("dm.xpt", 2, "ARMCD")]
     assert issues[1].value == "C" and issues[1].usubjid == "S1-002"
-    d.rows[1].update(ARMCD="A", ACTARMCD="Scrnfail")  # SDTMIG 3.1.2 spelling: not exempt
+    d.rows[1].update(ARMCD="Scrnfail", ACTARMCD="Scrnfail")  # SDTMIG 3.1.2 spelling of SCRNFAIL
     d.rows[0].update(ARMCD="A")
-    issues = run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B"))
-    assert where(issues) == [("dm.xpt", 2, "ACTARMCD")] and "'SCRNFAIL', upper case" in issues[0].message
+    assert run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B")) == []  # not an error: P21 says nothing either
+    issues = run("SDTM-ARMCD-CASE", d, _ta("A", "B"))  # one warning for the subject, both variables named
+    assert where(issues) == [("dm.xpt", 2, "ARMCD, ACTARMCD")] and issues[0].severity == "warning"
+    assert "'SCRNFAIL', in upper case" in issues[0].message and issues[0].usubjid == "S1-002"
 
 
 # --------------------------------------------------------------------------- SDTM-TS-SSTDTC
@@ -595,3 +597,12 @@ def test_cdisc_pilot_runs_and_finds():
     # the ts.xpt right single quote is not ASCII
     assert any(i.file == "ts.xpt" and i.field == "TSVAL" for i in log.issues if i.code == "SDTM-XPT-ASCII")
     assert all(i.code in RULES_BY_ID or i.severity == "info" for i in log.issues)
+
+
+def test_model_variable_added_is_a_warning_and_others_stay_errors():
+    """P21 SD1076: AEDTC (a --DTC of the model) added to AE is a warning; a name outside the
+    model (AEZZZ) stays an SDTM-ROW-SCHEMA error."""
+    from trialbridge.converters.core.sdtm_spec import is_model_variable
+
+    assert is_model_variable("AE", "AEDTC") and is_model_variable("DS", "VISIT") and is_model_variable("AE", "EPOCH")
+    assert not is_model_variable("AE", "AEZZZ") and not is_model_variable("EX", "SPDEVID")

@@ -145,6 +145,35 @@ def split_parent(name: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=None)
+def _model_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(``--`` names, plain names) of every variable of the shipped domain specs: the part of
+    the SDTM model trialbridge knows.  ``AEDTC`` is ``--DTC`` (LB, VS, CP have it), ``VISIT``
+    is plain (LB, VS, SV have it)."""
+    generic, plain = set(), set()
+    for name in available_domains():
+        spec = load_spec(name)
+        prefix = name[:2]
+        for v in spec.variables:
+            if len(name) == 2 and v.name.startswith(prefix) and len(v.name) > 2:
+                generic.add("--" + v.name[2:])
+            else:
+                plain.add(v.name)
+    return frozenset(generic), frozenset(plain)
+
+
+def is_model_variable(domain: str, name: str) -> bool:
+    """Whether ``name`` in ``domain`` is a variable of the SDTM model that the domain's
+    specification does not list (a Permissible variable of the class added to a standard
+    domain, P21 SD1076) rather than a variable outside the model (P21 SD0058).  Judged from
+    the shipped domain specs (:func:`_model_names`): a name none of them uses is not known
+    to be a model variable."""
+    generic, plain = _model_names()
+    if name in plain:
+        return True
+    return len(domain) >= 2 and name.startswith(domain[:2]) and "--" + name[2:] in generic
+
+
 def choose_variables(spec, has_value) -> list:
     """The variables a dataset is written with, in spec order: every Req and Exp variable
     (SDTMIG: Expected variables are present even when all null), every Perm variable with at

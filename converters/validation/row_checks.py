@@ -189,14 +189,26 @@ class RowSchema(Check):
         required = {v.name for v in spec.variables if v.core == "Req"}
         for v in ds.variables:
             if v.name not in known:
+                if sdtm_spec.is_model_variable(ds.name, v.name):
+                    continue  # a model variable added to the domain: SDTM-MODEL-VAR-ADDED's finding
                 self.report(ds, f"Variable {v.name} is not in the {spec.name} schema "
-                            f"(SDTMIG {spec.schema.get('x-sdtmig', '?')})", field=v.name)
+                            f"(SDTMIG {spec.schema.get('x-sdtmig', '?')}) nor a variable of the SDTM model",
+                            field=v.name)
+        # a variable stored with the other type (the Dataset-JSON MSG example's AELLTCD as Char):
+        # one finding for the dataset, not one per row
+        retyped = set()
+        for v in ds.variables:
+            want = spec.var(v.name)
+            if want is not None and v.type and want.type and v.type != want.type:
+                retyped.add(v.name)
+                self.report(ds, f"Variable {v.name} is {v.type} in the dataset but {want.type} in SDTMIG "
+                            f"{spec.schema.get('x-sdtmig', '?')}; its values are not checked row by row", field=v.name)
         is_valid = validator.is_valid
 
         def row_fn(row_no: int, row: dict) -> None:
             if is_valid(row):
                 return
-            seen: set[str | None] = set()
+            seen: set[str | None] = set(retyped)
             for error in validator.iter_errors(row):
                 for field in _error_fields(error):
                     if field in seen or _owned_elsewhere(error, field, row, required, known):
@@ -268,3 +280,21 @@ class ReferencePeriod(Check):
             if iso8601.after(dtc(start), dtc(end)):
                 self.report(ds, f"RFSTDTC {start} is after RFENDTC {end}", row_no, row, "RFSTDTC", start)
         return row_fn
+
+
+class ModelVariablesAdded(Check):
+    """SDTM-MODEL-VAR-ADDED: a variable the domain's specification does not list but the SDTM
+    model has (AEDTC, AEDY and EPOCH in the pilot's AE; VISIT in its DS) — allowed by SDTMIG
+    as a Permissible variable of the class, worth a look, not an error (P21 SD1076 warning).
+    Once per dataset and variable."""
+
+    def begin(self, ds: DatasetInfo) -> RowFn | None:
+        spec = ds.spec
+        if spec is None:
+            return None
+        known = set(spec.names)
+        for v in ds.variables:
+            if v.name not in known and sdtm_spec.is_model_variable(ds.name, v.name):
+                self.report(ds, f"Model variable {v.name} added to {spec.name}: not in its SDTMIG "
+                            f"{spec.schema.get('x-sdtmig', '?')} specification", field=v.name)
+        return None
