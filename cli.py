@@ -93,17 +93,32 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     sys.exit(1 if result.log.has_errors else 0)
 
 
+def _rule_ids(text: str | None) -> list[str] | None:
+    return [p.strip().upper() for p in text.split(",") if p.strip()] if text else None
+
+
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this file: .html (browsable report) or .json.")
-def validate(path: Path, report: Path | None) -> None:
-    """Check an SDTM folder (schemas, conformance rules) or FHIR output (R4 schema, models, references)."""
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Write every finding to this file: .html (browsable page), .xlsx (Excel, Pinnacle 21's sheets: "
+                   "Dataset Summary, Issue Summary, Details, Rules) or .json.")
+@click.option("--fail-on", type=click.Choice(["error", "warning"]), default="error", show_default=True,
+              help="Exit 1 when there are findings at or above this severity.")
+@click.option("--rules", "rules", default=None, help="Run only these rule ids (comma separated; docs/rules.md).")
+@click.option("--exclude", default=None, help="Leave out these rule ids (comma separated).")
+def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, exclude: str | None) -> None:
+    """Check an SDTM folder (schemas, conformance rules, define.xml, every copy of a dataset
+    in other formats) or FHIR output (R4 schema, models, references)."""
     from trialbridge.converters.pipeline import validate as run
 
-    result = run(path, report)
+    result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude))
     click.echo(f"validated {path} (study {result.study_id})")
     _summary(result, limit=50)
-    sys.exit(1 if result.log.has_errors else 0)
+    if result.rules:
+        ran = {s: sum(1 for r in result.rules if r["status"] == s) for s in ("issues", "ran", "skipped")}
+        click.echo(f"rules: {ran['issues']} found issues, {ran['ran']} ran clean, {ran['skipped']} skipped")
+    failing = ("error",) if fail_on == "error" else ("error", "warning")
+    sys.exit(1 if any(i.severity in failing for i in result.log.issues) else 0)
 
 
 if __name__ == "__main__":

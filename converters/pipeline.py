@@ -45,6 +45,7 @@ class RunResult:
     written: list[Path] = field(default_factory=list)
     kind: str = ""
     study_id: str = ""
+    rules: list[dict] = field(default_factory=list)  # validate: what happened to every rule
 
     @property
     def counts(self) -> Counter:
@@ -584,7 +585,14 @@ def _report_stale(output: Path, written: list[Path], log: IssueLog) -> None:
                         file=str(p))
 
 
-def validate(path: Path, report: Path | None = None) -> RunResult:
+def validate(path: Path, report: Path | None = None, *, rules: list[str] | None = None,
+             exclude: list[str] | None = None) -> RunResult:
+    """Check an SDTM folder (every rule of the catalogue, or those ``rules`` names less
+    ``exclude``; its define.xml; every further copy of a dataset against the one validated)
+    or FHIR output.  ``report``: .html, .json or .xlsx."""
+    from trialbridge.converters.validation import copies as copy_check
+    from trialbridge.converters.validation.rules import RULES_BY_ID, rule_statuses
+
     log = IssueLog()
     kind = detect_input(path)
     if kind == "fhir":
@@ -600,17 +608,29 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
         return result
     if kind != "sdtm":
         raise TrialbridgeError(f"{path}: validate takes an SDTM folder (dm.xpt …) or FHIR; convert records first")
+    unknown = sorted((set(rules or []) | set(exclude or [])) - set(RULES_BY_ID))
+    if unknown:
+        raise TrialbridgeError(f"unknown rule id(s) {', '.join(unknown)}; the rules are listed in docs/rules.md")
+    only = None
+    if rules or exclude:
+        only = [r for r in (rules or list(RULES_BY_ID)) if r not in set(exclude or [])]
     datasets = sdtm_io.read_sdtm_folder(path, log)
     if not datasets:
         raise TrialbridgeError(f"{path}: no SDTM datasets found")
-    validate_datasets(datasets, log)
+    validator = validate_datasets(datasets, log, only)
+    compared = copy_check.check_copies(datasets, sdtm_io.sdtm_copies(path, IssueLog()), log, sdtm_io.read_dataset)
     define_status = _check_define(path / "define.xml", datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
-    log.run = run_metadata(command="validate", input=str(path), study=result.study_id)
+    statuses = rule_statuses(validator, log, only, exclude or [])
+    log.run = run_metadata(command="validate", input=str(path), study=result.study_id,
+                           datasets=sorted(str(ds.source or name) for name, ds in datasets.items()),
+                           copies_compared=compared,
+                           rules={s: sum(1 for r in statuses if r["status"] == s) for s in ("issues", "ran", "skipped")})
+    result.rules = statuses
     if report is not None:
         result.written.append(_write_report(log, report, title=f"{result.study_id or path.name} — SDTM validation",
                                             rows={name: len(ds.rows) for name, ds in datasets.items()},
-                                            define_status=define_status))
+                                            define_status=define_status, rules=statuses))
     return result
 
 
@@ -631,14 +651,20 @@ def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> st
 
 
 def _write_report(log: IssueLog, report: Path, *, title: str, rows: dict | None = None,
-                  define_status: str | None = None) -> Path:
-    """--report: a browsable HTML page for .html/.htm, else JSON (issues.json plus rule texts)."""
+                  define_status: str | None = None, rules: list[dict] | None = None) -> Path:
+    """--report: a browsable HTML page for .html/.htm, an Excel workbook with Pinnacle 21's
+    sheets for .xlsx, else JSON (issues.json plus rule texts and the rules run)."""
     from trialbridge.converters.validation.report import write_html_report, write_json_report
 
     log_json = log.to_json_obj()
-    if report.suffix.lower() in (".html", ".htm"):
+    suffix = report.suffix.lower()
+    if suffix in (".html", ".htm"):
         return write_html_report(log_json, report, title=title, datasets_summary=rows, define_status=define_status)
-    return write_json_report(log_json, report, datasets_summary=rows, define_status=define_status)
+    if suffix == ".xlsx":
+        from trialbridge.converters.validation.excel import write_excel_report
+
+        return write_excel_report(log_json, report, title=title, rules=rules or [], datasets_summary=rows)
+    return write_json_report(log_json, report, datasets_summary=rows, define_status=define_status, rules_run=rules)
 
 
 def _studyid(datasets: dict[str, Dataset]) -> str | None:

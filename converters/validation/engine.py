@@ -408,6 +408,7 @@ class Validator:
         self.log = log
         self.ctx = Context(log, frozenset().union(*(r.check.needs for r in active)))
         self.checks: list[Check] = [r.check(r, self.ctx) for r in active]
+        self.applied: dict[str, int] = {r.id: 0 for r in active}  # datasets each rule looked at
         self._open: DatasetVisitor | None = None
         self._finished = False
 
@@ -430,7 +431,13 @@ class Validator:
         if ds.spec is None:
             self.log.info("SDTM-SPEC-UNKNOWN", f"No SDTM spec for {meta.name}; spec-based checks use its own "
                           "metadata", file=ds.file)
-        fns = [fn for fn in [self.ctx.index_rows(ds)] + [c.begin(ds) for c in self.checks] if fn is not None]
+        fns = [fn for fn in [self.ctx.index_rows(ds)] if fn is not None]
+        for check in self.checks:
+            fn = check.begin(ds)
+            if fn is not None or (check.rule.kind == "metadata" and ds.spec is not None):
+                self.applied[check.rule.id] += 1
+            if fn is not None:
+                fns.append(fn)
         self._open = DatasetVisitor(self, ds, fns)
         return self._open
 

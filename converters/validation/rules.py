@@ -30,7 +30,7 @@ from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.validation import dataset_checks, row_checks, study_checks, subject_checks
 from trialbridge.converters.validation.engine import DatasetVisitor, Rule, Validator, feeding_order
 
-__all__ = ["RULES", "RULES_BY_ID", "Rule", "StreamingValidator", "DatasetVisitor", "feeding_order",
+__all__ = ["RULES", "RULES_BY_ID", "Rule", "StreamingValidator", "DatasetVisitor", "feeding_order", "rule_statuses",
            "validate_datasets"]
 
 RULES: list[Rule] = [
@@ -119,11 +119,41 @@ class StreamingValidator(Validator):
         super().__init__(log, RULES, only)
 
 
+def rule_statuses(validator: "Validator | None", log: IssueLog, only: Iterable[str] | None = None,
+                  excluded: Iterable[str] = ()) -> list[dict]:
+    """What happened to every rule of the catalogue in one run, for the report: ``issues``
+    (it found something; ``found`` says how much), ``ran`` (it looked and found nothing),
+    ``skipped`` with the reason (not selected by --rules, excluded by --exclude, or no dataset
+    it applies to in the folder)."""
+    counts: dict[str, int] = {}
+    for issue in log.issues:
+        counts[issue.code] = counts.get(issue.code, 0) + 1
+    wanted = None if only is None else set(only)
+    excluded = set(excluded)
+    out = []
+    for rule in RULES:
+        entry = {"id": rule.id, "severity": rule.severity, "description": rule.description,
+                 "mirrors": rule.mirrors, "found": counts.get(rule.id, 0)}
+        if rule.id in excluded:
+            entry.update(status="skipped", reason="excluded by --exclude")
+        elif wanted is not None and rule.id not in wanted:
+            entry.update(status="skipped", reason="not selected by --rules")
+        elif entry["found"]:
+            entry.update(status="issues", reason="")
+        elif validator is not None and not validator.applied.get(rule.id):
+            entry.update(status="skipped", reason="no dataset it applies to")
+        else:
+            entry.update(status="ran", reason="")
+        out.append(entry)
+    return out
+
+
 def validate_datasets(
     datasets: dict[str, Dataset], log: IssueLog, only: Iterable[str] | None = None
-) -> None:
+) -> "StreamingValidator":
     """Run every rule (or the ids in ``only``) over ``datasets`` (name -> Dataset, keyed by
-    ``Dataset.name``): the streaming validator fed from memory, DM and SE first."""
+    ``Dataset.name``): the streaming validator fed from memory, DM and SE first.  Returns the
+    validator (its ``applied`` counts say which rules met a dataset)."""
     validator = StreamingValidator(log, only)
     by_name = {name.upper(): ds for name, ds in datasets.items()}
     try:
@@ -132,3 +162,4 @@ def validate_datasets(
         validator.finish()
     finally:
         validator.close()
+    return validator

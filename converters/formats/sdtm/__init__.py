@@ -58,7 +58,7 @@ from trialbridge.converters.formats.sdtm.csv import CsvWriter, iter_csv
 from trialbridge.converters.formats.sdtm.dataset_json import (
     DatasetJsonWriter, DatasetNdjsonWriter, dataset_json_header, dataset_json_obj,
     dataset_json_schema, iter_dataset_json, iter_dataset_ndjson, num_data_type, read_dataset_json)
-from trialbridge.converters.formats.sdtm.folder import iter_dataset, read_dataset, read_sdtm_folder, sdtm_files
+from trialbridge.converters.formats.sdtm.folder import iter_dataset, read_dataset, read_sdtm_folder, sdtm_copies, sdtm_files
 from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats, dataset_meta
 from trialbridge.converters.formats.sdtm.values import (
     DATASET_JSON_VERSION, DEFAULT_CREATED, FORMATS, READ_PREFERENCE, SUFFIX, XPT_MAX_CHAR, XPT_MAX_LABEL,
@@ -73,6 +73,6 @@ __all__ = [
     "DatasetNdjsonWriter", "DatasetWriters", "VarStats", "XptWriter", "_char", "_missing_num", "_num", "_version", "dataset_json_header", "dataset_json_obj", "dataset_json_schema",
     "dataset_meta", "file_name", "format_number", "ibm_from_ieee", "ieee_from_ibm", "iter_csv", "iter_dataset",
     "iter_dataset_json", "iter_dataset_ndjson", "iter_xpt", "num_data_type", "open_dataset_writers",
-    "read_dataset", "read_dataset_json", "read_sdtm_folder", "sdtm_files", "to_ascii", "write_csv",
+    "read_dataset", "read_dataset_json", "read_sdtm_folder", "sdtm_copies", "sdtm_files", "to_ascii", "write_csv",
     "write_dataset_json", "write_datasets", "write_xpt",
 ]

@@ -102,6 +102,12 @@ def _is_dataset_json(path: Path) -> bool:
 def sdtm_files(path: str | Path, log: IssueLog) -> dict[str, Path]:
     """The file to read for each dataset in folder ``path`` (upper-case name -> path), chosen
     xpt > json > ndjson > csv when a dataset is there in several formats."""
+    return {name: files[0] for name, files in sdtm_copies(path, log).items()}
+
+
+def sdtm_copies(path: str | Path, log: IssueLog) -> dict[str, list[Path]]:
+    """Every file of each dataset in folder ``path`` (upper-case name -> paths), the one to
+    read first (xpt > json > ndjson > csv)."""
     folder = Path(path)
     if not folder.is_dir():
         raise TrialbridgeError(f"{folder} is not a folder")
@@ -119,7 +125,7 @@ def sdtm_files(path: str | Path, log: IssueLog) -> dict[str, Path]:
         if len(files) > 1:
             log.info("SDTM-DUPLICATE-FORMAT", f"{domain} found as {[f.name for f in files]}; "
                      f"reading {files[0].name}", file=files[0].name, value=domain)
-        out[domain] = files[0]
+        out[domain] = files
     return out
 
 
