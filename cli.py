@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from trialbridge.converters.core.files import printable
 from trialbridge.converters.core.issues import TrialbridgeError
 
 
@@ -20,14 +21,14 @@ class Group(click.Group):
         except TrialbridgeError as exc:
             if ctx.params.get("verbose"):
                 traceback.print_exc()
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {printable(exc)}", fg="red", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug of ours: one line, traceback only on request
             if ctx.params.get("verbose"):
                 traceback.print_exc()
-            click.secho(f"internal error (please report): {type(exc).__name__}: {exc}; "
+            click.secho(f"internal error (please report): {type(exc).__name__}: {printable(exc)}; "
                         "run with --verbose for the traceback", fg="red", err=True)
             ctx.exit(3)
 
@@ -46,7 +47,9 @@ def _summary(result, limit: int = 20) -> None:
         where = ":".join(str(x) for x in (issue.file, issue.record) if x not in (None, ""))
         field = f" {issue.field}" if issue.field else ""
         value = f" [{issue.value}]" if issue.value not in (None, "") else ""
-        click.echo(f"  {issue.severity:7} {issue.code:26} {where}{field}{value}: {issue.message}")
+        # paths and values from the input may hold control characters (an escape sequence in a
+        # file name): escaped here, issues.json keeps the exact text
+        click.echo(printable(f"  {issue.severity:7} {issue.code:26} {where}{field}{value}: {issue.message}"))
     click.echo(f"{counts.get('error', 0)} error(s), {counts.get('warning', 0)} warning(s), "
                f"{counts.get('info', 0)} info")
 
@@ -87,9 +90,9 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
                  workers=default_workers() if workers == 0 else workers, engine_name=engine_name, scheduler=scheduler,
                  progress=not quiet and sys.stderr.isatty())
     files = [p for p in result.written if p.name != "issues.json"]
-    click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")
+    click.echo(printable(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})"))
     _summary(result)
-    click.echo(f"findings: {output / 'issues.json'}")
+    click.echo(printable(f"findings: {output / 'issues.json'}"))
     sys.exit(1 if result.log.has_errors else 0)
 
 
@@ -112,7 +115,7 @@ def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, e
     from trialbridge.converters.pipeline import validate as run
 
     result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude))
-    click.echo(f"validated {path} (study {result.study_id})")
+    click.echo(printable(f"validated {path} (study {result.study_id})"))
     _summary(result, limit=50)
     if result.rules:
         ran = {s: sum(1 for r in result.rules if r["status"] == s) for s in ("issues", "ran", "skipped")}

@@ -88,15 +88,22 @@ def build_workbook(log_json: dict, *, title: str, rules: list[dict], datasets_su
     return wb
 
 
+CORE_PROPERTIES = "docProps/core.xml"  # holds the creator, "trialbridge"
+
+
 def _fixed_zip(data: bytes) -> bytes:
-    """The same workbook with every zip entry stamped with the run's creation time."""
+    """The same workbook with every zip entry stamped with the run's creation time.  The
+    document properties (creator trialbridge) come first and uncompressed, so a later run
+    recognises the file as its own report and may replace it (a file it did not write it
+    never overwrites: ``files.check_file_target``)."""
     stamp = creation_time().timetuple()[:6]
     stamp = max(stamp, (1980, 1, 1, 0, 0, 0))  # the zip format starts in 1980
     out = io.BytesIO()
     with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
+        infos = sorted(src.infolist(), key=lambda i: i.filename != CORE_PROPERTIES)
+        for info in infos:
             entry = zipfile.ZipInfo(info.filename, date_time=stamp)
-            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.compress_type = zipfile.ZIP_STORED if info.filename == CORE_PROPERTIES else zipfile.ZIP_DEFLATED
             entry.external_attr = 0o600 << 16
             dst.writestr(entry, src.read(info.filename))
     return out.getvalue()
