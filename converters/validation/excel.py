@@ -14,12 +14,13 @@ findings give the same bytes.  Identifying values never reach it: it shows what
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from trialbridge.converters.core.clock import creation_time
+from trialbridge.converters.core.clock import creation_datetime, creation_time
 from trialbridge.converters.core.files import atomic_path
 from trialbridge.converters.validation.report import _NOT_XML, dataset_of
 
@@ -89,6 +90,7 @@ def build_workbook(log_json: dict, *, title: str, rules: list[dict], datasets_su
 
 
 CORE_PROPERTIES = "docProps/core.xml"  # holds the creator, "trialbridge"
+_MODIFIED = re.compile(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)")
 
 
 def _fixed_zip(data: bytes) -> bytes:
@@ -105,7 +107,10 @@ def _fixed_zip(data: bytes) -> bytes:
             entry = zipfile.ZipInfo(info.filename, date_time=stamp)
             entry.compress_type = zipfile.ZIP_STORED if info.filename == CORE_PROPERTIES else zipfile.ZIP_DEFLATED
             entry.external_attr = 0o600 << 16
-            dst.writestr(entry, src.read(info.filename))
+            content = src.read(info.filename)
+            if info.filename == CORE_PROPERTIES:  # openpyxl stamps "modified" with the wall clock on save
+                content = _MODIFIED.sub(b"\\g<1>" + creation_datetime().encode() + b"\\g<2>", content)
+            dst.writestr(entry, content)
     return out.getvalue()
 
 
