@@ -606,3 +606,42 @@ def test_model_variable_added_is_a_warning_and_others_stay_errors():
 
     assert is_model_variable("AE", "AEDTC") and is_model_variable("DS", "VISIT") and is_model_variable("AE", "EPOCH")
     assert not is_model_variable("AE", "AEZZZ") and not is_model_variable("EX", "SPDEVID")
+
+
+# --------------------------------------------------------------------------- the catalogue as data
+
+
+def test_rules_doc_is_generated_from_the_catalogue():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "scripts/build_rules_doc.py", "--check"], cwd=root, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+
+
+_ENTRY = ("- id: SDTM-X\n  severity: error\n  kind: row\n  summary: s\n  checks: c\n  mirrors: m\n")
+
+
+@pytest.mark.parametrize("text, problem", [
+    (_ENTRY + "  core: [CORE-711]\n  check: row_checks.RequiredVariables\n", "does not match"),  # not a CORE id
+    (_ENTRY + "  core: []\n  operator: {name: greater_than, variable: X}\n", "operator"),  # not in the closed set
+    (_ENTRY + "  core: []\n  check: row_checks.RequiredVariables\n"
+              "  operator: {name: names_its_dataset, variable: DOMAIN}\n", "valid under each of"),  # both
+    (_ENTRY + "  core: []\n  check: row_checks.NoSuchCheck\n", "does not exist"),
+])
+def test_catalogue_is_checked_by_its_schema(text, problem):
+    from trialbridge.converters.validation.rules import load_catalogue
+
+    assert load_catalogue(_ENTRY + "  core: []\n  check: row_checks.RequiredVariables\n")[0].id == "SDTM-X"
+    with pytest.raises(ValueError, match=problem):
+        load_catalogue(text)
+
+
+def test_rules_written_as_operators_are_rules_like_the_others():
+    rules = {r.id: r for r in RULES}
+    assert rules["SDTM-RFSTDTC-AFTER-RFENDTC"].operator == {"name": "date_not_after", "dataset": "DM",
+                                                            "earlier": "RFSTDTC", "later": "RFENDTC"}
+    assert rules["SDTM-RFSTDTC-AFTER-RFENDTC"].core == ("CORE-000711",)
+    assert rules["SDTM-EPOCH-SE"].operator is None and rules["SDTM-EPOCH-SE"].check.__name__ == "EpochInSe"

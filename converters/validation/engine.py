@@ -232,8 +232,12 @@ class Rule:
     mirrors: str
     check: type["Check"]
     # how the rule meets the data: "metadata" (begin only), "row" (each row on its own),
-    # "subject-run" (keys of the current subject), "cross-dataset" (compact indexes, finish)
+    # "subject-run" (keys of the current subject), "index" (compact indexes, finish)
     kind: str = "row"
+    core: tuple[str, ...] = ()  # CDISC CORE rule ids it corresponds to (rules.yaml)
+    checks: str = ""  # what it checks, exactly (docs/rules.md)
+    confirmed_by: str = ""
+    operator: dict | None = None  # the operator of a rule written as data, else None (a Python check)
 
 
 class Check:

@@ -67,20 +67,22 @@ def build_workbook(log_json: dict, *, title: str, rules: list[dict], datasets_su
           [[n, (datasets_summary or {}).get(n), by_dataset.get(n, Counter())["error"],
             by_dataset.get(n, Counter())["warning"], by_dataset.get(n, Counter())["info"]] for n in names], first=True)
     mirrors = {r["id"]: r["mirrors"] for r in rules}
+    core = {r["id"]: ", ".join(r.get("core") or []) for r in rules}
     summary = Counter((dataset_of(i.get("file")), i.get("code"), i.get("severity")) for i in issues)
     first_message: dict[tuple, str] = {}
     for i in issues:
         first_message.setdefault((dataset_of(i.get("file")), i.get("code"), i.get("severity")), i.get("message") or "")
-    sheet("Issue Summary", ["Dataset", "Rule", "Mirrors", "Message (first)", "Severity", "Found"],
-          [[d, code, mirrors.get(code, ""), first_message[(d, code, sev)], SEVERITY_NAMES.get(sev, sev), n]
-           for (d, code, sev), n in sorted(summary.items())])
-    sheet("Details", ["Dataset", "Record", "USUBJID", "SEQ", "Variable", "Value", "Rule", "Message", "Severity"],
+    sheet("Issue Summary", ["Dataset", "Rule", "CDISC CORE", "Mirrors", "Message (first)", "Severity", "Found"],
+          [[d, code, core.get(code, ""), mirrors.get(code, ""), first_message[(d, code, sev)],
+            SEVERITY_NAMES.get(sev, sev), n] for (d, code, sev), n in sorted(summary.items())])
+    sheet("Details", ["Dataset", "Record", "USUBJID", "SEQ", "Variable", "Value", "Rule", "Message", "Severity",
+                      "CDISC CORE"],
           [[dataset_of(i.get("file")), i.get("record"), i.get("usubjid"), i.get("seq"), i.get("field"),
-            i.get("value"), i.get("code"), i.get("message"), SEVERITY_NAMES.get(i.get("severity"), i.get("severity"))]
-           for i in issues])
-    sheet("Rules", ["Rule", "Mirrors", "Description", "Severity", "Status", "Reason", "Found"],
-          [[r["id"], r["mirrors"], r["description"], SEVERITY_NAMES.get(r["severity"], r["severity"]), r["status"],
-            r.get("reason", ""), r["found"]] for r in rules])
+            i.get("value"), i.get("code"), i.get("message"), SEVERITY_NAMES.get(i.get("severity"), i.get("severity")),
+            core.get(i.get("code"), "")] for i in issues])
+    sheet("Rules", ["Rule", "CDISC CORE", "Mirrors", "Description", "Severity", "Status", "Reason", "Found"],
+          [[r["id"], core.get(r["id"], ""), r["mirrors"], r["description"], SEVERITY_NAMES.get(r["severity"], r["severity"]),
+            r["status"], r.get("reason", ""), r["found"]] for r in rules])
     when = creation_time().replace(tzinfo=None)
     wb.properties.creator = "trialbridge"
     wb.properties.created = when

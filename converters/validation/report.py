@@ -97,7 +97,8 @@ def rule_descriptions(codes: Iterable[str]) -> dict[str, dict[str, str]]:
     for code in sorted(set(codes)):
         rule = RULES_BY_ID.get(code)
         if rule is not None:
-            out[code] = {"severity": rule.severity, "description": rule.description, "mirrors": rule.mirrors}
+            out[code] = {"severity": rule.severity, "description": rule.description, "core": list(rule.core),
+                         "mirrors": rule.mirrors}
     return out
 
 

@@ -246,42 +246,6 @@ def _owned_elsewhere(error: Any, field: str | None, row: dict[str, Any], require
     return kind == "Enum" and field == "DOMAIN"
 
 
-class DomainValue(Check):
-    """SDTM-DOMAIN-VALUE: DOMAIN names the dataset (its first two letters for a split one)."""
-
-    def begin(self, ds: DatasetInfo) -> RowFn | None:
-        if "DOMAIN" not in ds.present:
-            return None
-        name = ds.name
-        accepted: set[Any] = set()  # values seen to be right: most rows repeat one
-
-        def row_fn(row_no: int, row: dict) -> None:
-            value = row.get("DOMAIN")
-            if value in accepted or is_null(value):
-                return  # null: SDTM-REQ-MISSING reports it
-            if value == name or (len(value) == 2 and len(name) in (3, 4) and name.startswith(value)):
-                accepted.add(value)
-                return
-            self.report(ds, f"DOMAIN {value!r} does not match dataset {ds.meta.name}", row_no, row, "DOMAIN", value)
-        return row_fn
-
-
-class ReferencePeriod(Check):
-    """SDTM-RFSTDTC-AFTER-RFENDTC: in DM, RFSTDTC is not after RFENDTC (at the precision both have)."""
-
-    def begin(self, ds: DatasetInfo) -> RowFn | None:
-        if ds.name != "DM" or not {"RFSTDTC", "RFENDTC"} <= ds.present:
-            return None
-
-        def row_fn(row_no: int, row: dict) -> None:
-            start, end = row.get("RFSTDTC"), row.get("RFENDTC")
-            if is_null(start) or is_null(end):
-                return
-            if iso8601.after(dtc(start), dtc(end)):
-                self.report(ds, f"RFSTDTC {start} is after RFENDTC {end}", row_no, row, "RFSTDTC", start)
-        return row_fn
-
-
 class ModelVariablesAdded(Check):
     """SDTM-MODEL-VAR-ADDED: a variable the domain's specification does not list but the SDTM
     model has (AEDTC, AEDY and EPOCH in the pilot's AE; VISIT in its DS) — allowed by SDTMIG
