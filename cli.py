@@ -109,12 +109,15 @@ def _rule_ids(text: str | None) -> list[str] | None:
               help="Exit 1 when there are findings at or above this severity.")
 @click.option("--rules", "rules", default=None, help="Run only these rule ids (comma separated; docs/rules.md).")
 @click.option("--exclude", default=None, help="Leave out these rule ids (comma separated).")
-def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, exclude: str | None) -> None:
+@click.option("--sdtmig", type=click.Choice(["3.2", "3.3", "3.4"]), default=None,
+              help="SDTMIG version to check against (default: what define.xml or TS SDTIGVER says, else 3.3).")
+def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, exclude: str | None,
+             sdtmig: str | None) -> None:
     """Check an SDTM folder (schemas, conformance rules, define.xml, every copy of a dataset
     in other formats) or FHIR output (R4 schema, models, references)."""
     from trialbridge.converters.pipeline import validate as run
 
-    result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude))
+    result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude), sdtmig=sdtmig)
     click.echo(printable(f"validated {path} (study {result.study_id})"))
     _summary(result, limit=50)
     if result.rules:

@@ -19,6 +19,7 @@ from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, manifest_differences, output_file, printable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
+from trialbridge.converters.core.sdtm_spec import IG_VERSIONS, SHIPPED_IG
 from trialbridge.converters.core.spill import SortedSpill
 from trialbridge.converters.formats import define as define_xml
 from trialbridge.converters.formats import odm as odm_io
@@ -602,8 +603,58 @@ class _Progress:
             self.bar = None
 
 
+def _ig_version(choice: str | None, define: Path, datasets: dict[str, Dataset], log: IssueLog) -> tuple[str | None, str]:
+    """The SDTMIG version to check a folder against, and where it came from: ``--sdtmig``,
+    else what define.xml says (Define-XML 2.1 ``def:Standard Type="IG"``, 2.0/1.0
+    ``def:StandardVersion``), else TS SDTIGVER, else the shipped 3.3.  A version without
+    metadata here is checked against the nearest one that has it, with an info finding."""
+    version, source = choice, "--sdtmig"
+    if version is None and define.is_file():
+        try:
+            from trialbridge.converters.core import safexml
+
+            root = safexml.parse(define).getroot()
+            for el in root.iter():
+                if not isinstance(el.tag, str):
+                    continue
+                if el.tag.endswith("}Standard") and el.get("Type") == "IG" and "MD" not in (el.get("Name") or ""):
+                    version, source = el.get("Version"), "define.xml"
+                    break
+                std = next((v for k, v in el.attrib.items() if k.endswith("}StandardVersion")), None)
+                if std:
+                    version, source = std, "define.xml"
+                    break
+        except Exception:  # an unreadable define is the define checks' finding; the version falls back
+            version = None
+    if version is None:
+        ts = datasets.get("TS")
+        for row in (ts.rows if ts is not None else []):
+            if str(row.get("TSPARMCD") or "").upper() == "SDTIGVER" and row.get("TSVAL"):
+                version, source = str(row["TSVAL"]), "TS SDTIGVER"
+                break
+    if version is None:
+        return None, "default"
+    wanted = version.strip().lstrip("vV")
+    if wanted in IG_VERSIONS:
+        return wanted, source
+    try:
+        key = tuple(int(x) for x in wanted.split("."))
+    except ValueError:
+        log.warning("SDTM-IG-UNKNOWN", f"SDTMIG version {version!r} ({source}) is not a version; checked against "
+                    f"the shipped SDTMIG {SHIPPED_IG}", value=version)
+        return None, f"{source} unreadable"
+    def rank(parts: tuple[int, ...]) -> int:  # 3.1.2 -> 30102
+        parts = (parts + (0, 0, 0))[:3]
+        return parts[0] * 10_000 + parts[1] * 100 + parts[2]
+
+    nearest = min(IG_VERSIONS, key=lambda v: abs(rank(tuple(int(x) for x in v.split("."))) - rank(key)))
+    log.info("SDTM-IG-APPROXIMATED", f"the data say SDTMIG {version} ({source}), which has no metadata here "
+             f"(3.2, 3.3, 3.4): checked against SDTMIG {nearest}", value=version)
+    return nearest, f"{source}: {version}, nearest with metadata"
+
+
 def validate(path: Path, report: Path | None = None, *, rules: list[str] | None = None,
-             exclude: list[str] | None = None) -> RunResult:
+             exclude: list[str] | None = None, sdtmig: str | None = None) -> RunResult:
     """Check an SDTM folder (every rule of the catalogue, or those ``rules`` names less
     ``exclude``; its define.xml; every further copy of a dataset against the one validated)
     or FHIR output.  ``report``: .html, .json or .xlsx."""
@@ -638,12 +689,14 @@ def validate(path: Path, report: Path | None = None, *, rules: list[str] | None 
     datasets = sdtm_io.read_sdtm_folder(path, log)
     if not datasets:
         raise TrialbridgeError(f"{path}: no SDTM datasets found")
-    validator = validate_datasets(datasets, log, only)
+    ig, ig_source = _ig_version(sdtmig, path / "define.xml", datasets, log)
+    validator = validate_datasets(datasets, log, only, ig)
     compared = copy_check.check_copies(datasets, sdtm_io.sdtm_copies(path, IssueLog()), log, sdtm_io.read_dataset)
     define_status = _check_define(path / "define.xml", datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
     statuses = rule_statuses(validator, log, only, exclude or [])
     log.run = run_metadata(command="validate", input=str(path), study=result.study_id,
+                           sdtmig_checked=f"{ig or SHIPPED_IG} ({ig_source})",
                            datasets=sorted(str(ds.source or name) for name, ds in datasets.items()),
                            copies_compared=compared,
                            rules={s: sum(1 for r in statuses if r["status"] == s) for s in ("issues", "ran", "skipped")})

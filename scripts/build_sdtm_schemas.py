@@ -179,8 +179,10 @@ def load_ct(path: Path) -> dict[str, dict]:
 
 
 def text_of(el) -> str:
+    """A label as SDTMIG prints it: blanks collapsed, and no trailing period (the 3.3 export
+    has one typo, "Lab Test or Examination Short Name.", that no SDTMIG table has)."""
     t = el.find("odm:Description/odm:TranslatedText", NS)
-    return " ".join((t.text or "").split()) if t is not None else ""
+    return " ".join((t.text or "").split()).rstrip(".") if t is not None else ""
 
 
 def property_for(name: str, label: str, typ: str, core: str, role: str, order: int,

@@ -15,11 +15,12 @@ from trialbridge.cli import main
 from tests.conftest import reference
 
 
-def _findings(folder, tmp_path) -> Counter:
+def _findings(folder, tmp_path, *options) -> Counter:
     report = tmp_path / "report.json"
-    result = CliRunner().invoke(main, ["validate", str(folder), "--report", str(report)])
+    result = CliRunner().invoke(main, ["validate", str(folder), "--report", str(report), *options])
     assert result.exit_code in (0, 1), result.output
     doc = orjson.loads(report.read_bytes())
+    _findings.run = doc["run"]
     return Counter((i["severity"], i["code"]) for i in doc["issues"] if i["severity"] != "info")
 
 
@@ -32,7 +33,7 @@ def test_phuse_tdf(tmp_path):
         "SDTM-EPOCH-SE": 1,          # a death record in FOLLOW-UP inside the subject's TREATMENT element
     }
     assert got[("warning", "SDTM-ARMCD-CASE")] == 52  # 52 screen failures coded Scrnfail: once each
-    assert got[("warning", "SDTM-MODEL-VAR-ADDED")] == 10  # P21's SD1076 names the same variables
+    assert got[("warning", "SDTM-MODEL-VAR-ADDED")] == 13  # P21's SD1076 names these too (checked against 3.2)
     assert got[("warning", "SDTM-KEY-DUPLICATE")] == 80
 
 
@@ -50,10 +51,24 @@ def test_dataset_json_msg_example(tmp_path):
     got = _findings(reference("dataset-json", "examples", "sdtm"), tmp_path)
     assert {code: n for (sev, code), n in got.items() if sev == "error"} == {
         "SDTM-REQ-MISSING": 74,     # AEDECOD empty in all 74 AE rows (the example is not coded)
-        "SDTM-ROW-SCHEMA": 8,       # 6 AE MedDRA code variables stored as Char; SPDEVID, VSREPNUM (SDTMIG 3.4)
+        "SDTM-ROW-SCHEMA": 9,       # 6 AE MedDRA code variables stored as Char; SPDEVID in EC and EX, VSREPNUM
         "SDTM-EPOCH-SE": 8,         # CM records in SCREENING that start inside the TREATMENT element
         "DEFINE-DATASET-EXTRA": 3,  # NV, SUPPNV, SUPPOE defined, not shipped
         "SDTM-CT-INVALID": 1,       # DM RACE MULTIPLE: SDTMIG's instruction, not a term of the non-extensible RACE
     }
     # DI (device identifiers) numbers DISEQ within each SPDEVID: not a duplicate (it was 32 errors)
     assert ("error", "SDTM-SEQ-DUPLICATE") not in got
+
+
+def test_the_ig_version_comes_from_the_data_or_the_user(tmp_path):
+    """The TDF's define.xml (2.0) says SDTMIG 3.2 and is checked against 3.2 (its DS VISIT is a
+    model variable there too, and 3.3's Expected variables are not asked for); the pilot's
+    says 3.1.2, which has no metadata here: the nearest, 3.2; --sdtmig overrides."""
+    tdf = reference("sdtm", "phuse-tdf-sdtm-v1.0")
+    got = _findings(tdf, tmp_path)
+    assert _findings.run["sdtmig_checked"] == "3.2 (define.xml)"
+    assert ("warning", "SDTM-EXP-MISSING") not in got  # four under 3.3 (ARMNRS, ACTARMUD …), none in 3.2
+    got33 = _findings(tdf, tmp_path, "--sdtmig", "3.3")
+    assert _findings.run["sdtmig_checked"] == "3.3 (--sdtmig)" and got33[("warning", "SDTM-EXP-MISSING")] == 4
+    _findings(reference("sdtm", "cdiscpilot01"), tmp_path)
+    assert _findings.run["sdtmig_checked"] == "3.2 (define.xml: 3.1.2, nearest with metadata)"

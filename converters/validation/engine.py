@@ -155,9 +155,9 @@ def seq_name(ds: Dataset) -> str | None:
     return name if name in ds.names else None
 
 
-def load_spec(name: str) -> Any | None:
+def load_spec(name: str, ig: str | None = None) -> Any | None:
     """The DomainSpec of a dataset name (SUPPxx -> SUPPQUAL, LBUR -> LB), None when unknown."""
-    spec = sdtm_spec.load_spec(name)
+    spec = sdtm_spec.load_spec(name, ig)
     return spec if spec.known else None
 
 
@@ -174,6 +174,7 @@ class DatasetInfo:
     prefix: str = ""
     seq: str | None = None
     spec: Any | None = None
+    ig: str | None = None  # the SDTMIG version checked against (None: the shipped 3.3 schemas)
 
     def __post_init__(self) -> None:
         ds = self.meta
@@ -183,7 +184,7 @@ class DatasetInfo:
         self.file = dataset_file(ds)
         self.prefix = prefix(ds)
         self.seq = seq_name(ds)
-        self.spec = load_spec(self.name)
+        self.spec = load_spec(self.name, self.ig)
 
     @property
     def variables(self) -> list[Variable]:
@@ -403,7 +404,9 @@ class DatasetVisitor:
 class Validator:
     """Runs ``rules`` (or the ids in ``only``) over datasets fed one after another."""
 
-    def __init__(self, log: IssueLog, rules: Sequence[Rule], only: Iterable[str] | None = None) -> None:
+    def __init__(self, log: IssueLog, rules: Sequence[Rule], only: Iterable[str] | None = None,
+                 ig: str | None = None) -> None:
+        self.ig = ig
         by_id = {r.id: r for r in rules}
         wanted = None if only is None else set(only)
         if wanted is not None and wanted - by_id.keys():
@@ -430,7 +433,7 @@ class Validator:
             raise ValueError(f"DM must be fed first (after {', '.join(fed)} it is too late for their checks)")
         if name == "SE" and any(n != "DM" for n in fed):
             raise ValueError("SE must be fed right after DM (or first when there is no DM)")
-        ds = DatasetInfo(meta, len(fed))
+        ds = DatasetInfo(meta, len(fed), ig=self.ig)
         fed[name] = ds
         if ds.spec is None:
             self.log.info("SDTM-SPEC-UNKNOWN", f"No SDTM spec for {meta.name}; spec-based checks use its own "

@@ -85,7 +85,7 @@ class CodelistValues(Check):
             cols.append((name, codelist))
         if not cols:
             return None
-        governed = sdtm_spec.governed_codelists(ds.name) if ds.spec is not None else {}
+        governed = sdtm_spec.governed_codelists(ds.name, ds.ig) if ds.spec is not None else {}
         by_value = {
             name: (gov, {v: _codelist(ct, short) for v, short in table.items()})
             for name, (gov, table) in governed.items() if name in ds.present and gov in ds.present
@@ -184,7 +184,7 @@ class RowSchema(Check):
         spec = ds.spec
         if spec is None:
             return None
-        validator = sdtm_spec.row_validator(ds.name)
+        validator = sdtm_spec.row_validator(ds.name, ds.ig)
         known = set(spec.names)
         required = {v.name for v in spec.variables if v.core == "Req"}
         for v in ds.variables:

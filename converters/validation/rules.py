@@ -93,8 +93,8 @@ class StreamingValidator(Validator):
         validator.finish()
     """
 
-    def __init__(self, log: IssueLog, only: Iterable[str] | None = None) -> None:
-        super().__init__(log, RULES, only)
+    def __init__(self, log: IssueLog, only: Iterable[str] | None = None, ig: str | None = None) -> None:
+        super().__init__(log, RULES, only, ig)
 
 
 def rule_statuses(validator: "Validator | None", log: IssueLog, only: Iterable[str] | None = None,
@@ -127,12 +127,12 @@ def rule_statuses(validator: "Validator | None", log: IssueLog, only: Iterable[s
 
 
 def validate_datasets(
-    datasets: dict[str, Dataset], log: IssueLog, only: Iterable[str] | None = None
+    datasets: dict[str, Dataset], log: IssueLog, only: Iterable[str] | None = None, ig: str | None = None
 ) -> "StreamingValidator":
     """Run every rule (or the ids in ``only``) over ``datasets`` (name -> Dataset, keyed by
     ``Dataset.name``): the streaming validator fed from memory, DM and SE first.  Returns the
     validator (its ``applied`` counts say which rules met a dataset)."""
-    validator = StreamingValidator(log, only)
+    validator = StreamingValidator(log, only, ig)
     by_name = {name.upper(): ds for name, ds in datasets.items()}
     try:
         for name in feeding_order(by_name):
