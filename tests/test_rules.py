@@ -172,6 +172,16 @@ def test_dy_fail():
     rows = [ae_row(AESTDTC="2024-01-10", AESTDY=1.0, AEENDTC="2024-01-12", AEENDY=2.0)]
     issues = run("SDTM-DY-INCONSISTENT", dm("S1-001"), ds("AE", rows))
     assert where(issues) == [("ae.xpt", 1, "AEENDY")] and "give 3" in issues[0].message
+    assert issues[0].severity == "error"  # P21 SD1094 (--ENDY)
+
+
+def test_dy_level_follows_the_p21_rule_of_the_variable():
+    """P21 has --DY inconsistent as a warning (SD1086), --STDY and --ENDY as errors (SD1090,
+    SD1094): LBDY 2 on the reference day is a warning."""
+    lb = ds("LB", [{"STUDYID": "S1", "DOMAIN": "LB", "USUBJID": "S1-001", "LBSEQ": 1.0, "LBTESTCD": "ALT",
+                    "LBTEST": "Alanine Aminotransferase", "LBDTC": "2024-01-10", "LBDY": 2.0}])
+    issues = run("SDTM-DY-INCONSISTENT", dm("S1-001"), lb)
+    assert [(i.field, i.severity) for i in issues] == [("LBDY", "warning")]
 
 
 # --------------------------------------------------------------------------- SDTM-DTC-ISO8601

@@ -41,7 +41,7 @@ def test_cdisc_pilot(tmp_path):
     got = _findings(reference("sdtm", "cdiscpilot01"), tmp_path)
     assert {code: n for (sev, code), n in got.items() if sev == "error"} == {
         "SDTM-XPT-ASCII": 3,        # non-ASCII characters in TS
-        "SDTM-DY-INCONSISTENT": 1,  # 01-716-1063: AESTDY 366 where AESTDTC and RFSTDTC give 1
+        "SDTM-DY-INCONSISTENT": 1,  # 01-716-1063: AESTDY 366 where AESTDTC and RFSTDTC give 1 (P21 SD1090: error)
         "SDTM-TS-SSTDTC": 1,        # TS has no SSTDTC (FDA Technical Rejection Criteria 1734)
     }
     assert got[("warning", "SDTM-ARMCD-CASE")] == 52
@@ -72,3 +72,32 @@ def test_the_ig_version_comes_from_the_data_or_the_user(tmp_path):
     assert _findings.run["sdtmig_checked"] == "3.3 (--sdtmig)" and got33[("warning", "SDTM-EXP-MISSING")] == 4
     _findings(reference("sdtm", "cdiscpilot01"), tmp_path)
     assert _findings.run["sdtmig_checked"] == "3.2 (define.xml: 3.1.2, nearest with metadata)"
+
+
+def test_severities_agree_with_pinnacle_21():
+    """Each rule that mirrors a Pinnacle 21 rule has P21's severity: read from the Rules sheet
+    of the P21 report in the TDF folder (Error / Warning), for the ids a rule names as its own
+    (not those it names as merely related, nor 'none' / 'unconfirmed' ones)."""
+    import re
+
+    from openpyxl import load_workbook
+
+    from trialbridge.converters.validation.rules import RULES
+
+    book = load_workbook(reference("sdtm", "phuse-tdf-sdtm-v1.0", "pinnacle21-report-TDF_SDTM.xlsx"))
+    p21 = {row[0]: row[5] for row in book["Rules"].iter_rows(min_row=2, values_only=True) if row[0]}
+    compared = {}
+    for rule in RULES:
+        text = rule.mirrors
+        if text.startswith(("none", "unconfirmed")):
+            continue
+        own = re.split(r"\brelated\b", text)[0]
+        for rid in re.findall(r"\b((?:SD|CT)\d{4})\b", own):
+            if rid in p21:
+                compared[(rule.id, rid)] = (rule.severity, p21[rid].lower())
+    # two rules report at the level of the P21 rule that fits the case: CT-INVALID per codelist
+    # (CT2001 error, CT2002 warning), DY-INCONSISTENT per variable (SD1086 --DY warning, SD1090
+    # --STDY and SD1094 --ENDY errors; tests/test_rules.py pins both)
+    disagree = {k: v for k, v in compared.items() if v[0] != v[1]
+                and k not in {("SDTM-CT-INVALID", "CT2002"), ("SDTM-DY-INCONSISTENT", "SD1086")}}
+    assert len(compared) >= 18 and not disagree, disagree

@@ -83,8 +83,10 @@ class StudyDays(Check):
                     continue
                 expected = study_day(on, ref)
                 if not isinstance(recorded, (int, float)) or recorded != expected:
+                    # P21's levels: SD1086 (--DY) a warning, SD1090 (--STDY) and SD1094 (--ENDY) errors
+                    level = "error" if dy.endswith(("STDY", "ENDY")) else "warning"
                     self.add(ds.file, f"{dy} is {num_text(recorded)} but {dtc_name} {row.get(dtc_name)} and "
-                             f"RFSTDTC give {expected}", row_no, dy, recorded, *where(row))
+                             f"RFSTDTC give {expected}", row_no, dy, recorded, *where(row), severity=level)
         return check
 
     def end(self, ds: DatasetInfo) -> None:
