@@ -463,7 +463,9 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
     trial design datasets from the study; define.xml from the column statistics the workers
     gathered; nothing read back but define.xml itself."""
     stats = dict(sinks.stats)
-    design = spokes.trial_design_rows(study)
+    # TS counts the subjects and finds the study's end from DM: one pass over DM's sink, a
+    # row at a time, before any dataset is written (define.xml needs TS's statistics)
+    design = spokes.trial_design_rows(study, log, spokes.subject_tally(sinks.rows("DM")))
     for name, rows in design.items():
         stats[name] = ColumnStats(name)
         stats[name].add_rows(rows)

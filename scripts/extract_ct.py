@@ -63,6 +63,7 @@ CODELISTS = [
     "TCNTRL",    # C66785 Control Type Response
     "TINDTP",    # C66736 Trial Intent Type Response
     "INTTYPE",   # C99078 Intervention Type Response
+    "INTMODEL",  # C99076 Intervention Model Response (TS INTMODEL)
     "SEXPOP",    # C66732 Sex of Participants Response
     "CPTESTCD",  # C181173 Cell Phenotyping Test Code
     "CPTEST",    # C181174 Cell Phenotyping Test Name
