@@ -122,8 +122,8 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
             link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
-            scheduler: str | None = None, progress: bool = False, pseudonymise_key_file: Path | None = None
-            ) -> RunResult:
+            scheduler: str | None = None, progress: bool = False, pseudonymise_key_file: Path | None = None,
+            ct_package: str | None = None) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
 
@@ -137,6 +137,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     if to not in TARGETS:
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
+    _select_ct(ct_package)
     kind = detect_input(input_path)
     key = None
     if pseudonymise_key_file is not None:
@@ -184,7 +185,8 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
     result = RunResult(log=log, kind=kind)
     reporter = _Progress(progress)
     with SortedSpill("input") as spill:
-        job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to)
+        job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to,
+                         ct_package=_ct_version())
         groups: set[str] = set()  # one key per subject: the number of subjects to map
         if kind == "sdtm":
             datasets = sdtm_io.read_sdtm_folder(input_path, log)
@@ -622,6 +624,22 @@ class _Progress:
             self.bar = None
 
 
+def _select_ct(package: str | None) -> None:
+    """--ct: the CT package of this run (a bundled extract's date; default 2025-03-28)."""
+    from trialbridge.mappings.terminology import ct
+
+    try:
+        ct.select(package)
+    except ValueError as exc:
+        raise TrialbridgeError(f"--ct {package}: {exc}") from None
+
+
+def _ct_version() -> str:
+    from trialbridge.mappings.terminology import ct
+
+    return ct.version()
+
+
 def _ig_version(choice: str | None, define: Path, datasets: dict[str, Dataset], log: IssueLog) -> tuple[str | None, str]:
     """The SDTMIG version to check a folder against, and where it came from: ``--sdtmig``,
     else what define.xml says (Define-XML 2.1 ``def:Standard Type="IG"``, 2.0/1.0
@@ -673,7 +691,7 @@ def _ig_version(choice: str | None, define: Path, datasets: dict[str, Dataset], 
 
 
 def validate(path: Path, report: Path | None = None, *, rules: list[str] | None = None,
-             exclude: list[str] | None = None, sdtmig: str | None = None) -> RunResult:
+             exclude: list[str] | None = None, sdtmig: str | None = None, ct_package: str | None = None) -> RunResult:
     """Check an SDTM folder (every rule of the catalogue, or those ``rules`` names less
     ``exclude``; its define.xml; every further copy of a dataset against the one validated)
     or FHIR output.  ``report``: .html, .json or .xlsx."""
@@ -681,6 +699,7 @@ def validate(path: Path, report: Path | None = None, *, rules: list[str] | None 
     from trialbridge.converters.validation.rules import RULES_BY_ID, rule_statuses
 
     log = IssueLog()
+    _select_ct(ct_package)
     kind = detect_input(path)
     if report is not None:  # checked before the work: never a validated file, never someone else's file
         check_file_target(report, [path], ours=b"trialbridge", source="data being validated")
@@ -817,9 +836,9 @@ def _report_unmapped(log: IssueLog) -> None:
 
 def run_metadata(**extra) -> dict:
     from trialbridge.converters import __version__
-    from trialbridge.mappings.terminology.ct import CT_VERSION
+    from trialbridge.mappings.terminology import ct
 
-    return {"trialbridge": __version__, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"NCI EVS SDTM CT {CT_VERSION}",
+    return {"trialbridge": __version__, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"CDISC SDTM CT {ct.version()}",
             **extra}
 
 

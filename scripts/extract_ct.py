@@ -122,9 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, default=REPO.parent / "shared" / "reference" / "ct"
                     / "nci-evs-sdtm-ct" / "SDTM Terminology.txt")
-    ap.add_argument("--out", type=Path,
-                    default=REPO / "mappings" / "terminology" / "ct" / "sdtm-ct-2025-03-28.csv")
+    ap.add_argument("--version", default="2025-03-28",
+                    help="the CDISC package date of the source file: the extract becomes sdtm-ct-<version>.csv, "
+                         "which `--ct <version>` then selects")
+    ap.add_argument("--out", type=Path, default=None, help="default: mappings/terminology/ct/sdtm-ct-<version>.csv")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "mappings" / "terminology" / "ct" / f"sdtm-ct-{args.version}.csv"
     rows = extract(args.source)
     with atomic_open(args.out) as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")

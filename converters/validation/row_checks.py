@@ -78,7 +78,7 @@ class CodelistValues(Check):
             if codelist is None:
                 self.ctx.log.info(
                     "SDTM-CT-CODELIST-UNKNOWN",
-                    f"Codelist {short} of {name} is not in the loaded CT ({ct.CT_VERSION}); not checked",
+                    f"Codelist {short} of {name} is not in the loaded CT ({ct.version()}); not checked",
                     file=ds.file, field=name, value=short,
                 )
                 continue

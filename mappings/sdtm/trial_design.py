@@ -161,7 +161,7 @@ def _coded(t: dict[str, Any], log: IssueLog | None) -> dict[str, str]:
     if parmcd in table["codelists"]:
         codelist = ct.codelist(table["codelists"][parmcd])
         if value in codelist.terms:
-            return {"TSVALCD": codelist.terms[value], "TSVCDREF": CDISC_CT, "TSVCDVER": ct.CT_VERSION}
+            return {"TSVALCD": codelist.terms[value], "TSVCDREF": CDISC_CT, "TSVCDVER": ct.version()}
         if log is None:
             return {}
         where = {"file": "ts", "field": parmcd, "value": value}
