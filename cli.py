@@ -81,10 +81,12 @@ def _summary(result, limit: int = 20) -> None:
               envvar="TRIALBRIDGE_PSEUDONYMISE_KEY_FILE", show_envvar=True,
               help="To SDTM: USUBJID and SUBJID become keyed pseudonyms (HMAC-SHA256) under the secret in this "
                    "file (never on the command line). Same key, same pseudonyms.")
+@click.option("--ct", "ct_package", default=None, metavar="DATE",
+              help="CDISC SDTM CT package (a bundled package date; default 2025-03-28).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
             input_fhir_version: str, link_subjects: Path | None, study: str | None, workers: int | None, engine_name: str,
-            scheduler: str | None, key_file: Path | None, quiet: bool) -> None:
+            scheduler: str | None, key_file: Path | None, ct_package: str | None, quiet: bool) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from trialbridge.converters.engine import default_workers
     from trialbridge.converters.pipeline import convert as run
@@ -92,7 +94,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
                  fhir_version=fhir_version, input_fhir_version=input_fhir_version, link_subjects=link_subjects,
                  workers=default_workers() if workers == 0 else workers, engine_name=engine_name, scheduler=scheduler,
-                 progress=not quiet and sys.stderr.isatty(), pseudonymise_key_file=key_file)
+                 progress=not quiet and sys.stderr.isatty(), pseudonymise_key_file=key_file, ct_package=ct_package)
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(printable(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})"))
     _summary(result)
@@ -100,17 +102,37 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     sys.exit(1 if result.log.has_errors else 0)
 
 
+def _rule_ids(text: str | None) -> list[str] | None:
+    return [p.strip().upper() for p in text.split(",") if p.strip()] if text else None
+
+
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this file: .html (browsable report) or .json.")
-def validate(path: Path, report: Path | None) -> None:
-    """Check an SDTM folder (schemas, conformance rules) or FHIR output (R4 schema, models, references)."""
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Write every finding to this file: .html (browsable page), .xlsx (Excel, Pinnacle 21's sheets: "
+                   "Dataset Summary, Issue Summary, Details, Rules) or .json.")
+@click.option("--fail-on", type=click.Choice(["error", "warning"]), default="error", show_default=True,
+              help="Exit 1 when there are findings at or above this severity.")
+@click.option("--rules", "rules", default=None, help="Run only these rule ids (comma separated; docs/rules.md).")
+@click.option("--exclude", default=None, help="Leave out these rule ids (comma separated).")
+@click.option("--ct", "ct_package", default=None, metavar="DATE",
+              help="CDISC SDTM CT package to check against (a bundled package date; default 2025-03-28).")
+@click.option("--sdtmig", type=click.Choice(["3.2", "3.3", "3.4"]), default=None,
+              help="SDTMIG version to check against (default: what define.xml or TS SDTIGVER says, else 3.3).")
+def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, exclude: str | None,
+             ct_package: str | None, sdtmig: str | None) -> None:
+    """Check an SDTM folder (schemas, conformance rules, define.xml, every copy of a dataset
+    in other formats) or FHIR output (R4 schema, models, references)."""
     from trialbridge.converters.pipeline import validate as run
 
-    result = run(path, report)
+    result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude), sdtmig=sdtmig, ct_package=ct_package)
     click.echo(printable(f"validated {path} (study {result.study_id})"))
     _summary(result, limit=50)
-    sys.exit(1 if result.log.has_errors else 0)
+    if result.rules:
+        ran = {s: sum(1 for r in result.rules if r["status"] == s) for s in ("issues", "ran", "skipped")}
+        click.echo(f"rules: {ran['issues']} found issues, {ran['ran']} ran clean, {ran['skipped']} skipped")
+    failing = ("error",) if fail_on == "error" else ("error", "warning")
+    sys.exit(1 if any(i.severity in failing for i in result.log.issues) else 0)
 
 
 if __name__ == "__main__":

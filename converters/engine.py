@@ -62,6 +62,7 @@ class Job:
     input_fhir_version: str = "auto"  # FHIR input: auto (by each resource's shape), R4 or R5
     sdtm_variables: dict[str, list[str]] = field(default_factory=dict)  # SDTM input: dataset -> its variables
     sdtm_sources: dict[str, str] = field(default_factory=dict)  # SDTM input: dataset -> file
+    ct_package: str | None = None  # the CT package of the run (--ct); each worker selects it too
 
 
 @dataclass
@@ -77,7 +78,9 @@ class GroupResult:
 def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> GroupResult:
     """Map one subject's items to output rows (see the module docstring)."""
     from trialbridge.converters import spokes
+    from trialbridge.mappings.terminology import ct
 
+    ct.select(job.ct_package)  # a worker process uses the run's package (a no-op once selected)
     log = IssueLog()
     extra: dict[str, Any] = {}
     identifying: list[tuple[str, str]] = []  # the subject's own names, phones … (never written)

@@ -16,9 +16,11 @@ import orjson
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core import iso8601, jsoncodec, privacy
+from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, manifest_differences, output_file, printable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER
+from trialbridge.converters.core.sdtm_spec import IG_VERSIONS, SHIPPED_IG
 from trialbridge.converters.core.spill import SortedSpill
 from trialbridge.converters.formats import define as define_xml
 from trialbridge.converters.formats import odm as odm_io
@@ -47,6 +49,7 @@ class RunResult:
     written: list[Path] = field(default_factory=list)
     kind: str = ""
     study_id: str = ""
+    rules: list[dict] = field(default_factory=list)  # validate: what happened to every rule
 
     @property
     def counts(self) -> Counter:
@@ -119,8 +122,8 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
             link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
-            scheduler: str | None = None, progress: bool = False, pseudonymise_key_file: Path | None = None
-            ) -> RunResult:
+            scheduler: str | None = None, progress: bool = False, pseudonymise_key_file: Path | None = None,
+            ct_package: str | None = None) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
 
@@ -134,6 +137,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     if to not in TARGETS:
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
+    _select_ct(ct_package)
     kind = detect_input(input_path)
     key = None
     if pseudonymise_key_file is not None:
@@ -181,7 +185,8 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
     result = RunResult(log=log, kind=kind)
     reporter = _Progress(progress)
     with SortedSpill("input") as spill:
-        job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to)
+        job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to,
+                         ct_package=_ct_version())
         groups: set[str] = set()  # one key per subject: the number of subjects to map
         if kind == "sdtm":
             datasets = sdtm_io.read_sdtm_folder(input_path, log)
@@ -524,11 +529,14 @@ def _write_records(sinks: engine.Sinks, output: Path) -> list[Path]:
 def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path, sdtm_formats: list[str],
                 log: IssueLog, study_id: str) -> list[Path]:
     validate_datasets(datasets, log)
-    written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN")
+    created = creation_datetime()  # one creation time for every file of the run
+    written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN", created=created)
     # define.xml describing exactly what was written, validated against the XSD and read back
     # to check it agrees with the datasets (lengths, labels, variables)
-    dpath = define_xml.write_define(datasets, study, output_file(output, "define.xml"), log, formats=sdtm_formats)
+    dpath = define_xml.write_define(datasets, study, output_file(output, "define.xml"), log, formats=sdtm_formats,
+                                    created=created)
     written.append(dpath)
+    written.append(define_xml.write_stylesheet(output))
     meta = define_xml.read_define(dpath, log)
     if meta is not None:
         define_xml.check_define_against_datasets(meta, datasets, log, exact_lengths=True)
@@ -541,7 +549,9 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
     trial design datasets from the study; define.xml from the column statistics the workers
     gathered; nothing read back but define.xml itself."""
     stats = dict(sinks.stats)
-    design = spokes.trial_design_rows(study)
+    # TS counts the subjects and finds the study's end from DM: one pass over DM's sink, a
+    # row at a time, before any dataset is written (define.xml needs TS's statistics)
+    design = spokes.trial_design_rows(study, log, spokes.subject_tally(sinks.rows("DM")))
     for name, rows in design.items():
         stats[name] = ColumnStats(name)
         stats[name].add_rows(rows)
@@ -556,19 +566,23 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
     # the rules keep only compact indexes between rows (DM first, SE second: their order)
     rules = StreamingValidator(log)
     named_by = "xpt" if "xpt" in sdtm_formats else sdtm_formats[0]  # the file the rules' findings name
+    created = creation_datetime()  # one creation time for every file of the run
     for name in feeding_order(metas):
         meta = metas[name]
         meta.source = meta.source or sdtm_io.file_name(name, named_by)
         visitor = rules.begin(meta)
-        with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN") as writers:
+        with open_dataset_writers(meta, stats[name], output, sdtm_formats, log, study_id or "UNKNOWN",
+                                  created=created) as writers:
             for row_no, row in enumerate(rows_of(name), start=1):
                 writers.write(row)
                 visitor.row(row_no, {v.name: row.get(v.name, None if v.type == "Num" else "") for v in meta.variables})
             written.extend(writers.close())
         visitor.end()
     rules.finish()
-    dpath = define_xml.write_define_from_stats(metas, stats, study, output_file(output, "define.xml"), log, formats=sdtm_formats)
+    dpath = define_xml.write_define_from_stats(metas, stats, study, output_file(output, "define.xml"), log,
+                                               formats=sdtm_formats, created=created)
     written.append(dpath)
+    written.append(define_xml.write_stylesheet(output))
     meta_read = define_xml.read_define(dpath, log)
     if meta_read is not None:
         define_xml.check_define_against_stats(meta_read, metas, stats, log, exact_lengths=True)
@@ -679,8 +693,81 @@ class _Progress:
             self.bar = None
 
 
-def validate(path: Path, report: Path | None = None) -> RunResult:
+def _select_ct(package: str | None) -> None:
+    """--ct: the CT package of this run (a bundled extract's date; default 2025-03-28)."""
+    from trialbridge.mappings.terminology import ct
+
+    try:
+        ct.select(package)
+    except ValueError as exc:
+        raise TrialbridgeError(f"--ct {package}: {exc}") from None
+
+
+def _ct_version() -> str:
+    from trialbridge.mappings.terminology import ct
+
+    return ct.version()
+
+
+def _ig_version(choice: str | None, define: Path, datasets: dict[str, Dataset], log: IssueLog) -> tuple[str | None, str]:
+    """The SDTMIG version to check a folder against, and where it came from: ``--sdtmig``,
+    else what define.xml says (Define-XML 2.1 ``def:Standard Type="IG"``, 2.0/1.0
+    ``def:StandardVersion``), else TS SDTIGVER, else the shipped 3.3.  A version without
+    metadata here is checked against the nearest one that has it, with an info finding."""
+    version, source = choice, "--sdtmig"
+    if version is None and define.is_file():
+        try:
+            from trialbridge.converters.core import safexml
+
+            root = safexml.parse(define).getroot()
+            for el in root.iter():
+                if not isinstance(el.tag, str):
+                    continue
+                if el.tag.endswith("}Standard") and el.get("Type") == "IG" and "MD" not in (el.get("Name") or ""):
+                    version, source = el.get("Version"), "define.xml"
+                    break
+                std = next((v for k, v in el.attrib.items() if k.endswith("}StandardVersion")), None)
+                if std:
+                    version, source = std, "define.xml"
+                    break
+        except Exception:  # an unreadable define is the define checks' finding; the version falls back
+            version = None
+    if version is None:
+        ts = datasets.get("TS")
+        for row in (ts.rows if ts is not None else []):
+            if str(row.get("TSPARMCD") or "").upper() == "SDTIGVER" and row.get("TSVAL"):
+                version, source = str(row["TSVAL"]), "TS SDTIGVER"
+                break
+    if version is None:
+        return None, "default"
+    wanted = version.strip().lstrip("vV")
+    if wanted in IG_VERSIONS:
+        return wanted, source
+    try:
+        key = tuple(int(x) for x in wanted.split("."))
+    except ValueError:
+        log.warning("SDTM-IG-UNKNOWN", f"SDTMIG version {version!r} ({source}) is not a version; checked against "
+                    f"the shipped SDTMIG {SHIPPED_IG}", value=version)
+        return None, f"{source} unreadable"
+    def rank(parts: tuple[int, ...]) -> int:  # 3.1.2 -> 30102
+        parts = (parts + (0, 0, 0))[:3]
+        return parts[0] * 10_000 + parts[1] * 100 + parts[2]
+
+    nearest = min(IG_VERSIONS, key=lambda v: abs(rank(tuple(int(x) for x in v.split("."))) - rank(key)))
+    log.info("SDTM-IG-APPROXIMATED", f"the data say SDTMIG {version} ({source}), which has no metadata here "
+             f"(3.2, 3.3, 3.4): checked against SDTMIG {nearest}", value=version)
+    return nearest, f"{source}: {version}, nearest with metadata"
+
+
+def validate(path: Path, report: Path | None = None, *, rules: list[str] | None = None,
+             exclude: list[str] | None = None, sdtmig: str | None = None, ct_package: str | None = None) -> RunResult:
+    """Check an SDTM folder (every rule of the catalogue, or those ``rules`` names less
+    ``exclude``; its define.xml; every further copy of a dataset against the one validated)
+    or FHIR output.  ``report``: .html, .json or .xlsx."""
+    from trialbridge.converters.validation.rules import RULES_BY_ID, rule_statuses
+
     log = IssueLog()
+    _select_ct(ct_package)
     kind = detect_input(path)
     if report is not None:  # checked before the work: never a validated file, never someone else's file
         check_file_target(report, [path], ours=b"trialbridge", source="data being validated")
@@ -704,6 +791,12 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
         return result
     if kind != "sdtm":
         raise TrialbridgeError(f"{path}: validate takes an SDTM folder (dm.xpt …) or FHIR; convert records first")
+    unknown = sorted((set(rules or []) | set(exclude or [])) - set(RULES_BY_ID))
+    if unknown:
+        raise TrialbridgeError(f"unknown rule id(s) {', '.join(unknown)}; the rules are listed in docs/rules.md")
+    only = None
+    if rules or exclude:
+        only = [r for r in (rules or list(RULES_BY_ID)) if r not in set(exclude or [])]
     copies: dict[str, list[Path]] = {}
     datasets = sdtm_io.read_sdtm_folder(path, log, copies)
     if not datasets:
@@ -711,14 +804,22 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
     for name, ds in sorted(datasets.items()):  # validated: every row read is checked
         log.count_row(ds.source or name, "converted", len(ds.rows))
     _compare_copies(datasets, copies, log)
-    validate_datasets(datasets, log)
+    compared = sorted(str(p) for paths in copies.values() for p in paths)
+    ig, ig_source = _ig_version(sdtmig, path / "define.xml", datasets, log)
+    validator = validate_datasets(datasets, log, only, ig)
     define_status = _check_define(path / "define.xml", datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
-    log.run = run_metadata(command="validate", input=str(path), study=result.study_id)
+    statuses = rule_statuses(validator, log, only, exclude or [])
+    log.run = run_metadata(command="validate", input=str(path), study=result.study_id,
+                           sdtmig_checked=f"{ig or SHIPPED_IG} ({ig_source})",
+                           datasets=sorted(str(ds.source or name) for name, ds in datasets.items()),
+                           copies_compared=compared,
+                           rules={s: sum(1 for r in statuses if r["status"] == s) for s in ("issues", "ran", "skipped")})
+    result.rules = statuses
     if report is not None:
         result.written.append(_write_report(log, report, title=f"{result.study_id or path.name} — SDTM validation",
                                             rows={name: len(ds.rows) for name, ds in datasets.items()},
-                                            define_status=define_status))
+                                            define_status=define_status, rules=statuses))
     return result
 
 
@@ -729,6 +830,7 @@ def _compare_copies(datasets: dict[str, Dataset], copies: dict[str, list[Path]],
     """A dataset given in several formats is validated from one file (xpt > json > ndjson >
     csv); every other copy is read and compared with it, value by value (numbers by value,
     text without trailing blanks), so an edited copy does not pass unseen: SDTM-COPY-DIFFERS
+    (an error: a gate must not pass a package whose copies disagree)
     names each differing row and variable (the first 20 per copy, then a count), or
     SDTM-COPY-UNREAD when the copy cannot be read."""
     for name, paths in sorted(copies.items()):
@@ -747,12 +849,12 @@ def _compare_copies(datasets: dict[str, Dataset], copies: dict[str, list[Path]],
             names = [n for n in chosen.names if n in set(copy.names)]
             for var in sorted(set(chosen.names) ^ set(copy.names)):
                 differences += 1
-                log.warning("SDTM-COPY-DIFFERS", f"{path.name}: variable {var} is only in "
+                log.error("SDTM-COPY-DIFFERS", f"{path.name}: variable {var} is only in "
                             f"{path.name if var in copy.names else Path(chosen.source or '').name}",
                             file=path.name, field=var)
             if len(chosen.rows) != len(copy.rows):
                 differences += 1
-                log.warning("SDTM-COPY-DIFFERS", f"{path.name} has {len(copy.rows)} row(s), "
+                log.error("SDTM-COPY-DIFFERS", f"{path.name} has {len(copy.rows)} row(s), "
                             f"{Path(chosen.source or '').name} {len(chosen.rows)}", file=path.name,
                             value=len(copy.rows))
             for row_no, (a, b) in enumerate(zip(chosen.rows, copy.rows), start=1):
@@ -760,11 +862,11 @@ def _compare_copies(datasets: dict[str, Dataset], copies: dict[str, list[Path]],
                     if _cell(a.get(var)) != _cell(b.get(var)):
                         differences += 1
                         if differences <= MAX_COPY_DIFFERENCES:
-                            log.warning("SDTM-COPY-DIFFERS", f"{path.name} row {row_no} {var}: {b.get(var)!r} where "
+                            log.error("SDTM-COPY-DIFFERS", f"{path.name} row {row_no} {var}: {b.get(var)!r} where "
                                         f"{Path(chosen.source or '').name} (validated) has {a.get(var)!r}",
                                         file=path.name, record=row_no, field=var, value=_cell(b.get(var)))
             if differences > MAX_COPY_DIFFERENCES:
-                log.warning("SDTM-COPY-DIFFERS", f"{path.name}: {differences - MAX_COPY_DIFFERENCES} more "
+                log.error("SDTM-COPY-DIFFERS", f"{path.name}: {differences - MAX_COPY_DIFFERENCES} more "
                             "difference(s) not listed", file=path.name, value=differences)
 
 
@@ -815,14 +917,20 @@ def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> st
 
 
 def _write_report(log: IssueLog, report: Path, *, title: str, rows: dict | None = None,
-                  define_status: str | None = None) -> Path:
-    """--report: a browsable HTML page for .html/.htm, else JSON (issues.json plus rule texts)."""
+                  define_status: str | None = None, rules: list[dict] | None = None) -> Path:
+    """--report: a browsable HTML page for .html/.htm, an Excel workbook with Pinnacle 21's
+    sheets for .xlsx, else JSON (issues.json plus rule texts and the rules run)."""
     from trialbridge.converters.validation.report import write_html_report, write_json_report
 
     log_json = log.to_json_obj()
-    if report.suffix.lower() in (".html", ".htm"):
+    suffix = report.suffix.lower()
+    if suffix in (".html", ".htm"):
         return write_html_report(log_json, report, title=title, datasets_summary=rows, define_status=define_status)
-    return write_json_report(log_json, report, datasets_summary=rows, define_status=define_status)
+    if suffix == ".xlsx":
+        from trialbridge.converters.validation.excel import write_excel_report
+
+        return write_excel_report(log_json, report, title=title, rules=rules or [], datasets_summary=rows)
+    return write_json_report(log_json, report, datasets_summary=rows, define_status=define_status, rules_run=rules)
 
 
 def _studyid(datasets: dict[str, Dataset]) -> str | None:
@@ -864,9 +972,9 @@ def _report_unmapped(log: IssueLog) -> None:
 
 def run_metadata(**extra) -> dict:
     from trialbridge.converters import __version__
-    from trialbridge.mappings.terminology.ct import CT_VERSION
+    from trialbridge.mappings.terminology import ct
 
-    return {"trialbridge": __version__, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"NCI EVS SDTM CT {CT_VERSION}",
+    return {"trialbridge": __version__, "sdtmig": "3.3 (CP: 3.4)", "controlled_terminology": f"CDISC SDTM CT {ct.version()}",
             **extra}
 
 

@@ -59,11 +59,17 @@ def records_to_sdtm_rows(records: Records, study: Study, log: IssueLog) -> dict[
     return out
 
 
-def trial_design_rows(study: Study) -> dict[str, list[dict[str, Any]]]:
-    """TA, TE, TV, TI, TS from the study configuration, sorted by their keys."""
+def subject_tally(dm_rows: Iterable[dict[str, Any]]) -> trial_design.SubjectTally:
+    """What TS derives from the subjects (ACTSUB, SENDTC), gathered from DM rows as they pass."""
+    return trial_design.SubjectTally.of(dm_rows)
+
+
+def trial_design_rows(study: Study, log: IssueLog | None = None,
+                      tally: trial_design.SubjectTally | None = None) -> dict[str, list[dict[str, Any]]]:
+    """TA, TE, TV, TI, TS from the study configuration (TS's ACTSUB and SENDTC from ``tally``,
+    DM gathered row by row), sorted by their keys; TS findings go to ``log``."""
     out = {}
-    for name, build in trial_design.BUILDERS.items():
-        rows = build(study)
+    for name, rows in trial_design.design_rows(study, log, tally).items():
         spec = load_spec(name)
         rows.sort(key=lambda r: tuple(_sortable(r.get(k)) for k in spec.keys))
         if rows:
@@ -81,7 +87,8 @@ def records_to_sdtm(records: Records, study: Study, log: IssueLog) -> dict[str, 
     out = {name: make_dataset(name, rows) for name, rows in by_subject.items()}
     if "DM" not in out:
         out["DM"] = make_dataset("DM", [])
-    for name, rows in trial_design_rows(study).items():
+    tally = subject_tally(out["DM"].rows)
+    for name, rows in trial_design_rows(study, log, tally).items():
         out[name] = make_dataset(name, rows)
     return dict(sorted(out.items()))
 

@@ -100,6 +100,31 @@ def format_number(value: float | int | str | None) -> str:
     return repr(f)
 
 
+_NUMBER_PARTS = re.compile(r"[+-]?(\d*)(?:\.(\d*))?(?:[eE][+-]?\d+)?")
+MIN_CONVERTED_DIGITS = 2
+
+
+def significant_digits(text: str | None) -> int | None:
+    """Significant digits of a number as written: ``0.53`` 2, ``1.30`` 3, ``0.0050`` 2,
+    ``150`` 3 (an integer's trailing zeros were typed, so they count), ``1.2e3`` 2,
+    ``0`` 1; None for a text that is not a plain number."""
+    if text is None or to_number(text) is None:
+        return None
+    m = _NUMBER_PARTS.fullmatch(str(text).strip())
+    digits = (m.group(1) or "") + (m.group(2) or "")
+    return max(1, len(digits.lstrip("0")))
+
+
+def converted_digits(text: str | None) -> int:
+    """How many significant digits a value converted to another unit keeps: those of the
+    text it was converted from (``0.53`` mg/dL gives 47 umol/L, not 46.85289958), and at
+    least :data:`MIN_CONVERTED_DIGITS` — a one-digit reading such as ``5`` mg/dL is a whole
+    number read off an analyser more often than a claim of one significant figure, and
+    rounding its 442 umol/L to 400 would move it by up to 10 %."""
+    n = significant_digits(text)
+    return max(MIN_CONVERTED_DIGITS, n) if n is not None else 10
+
+
 def round_sig(value: float, digits: int = 10) -> float:
     """Round away binary noise from unit conversion (12.499999999 -> 12.5)."""
     if value == 0 or not math.isfinite(value):

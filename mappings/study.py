@@ -103,7 +103,8 @@ class Study:
         return privacy.pseudonym(self.pseudonym_key, self.study_id, site_id, subject_id)
 
     def ts_value(self, parmcd: str) -> str | None:
-        return next((t["value"] for t in self.config["trial_summary"] if t["parmcd"] == parmcd), None)
+        """The first configured TSVAL of a parameter (None when absent or given as a null flavour)."""
+        return next((t.get("value") for t in self.config["trial_summary"] if t["parmcd"] == parmcd), None)
 
 
 def load_study(ref: str | Path) -> Study:

@@ -3,7 +3,7 @@
 
 Source: the CDISC Library export of SDTMIG v3.3 as ODM (cdisc-org/library-xml @ f0ca31eae065,
 ``sdtmig-3-3_to_odm.xml``) for names, labels, order, role, Core, data type and codelist
-references; the NCI EVS SDTM CT release 2025-03-25 (``SDTM Terminology.txt``) to turn each
+references; the NCI EVS SDTM CT release 2025-03-28 (``SDTM Terminology.txt``) to turn each
 codelist C-code into its CDISC submission short name.  CP (Cell Phenotype Findings) is not
 in SDTMIG 3.3; it is written here by hand from SDTMIG 3.4 (see ``CP_VARIABLES``).
 
@@ -45,7 +45,7 @@ CP_COMMENT = (
     "CP is not part of SDTMIG v3.3: written by hand in scripts/build_sdtm_schemas.py from the "
     "SDTMIG v3.4 CP (Cell Phenotype Findings) specification; generic Findings variables copy "
     "their SDTMIG v3.3 LB metadata (LB prefix replaced by CP). Codelists resolved against NCI "
-    "EVS SDTM CT 2025-03-25."
+    "EVS SDTM CT 2025-03-28."
 )
 
 DOMAINS = ["DM", "EX", "LB", "VS", "AE", "DS", "SV", "SE", "TA", "TE", "TV", "TI", "TS", "SUPPQUAL"]
@@ -115,7 +115,7 @@ LB_34_NOTES = (
 # https://wiki-test.cdisc.org/x/RdkXCw, and a CDISC Library-derived SDTMIG 3.4 variable listing);
 # codelist links for CPCAT (C181171), CPCELSTA (C181172), CPTESTCD (C181173), CPTEST (C181174),
 # CPTSTCND (C181175), CPRESSCL (C177910), CPRESTYP (C179588), CPCOLSRT (C177908) from the same
-# CDISC Library-derived listing and checked against NCI EVS SDTM CT 2025-03-25.
+# CDISC Library-derived listing and checked against NCI EVS SDTM CT 2025-03-28.
 # Entries with a label are CP-specific (hand-written); entries with None copy the SDTMIG v3.3
 # LB variable of the same suffix (label, type, role, Core, codelist).
 # tuple: (name, label, type, core, role, codelist C-code or None)
@@ -179,8 +179,10 @@ def load_ct(path: Path) -> dict[str, dict]:
 
 
 def text_of(el) -> str:
+    """A label as SDTMIG prints it: blanks collapsed, and no trailing period (the 3.3 export
+    has one typo, "Lab Test or Examination Short Name.", that no SDTMIG table has)."""
     t = el.find("odm:Description/odm:TranslatedText", NS)
-    return " ".join((t.text or "").split()) if t is not None else ""
+    return " ".join((t.text or "").split()).rstrip(".") if t is not None else ""
 
 
 def property_for(name: str, label: str, typ: str, core: str, role: str, order: int,

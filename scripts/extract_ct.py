@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Extract the CDISC SDTM controlled terminology trialbridge uses into one small CSV.
 
-Source: NCI EVS SDTM Terminology release 2025-03-25 (``SDTM Terminology.txt``, tab-separated),
+Source: NCI EVS SDTM Terminology release 2025-03-28 (``SDTM Terminology.txt``, tab-separated),
 as shipped by patterninstitute/sdtm.terminology @ e4fdc5f0f869.  Output:
-``mappings/terminology/ct/sdtm-ct-2025-03-25.csv`` with columns codelist, codelist_code,
+``mappings/terminology/ct/sdtm-ct-2025-03-28.csv`` with columns codelist, codelist_code,
 codelist_name, extensible, term_code, submission_value, synonyms, nci_preferred_term; rows in
 the order of ``CODELISTS`` then by submission value.
 
@@ -12,7 +12,7 @@ scripts/build_sdtm_schemas.py) reference, so run that script first.
 
 Usage::
 
-    python scripts/extract_ct.py [--source "/path/SDTM Terminology.txt"] [--out mappings/terminology/ct/sdtm-ct-2025-03-25.csv]
+    python scripts/extract_ct.py [--source "/path/SDTM Terminology.txt"] [--out mappings/terminology/ct/sdtm-ct-2025-03-28.csv]
 """
 from __future__ import annotations
 
@@ -63,6 +63,7 @@ CODELISTS = [
     "TCNTRL",    # C66785 Control Type Response
     "TINDTP",    # C66736 Trial Intent Type Response
     "INTTYPE",   # C99078 Intervention Type Response
+    "INTMODEL",  # C99076 Intervention Model Response (TS INTMODEL)
     "SEXPOP",    # C66732 Sex of Participants Response
     "CPTESTCD",  # C181173 Cell Phenotyping Test Code
     "CPTEST",    # C181174 Cell Phenotyping Test Name
@@ -121,9 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--source", type=Path, default=REPO.parent / "shared" / "reference" / "ct"
                     / "nci-evs-sdtm-ct" / "SDTM Terminology.txt")
-    ap.add_argument("--out", type=Path,
-                    default=REPO / "mappings" / "terminology" / "ct" / "sdtm-ct-2025-03-25.csv")
+    ap.add_argument("--version", default="2025-03-28",
+                    help="the CDISC package date of the source file: the extract becomes sdtm-ct-<version>.csv, "
+                         "which `--ct <version>` then selects")
+    ap.add_argument("--out", type=Path, default=None, help="default: mappings/terminology/ct/sdtm-ct-<version>.csv")
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / "mappings" / "terminology" / "ct" / f"sdtm-ct-{args.version}.csv"
     rows = extract(args.source)
     with atomic_open(args.out) as fh:
         w = csv.DictWriter(fh, fieldnames=COLUMNS, lineterminator="\n")

@@ -424,10 +424,10 @@ def cell_rows(rng: random.Random, s: Subj) -> list[dict]:
 GEN = "General disorders and administration site conditions"
 INF = "Infections and infestations"
 AE_CATALOG = {
-    "INJECTION SITE REACTION": [("redness at injection site", "Injection site erythema", GEN),
-                                ("swelling at injection site", "Injection site swelling", GEN),
-                                ("pain at injection site", "Injection site pain", GEN),
-                                ("itching at injection site", "Injection site pruritus", GEN)],
+    "INFUSION SITE REACTION": [("redness at infusion site", "Infusion site erythema", GEN),
+                                ("swelling at infusion site", "Infusion site swelling", GEN),
+                                ("pain at infusion site", "Infusion site pain", GEN),
+                                ("itching at infusion site", "Infusion site pruritus", GEN)],
     "INFLUENZA-LIKE SYMPTOMS": [("flu-like symptoms", "Influenza like illness", GEN),
                                 ("tired after infusion", "Fatigue", GEN),
                                 ("muscle aches", "Myalgia", "Musculoskeletal and connective tissue disorders"),
@@ -449,7 +449,7 @@ def ae_events(rng: random.Random, s: Subj) -> list[dict]:
     for slot in s.ae_slots:
         cat = slot["category"]
         ev = {"category": cat, "serious": "N", "serious_criteria": ""}
-        if cat == "DRUG-INDUCED LIVER INJURY":
+        if cat == "HEPATOTOXICITY":
             if slot["kind"] == "serious":
                 ev.update(term="liver injury, ALT above 5x ULN", decoded_term="Drug-induced liver injury",
                           body_system="Hepatobiliary disorders", severity="SEVERE", serious="Y",
@@ -468,7 +468,7 @@ def ae_events(rng: random.Random, s: Subj) -> list[dict]:
         else:
             term, dec, soc = rng.choice(AE_CATALOG[cat])
         ev.update(term=term, decoded_term=dec, body_system=soc)
-        if cat in ("INJECTION SITE REACTION", "INFLUENZA-LIKE SYMPTOMS", "CARDIOVASCULAR EVENT"):
+        if cat in ("INFUSION SITE REACTION", "INFLUENZA-LIKE SYMPTOMS", "CARDIOVASCULAR EVENT"):
             start = rng.choice(dose_dates)
             dur = rng.randint(0, 2)
         elif cat == "FEVER":
@@ -488,7 +488,7 @@ def ae_events(rng: random.Random, s: Subj) -> list[dict]:
         if slot.get("pneumonia"):
             sev = "SEVERE"
             ev.update(serious="Y", serious_criteria="HOSPITALIZATION", relatedness="NOT RELATED")
-        elif cat == "INJECTION SITE REACTION":
+        elif cat == "INFUSION SITE REACTION":
             sev = "MILD" if rng.random() < 0.9 else "MODERATE"
             ev["relatedness"] = "RELATED"
         elif cat == "INFLUENZA-LIKE SYMPTOMS":
@@ -538,8 +538,8 @@ def ae_rows(rng: random.Random, s: Subj) -> list[dict]:
 DS_TEXT = {
     "completed": ("COMPLETED", "Completed month 6 follow-up"),
     "screen_failure": ("SCREEN FAILURE", "Active severe infection at screening (exclusion criterion EXCL01)"),
-    "wd_early": ("WITHDRAWAL BY SUBJECT", "Parents declined further daily infusions after 4 doses"),
-    "wd_late": ("WITHDRAWAL BY SUBJECT", "Parents withdrew consent; family moved to another city"),
+    "wd_early": ("WITHDRAWAL BY PARENT/GUARDIAN", "Parents declined further daily infusions after 4 doses"),
+    "wd_late": ("WITHDRAWAL BY PARENT/GUARDIAN", "Parents withdrew consent; family moved to another city"),
     "ltfu": ("LOST TO FOLLOW-UP", "Did not attend month 6 visit; family could not be reached by telephone"),
     "ae": ("ADVERSE EVENT", "Withdrawn by investigator after drug-induced liver injury"),
 }
@@ -592,8 +592,8 @@ def plan_main(rng: random.Random) -> list[Subj]:
     others = rng.sample([s for s in treated if not s.dili], 23)
     ae_subs = sorted(dili + others, key=lambda s: s.sid)
     for s in dili:
-        s.ae_slots.append({"category": "DRUG-INDUCED LIVER INJURY", "kind": s.dili})
-    pool = (["INJECTION SITE REACTION"] * 11 + ["INFLUENZA-LIKE SYMPTOMS"] * 10 + ["FEVER"] * 9
+        s.ae_slots.append({"category": "HEPATOTOXICITY", "kind": s.dili})
+    pool = (["INFUSION SITE REACTION"] * 11 + ["INFLUENZA-LIKE SYMPTOMS"] * 10 + ["FEVER"] * 9
             + ["INFECTION"] * 12 + ["CARDIOVASCULAR EVENT"])
     rng.shuffle(pool)
     slots = [{"category": c} for c in pool]
@@ -613,8 +613,8 @@ def plan_main(rng: random.Random) -> list[Subj]:
 
 def plan_dirty(rng: random.Random) -> list[Subj]:
     cohorts = {"101": "HSP", "102": "HSPN", "103": "HSP", "104": "HSPN", "105": "HSP"}
-    aes = {"101": ["INFECTION", "INJECTION SITE REACTION"], "102": ["FEVER"],
-           "103": ["INFLUENZA-LIKE SYMPTOMS", "INFECTION"], "104": ["INJECTION SITE REACTION"],
+    aes = {"101": ["INFECTION", "INFUSION SITE REACTION"], "102": ["FEVER"],
+           "103": ["INFLUENZA-LIKE SYMPTOMS", "INFECTION"], "104": ["INFUSION SITE REACTION"],
            "105": ["FEVER", "INFECTION"]}
     subs = [Subj(sid=i, cohort=c) for i, c in cohorts.items()]
     for s in subs:
@@ -854,7 +854,7 @@ and last contact; it exits non-zero if anything fails. Re-running rewrites ident
 {cat_lines}
   Serious (HOSPITALIZATION): {"; ".join(f"{a} AE {b} {c}" for a, b, c in serious)}.
   Ongoing at last contact (end empty): {"; ".join(f"{a} AE {b} {c}" for a, b, c in ongoing)}.
-  No TUMOUR and no DRUG-INDUCED KIDNEY INJURY events occurred (0 is realistic for a 6-month
+  No TUMOUR and no NEPHROTOXICITY events occurred (0 is realistic for a 6-month
   paediatric study of low-dose IL-2); those protocol categories are simply absent.
 - Dispositions: INFORMED CONSENT OBTAINED (PROTOCOL MILESTONE) at consent for everyone, and one
   DISPOSITION EVENT per subject (COMPLETED at the MONTH 6 visit date otherwise).

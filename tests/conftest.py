@@ -1,9 +1,16 @@
 """Shared fixtures: the bundled samples converted once per test session."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Formats that carry a creation time (define.xml, Dataset-JSON, XPT headers) take it from
+# SOURCE_DATE_EPOCH when set (converters/core/clock.py); the tests fix it, so every run in the
+# suite gives the same bytes: 2026-01-01T00:00:00Z.  Tests of the real-time default unset it.
+FIXED_EPOCH = "1767225600"
+os.environ.setdefault("SOURCE_DATE_EPOCH", FIXED_EPOCH)
 
 from trialbridge.converters.formats import records as records_io
 from trialbridge.converters.formats import sdtm as sdtm_io

@@ -55,12 +55,12 @@ def test_sample_define_content(sample_define, sample_sdtm):
     root = etree.parse(str(path)).getroot()
     assert root.get("FileType") == "Snapshot" and root.get("ODMVersion") == "1.3.2"
     assert root.get(f"{{{DEF21_NS}}}Context") == "Submission"
-    assert root.get("CreationDateTime") == "1970-01-01T00:00:00"
+    assert root.get("CreationDateTime") == "2026-01-01T00:00:00Z"  # SOURCE_DATE_EPOCH of conftest
     assert root.findtext("odm:Study/odm:GlobalVariables/odm:StudyName", namespaces=NS) == "NCT04387942"
     mdv = root.find("odm:Study/odm:MetaDataVersion", NS)
     stds = {s.get("Name"): s for s in mdv.findall("def:Standards/def:Standard", NS)}
     assert stds["SDTMIG"].get("Version") == "3.3" and stds["SDTMIG"].get("Type") == "IG"
-    assert stds["CDISC/NCI"].get("Version") == "2025-03-25" and stds["CDISC/NCI"].get("Type") == "CT"
+    assert stds["CDISC/NCI"].get("Version") == "2025-03-28" and stds["CDISC/NCI"].get("Type") == "CT"
 
     groups = {ig.get("Name"): ig for ig in mdv.findall("odm:ItemGroupDef", NS)}
     assert set(groups) == set(datasets)
@@ -104,7 +104,7 @@ def test_sample_define_content(sample_define, sample_sdtm):
     # codelists: only terms present in the data, NCI codes as aliases, CT standard referenced
     cls = {c.get("OID"): c for c in mdv.findall("odm:CodeList", NS)}
     sex = cls["CL.SEX"]
-    assert sex.get(f"{{{DEF21_NS}}}StandardOID") == "STD.CT.SDTM.2025-03-25"
+    assert sex.get(f"{{{DEF21_NS}}}StandardOID") == "STD.CT.SDTM.2025-03-28"
     assert sorted(e.get("CodedValue") for e in sex.findall("odm:EnumeratedItem", NS)) == sorted(
         {r["SEX"] for r in datasets["DM"].rows})
     assert sex.find("odm:Alias", NS).attrib == {"Context": "nci:ExtCodeID", "Name": "C66731"}
@@ -172,7 +172,8 @@ def test_mutated_define_fails_xsd_with_line(sample_define, tmp_path):
     assert define_xml.validate_define_xsd(bad, log) is False
     xsd = [i for i in log.issues if i.code == "DEFINE-XSD"]
     assert xsd and xsd[0].severity == "error" and "Structure" in xsd[0].message
-    assert xsd[0].record == ig.sourceline
+    line = etree.parse(str(bad)).find(".//odm:ItemGroupDef", NS).sourceline  # the line in the file written
+    assert xsd[0].record == line
 
 
 # ------------------------------------------------------------------------------ agreement check
@@ -389,3 +390,38 @@ def test_filled_in_dataset_label_is_not_compared(sample_sdtm, study, tmp_path):
     log = IssueLog()
     define_xml.check_define_against_datasets(meta, {"TA": ta}, log)
     assert codes(log)["DEFINE-LABEL-MISMATCH"] == 1
+
+
+# ------------------------------------------------------------------------------ what a reviewer opens
+def test_supp_datasets_name_their_parent_domain(sample_define):
+    """CDISC's own Define-XML 2.1 example writes Name="SUPPDM" Domain="DM"; CORE's define
+    rules cannot run on a SUPP-- ItemGroupDef without it."""
+    path, _ = sample_define
+    root = etree.parse(str(path)).getroot()
+    domains = {ig.get("Name"): ig.get("Domain") for ig in root.iter(f"{{{ODM_NS}}}ItemGroupDef")}
+    assert {k: v for k, v in domains.items() if k.startswith("SUPP")} == {"SUPPAE": "AE", "SUPPDM": "DM", "SUPPEX": "EX"}
+    assert domains["LB"] == "LB" and domains["TS"] == "TS"
+
+
+def test_define_opens_as_a_page_with_cdiscs_stylesheet(tmp_path):
+    """The output folder holds define2-1.xsl beside define.xml, which names it; a real XSLT
+    processor (libxslt through lxml) turns the two into an HTML page listing every dataset."""
+    from click.testing import CliRunner
+
+    from trialbridge.cli import main
+
+    out = tmp_path / "out"
+    dirty = Path(__file__).resolve().parents[1] / "samples" / "nct04387942-dirty"
+    result = CliRunner().invoke(main, ["convert", str(dirty), "--to", "sdtm", "-o", str(out), "--quiet"])
+    assert result.exit_code == 1, result.output  # the dirty sample's planted errors
+    head = (out / "define.xml").read_bytes()[:200]
+    assert b'<?xml-stylesheet type="text/xsl" href="define2-1.xsl"?>' in head
+    xsl = (out / "define2-1.xsl").read_bytes()
+    assert b"Copyright (c) 2013-2018 Lex Jansen" in xsl  # shipped unchanged, notice kept
+    page = etree.XSLT(etree.XML(xsl))(etree.parse(str(out / "define.xml")))
+    html = str(page)
+    written = sorted(p.stem.upper() for p in out.glob("*.xpt"))
+    assert len(written) == 16  # DM AE DS CP LB EX SE SV VS, SUPPAE SUPPEX, TA TE TI TS TV
+    for name in written:  # the page's table of contents links every dataset, with its label
+        assert f'href="#IG.IG.{name}">{name} (' in html, name
+    assert 'href="#IG.IG.LB">LB (Laboratory Test Results)</a>' in html

@@ -72,3 +72,18 @@ def test_numbers_at_the_edges_still_read(text, number):
 @pytest.mark.parametrize("text", ["NEGATIVE", "<0.5", "NaN", "inf", "", "1.2.3"])
 def test_text_that_is_no_number_has_no_number_problem(text):
     assert derive.to_number(text) is None and derive.number_problem(text) is None
+
+
+@pytest.mark.parametrize("text, digits", [("0.53", 2), ("1.30", 3), ("0.0050", 2), ("150", 3), ("1.2e3", 2),
+                                          ("0", 1), ("-4.75", 3), ("007", 1), (".5", 1), ("<0.5", None),
+                                          ("NEGATIVE", None), ("", None)])
+def test_significant_digits_as_written(text, digits):
+    assert derive.significant_digits(text) == digits
+
+
+def test_converted_results_keep_the_source_precision():
+    """The reviewer's case: creatinine 0.53 mg/dL is 46.85289958 umol/L in ten digits, 47 in
+    the two digits the lab gave (0.53 x 10 / 113.12 x 1000 = 46.8529, by hand)."""
+    assert derive.round_sig(46.85289958, derive.converted_digits("0.53")) == 47.0
+    assert derive.converted_digits("5") == 2  # at least two
+    assert derive.converted_digits("<0.5") == 10  # not a number: no rounding asked

@@ -44,7 +44,9 @@ def test_mass_to_substance_uses_molar_mass(study):
     datasets, _ = _lb([{"test": "Creatinine", "result": "0.5", "unit": "mg/dL"}], study)
     (row,) = datasets["LB"].rows
     assert row["LBSTRESU"] == "umol/L"
-    assert row["LBSTRESN"] == pytest.approx(44.2009, abs=1e-3)
+    # 0.5 mg/dL x 10 dL/L / 113.12 g/mol x 1000 = 44.2009 umol/L, kept to 2 significant digits
+    # (0.5 has one; a converted value keeps at least two)
+    assert row["LBSTRESN"] == 44.0 and row["LBSTRESC"] == "44"
 
 
 def test_cell_count_converted(study):
@@ -88,3 +90,16 @@ def test_molar_mass_conversion_from_the_table_matches_the_library():
     library = term.library_factor("mg/dL", "umol/L", 113.12)
     assert table[0] == pytest.approx(88.40169731, rel=1e-9) and library[0] == pytest.approx(table[0], rel=1e-12)
     assert term._factor("mg/dL", "umol/L", None) is None
+
+
+def test_range_left_in_another_unit_is_a_warning(study):
+    """A reviewer's case: creatinine 0.53 mg/dL with the range 44-106 copied from an umol/L
+    report (88 times apart) must not pass in silence; a true abnormality, ALT 20 times its
+    upper limit, is not flagged."""
+    datasets, log = _lb([{"test": "Creatinine", "result": "0.53", "unit": "mg/dL", "ref_low": "44", "ref_high": "106"},
+                         {"test": "ALT", "result": "800", "unit": "U/L", "ref_low": "0", "ref_high": "40",
+                          "collected": "2020-06-03T08:00"}], study)
+    found = [(i.code, i.value) for i in log.issues if i.code.endswith("RANGE-SCALE")]
+    assert found == [("LB-RANGE-SCALE", "0.53")]
+    creat = next(r for r in datasets["LB"].rows if r["LBTESTCD"] == "CREAT")
+    assert creat["LBNRIND"] == "LOW"  # derived as given: 47 umol/L against 44 and 106 read as mg/dL (3,900-9,400 umol/L)

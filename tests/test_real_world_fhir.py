@@ -76,8 +76,11 @@ def test_hl7_examples_folder(tmp_path):
         # the two errors are about what is missing in the data, not about anything out of scope:
         "DM-UNKNOWN-ARM": 1,  # a candidate with no assignedArm
         "SDTM-REQ-MISSING": 1,  # AEDECOD: the example's event is coded in SNOMED CT only
+        "TS-PARM-MISSING": 1,  # SENDTC: the one subject has no end of participation
+        "TS-VALUE-CT-EXTENSION": 1,  # the study's TS DOSU IU/m2, a declared UNIT extension
     })
-    assert report["summary"] == {"error": 2, "warning": 5, "info": 36}  # 29 + 3 + 4 assumed/not mapped
+    assert [i["value"] for i in report["issues"] if i["code"] == "TS-PARM-MISSING"] == ["SENDTC"]
+    assert report["summary"] == {"error": 2, "warning": 6, "info": 37}  # 29 + 3 + 4 assumed/not mapped + TS
     assert not [i for i in report["issues"] if i["severity"] == "error" and i["code"].startswith("FHIR-")]
     assert all(i["file"] for i in report["issues"])  # every finding names the file it is about
     dm = _csv(tmp_path / "dm.csv")
@@ -135,8 +138,10 @@ def test_synthea_bundles_are_out_of_scope_not_errors(tmp_path):
     assert {f.rsplit("/", 1)[-1]: c for f, c in report["rows"].items()} == {
         name: {"read": n, "converted": 0, "rejected": 0, "out_of_scope": n} for name, n in SYNTHEA.items()}
     assert codes == Counter({"FHIR-NOT-ENROLLED": 4, "FHIR-OUT-OF-SCOPE-TYPE": 10, "FHIR-DUPLICATE-DIFFERS": 20,
-                             "FHIR-NO-SUBJECTS": 1})
-    assert report["summary"] == {"error": 0, "warning": 1, "info": 34}
+                             "FHIR-NO-SUBJECTS": 1, "TS-PARM-MISSING": 1, "TS-VALUE-CT-EXTENSION": 1})
+    # no subject: ACTSUB is 0, and there is no study end date to derive
+    assert [i["value"] for i in report["issues"] if i["code"] == "TS-PARM-MISSING"] == ["SENDTC"]
+    assert report["summary"] == {"error": 0, "warning": 2, "info": 35}
     assert all(i["file"] for i in report["issues"])
     assert _csv(tmp_path / "dm.csv") == []
 

@@ -172,6 +172,16 @@ def test_dy_fail():
     rows = [ae_row(AESTDTC="2024-01-10", AESTDY=1.0, AEENDTC="2024-01-12", AEENDY=2.0)]
     issues = run("SDTM-DY-INCONSISTENT", dm("S1-001"), ds("AE", rows))
     assert where(issues) == [("ae.xpt", 1, "AEENDY")] and "give 3" in issues[0].message
+    assert issues[0].severity == "error"  # P21 SD1094 (--ENDY)
+
+
+def test_dy_level_follows_the_p21_rule_of_the_variable():
+    """P21 has --DY inconsistent as a warning (SD1086), --STDY and --ENDY as errors (SD1090,
+    SD1094): LBDY 2 on the reference day is a warning."""
+    lb = ds("LB", [{"STUDYID": "S1", "DOMAIN": "LB", "USUBJID": "S1-001", "LBSEQ": 1.0, "LBTESTCD": "ALT",
+                    "LBTEST": "Alanine Aminotransferase", "LBDTC": "2024-01-10", "LBDY": 2.0}])
+    issues = run("SDTM-DY-INCONSISTENT", dm("S1-001"), lb)
+    assert [(i.field, i.severity) for i in issues] == [("LBDY", "warning")]
 
 
 # --------------------------------------------------------------------------- SDTM-DTC-ISO8601
@@ -513,10 +523,12 @@ def test_armcd_not_in_ta_fail():
     issues = run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B"))
     assert where(issues) == [("dm.xpt", 1, "ARMCD"), ("dm.xpt", 2, "ARMCD")]
     assert issues[1].value == "C" and issues[1].usubjid == "S1-002"
-    d.rows[1].update(ARMCD="A", ACTARMCD="Scrnfail")  # SDTMIG 3.1.2 spelling: not exempt
+    d.rows[1].update(ARMCD="Scrnfail", ACTARMCD="Scrnfail")  # SDTMIG 3.1.2 spelling of SCRNFAIL
     d.rows[0].update(ARMCD="A")
-    issues = run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B"))
-    assert where(issues) == [("dm.xpt", 2, "ACTARMCD")] and "'SCRNFAIL', upper case" in issues[0].message
+    assert run("SDTM-ARMCD-NOT-IN-TA", d, _ta("A", "B")) == []  # not an error: P21 says nothing either
+    issues = run("SDTM-ARMCD-CASE", d, _ta("A", "B"))  # one warning for the subject, both variables named
+    assert where(issues) == [("dm.xpt", 2, "ARMCD, ACTARMCD")] and issues[0].severity == "warning"
+    assert "'SCRNFAIL', in upper case" in issues[0].message and issues[0].usubjid == "S1-002"
 
 
 # --------------------------------------------------------------------------- SDTM-TS-SSTDTC
@@ -595,3 +607,51 @@ def test_cdisc_pilot_runs_and_finds():
     # the ts.xpt right single quote is not ASCII
     assert any(i.file == "ts.xpt" and i.field == "TSVAL" for i in log.issues if i.code == "SDTM-XPT-ASCII")
     assert all(i.code in RULES_BY_ID or i.severity == "info" for i in log.issues)
+
+
+def test_model_variable_added_is_a_warning_and_others_stay_errors():
+    """P21 SD1076: AEDTC (a --DTC of the model) added to AE is a warning; a name outside the
+    model (AEZZZ) stays an SDTM-ROW-SCHEMA error."""
+    from trialbridge.converters.core.sdtm_spec import is_model_variable
+
+    assert is_model_variable("AE", "AEDTC") and is_model_variable("DS", "VISIT") and is_model_variable("AE", "EPOCH")
+    assert not is_model_variable("AE", "AEZZZ") and not is_model_variable("EX", "SPDEVID")
+
+
+# --------------------------------------------------------------------------- the catalogue as data
+
+
+def test_rules_doc_is_generated_from_the_catalogue():
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "scripts/build_rules_doc.py", "--check"], cwd=root, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+
+
+_ENTRY = ("- id: SDTM-X\n  severity: error\n  kind: row\n  summary: s\n  checks: c\n  mirrors: m\n")
+
+
+@pytest.mark.parametrize("text, problem", [
+    (_ENTRY + "  core: [CORE-711]\n  check: row_checks.RequiredVariables\n", "does not match"),  # not a CORE id
+    (_ENTRY + "  core: []\n  operator: {name: greater_than, variable: X}\n", "operator"),  # not in the closed set
+    (_ENTRY + "  core: []\n  check: row_checks.RequiredVariables\n"
+              "  operator: {name: names_its_dataset, variable: DOMAIN}\n", "valid under each of"),  # both
+    (_ENTRY + "  core: []\n  check: row_checks.NoSuchCheck\n", "does not exist"),
+])
+def test_catalogue_is_checked_by_its_schema(text, problem):
+    from trialbridge.converters.validation.rules import load_catalogue
+
+    assert load_catalogue(_ENTRY + "  core: []\n  check: row_checks.RequiredVariables\n")[0].id == "SDTM-X"
+    with pytest.raises(ValueError, match=problem):
+        load_catalogue(text)
+
+
+def test_rules_written_as_operators_are_rules_like_the_others():
+    rules = {r.id: r for r in RULES}
+    assert rules["SDTM-RFSTDTC-AFTER-RFENDTC"].operator == {"name": "date_not_after", "dataset": "DM",
+                                                            "earlier": "RFSTDTC", "later": "RFENDTC"}
+    assert rules["SDTM-RFSTDTC-AFTER-RFENDTC"].core == ("CORE-000711",)
+    assert rules["SDTM-EPOCH-SE"].operator is None and rules["SDTM-EPOCH-SE"].check.__name__ == "EpochInSe"

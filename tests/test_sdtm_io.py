@@ -135,7 +135,7 @@ def test_dataset_json_valid_and_deterministic(tmp_path):
     assert raw == (tmp_path / "b.json").read_bytes()
     obj = json.loads(raw)
     jsonschema.Draft201909Validator(json.loads(DSJ_SCHEMA.read_text())).validate(obj)
-    assert obj["datasetJSONCreationDateTime"] == "1970-01-01T00:00:00"
+    assert obj["datasetJSONCreationDateTime"] == "2026-01-01T00:00:00Z"  # SOURCE_DATE_EPOCH of conftest
     assert obj["records"] == 3 and obj["itemGroupOID"] == "IG.LB"
     cols = {c["name"]: c for c in obj["columns"]}
     assert cols["LBTESTCD"]["itemOID"] == "IT.LB.LBTESTCD"

@@ -242,7 +242,10 @@ def test_trial_design_from_config(sample_sdtm):
     datasets, _ = sample_sdtm
     ta = datasets["TA"].rows
     assert [r["ETCD"] for r in ta if r["ARMCD"] == "HSPN"] == ["SCRN", "IL2C1", "IL2MNT", "FU", "IL2RT"]
-    assert {r["VISIT"]: r["VISITDY"] for r in datasets["TV"].rows}["MONTH 6"] == 182
+    planned = {r["VISIT"]: r["VISITDY"] for r in datasets["TV"].rows}
+    # protocol day N after day 0 (study day 1) is study day N + 1: no day 0 in SDTM, and
+    # day 0 -> day 7 is the same seven days as in the protocol (reviewer's finding on TV)
+    assert planned == {"SCREENING": -7, "DAY 0": 1, "DAY 7": 8, "MONTH 3": 91, "MONTH 6": 182}
     ts = {r["TSPARMCD"]: r["TSVAL"] for r in datasets["TS"].rows}
     assert ts["SSTDTC"] == "2020-06-01" and ts["REGID"] == "NCT04387942"
     assert ts["SDTIGVER"] == "3.3" and ts["SDTMVER"] == "1.7"  # added by trialbridge, not the config

@@ -111,3 +111,18 @@ def test_row_validator_checks_types_and_dates():
     assert not v.is_valid({**good, "AGE": "7"})
     assert not v.is_valid({**good, "USUBJID": ""})
     assert not v.is_valid({**good, "DOMAIN": "AE"})
+
+
+def test_every_study_day_comes_with_its_date(sample_sdtm):
+    """CORE-000700: a --DY in a dataset without its --DTC.  DS has DSDY as Expected (CDISC
+    Library SDTMIG 3.3) and DSDTC as Permissible, so DSDTC is written beside it, empty: the
+    sample's dispositions have event dates (DSSTDTC) and no separate collection date."""
+    datasets, _ = sample_sdtm
+    for name, ds in datasets.items():
+        names = set(ds.names)
+        for var in names:
+            if var.endswith("DY") and var != "VISITDY":
+                assert var[:-2] + "DTC" in names, (name, var)
+    ds = datasets["DS"]
+    assert [v for v in ds.names if v.endswith(("DTC", "DY"))] == ["DSDTC", "DSSTDTC", "DSDY", "DSSTDY"]
+    assert {r["DSDTC"] for r in ds.rows} == {""} and {r["DSDY"] for r in ds.rows} == {None}

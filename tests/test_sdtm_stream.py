@@ -18,11 +18,12 @@ import pandas as pd
 import pyreadstat
 import pytest
 
+from trialbridge.converters.core.clock import xpt_stamp
 from trialbridge.converters.core.datasets import Dataset, Variable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.sdtm_spec import make_dataset
 from trialbridge.converters.formats.sdtm import (
-    XPT_FIXED_STAMP, ColumnStats, _char, _missing_num, dataset_json_header, dataset_meta, ibm_from_ieee, ieee_from_ibm,
+    ColumnStats, _char, _missing_num, dataset_json_header, dataset_meta, ibm_from_ieee, ieee_from_ibm,
     iter_dataset, iter_xpt, open_dataset_writers, read_dataset, to_ascii, write_dataset_json, write_datasets,
     write_xpt)
 from trialbridge.converters.formats.sdtm.values import INTEGER_NAME, _version
@@ -50,7 +51,7 @@ def readstat_xpt(ds: Dataset, path: Path) -> bytes:
                            file_format_version=5)
     data = path.read_bytes()
     end = data.find(b"HEADER RECORD*******OBS     HEADER RECORD")
-    return re.sub(rb"\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d", XPT_FIXED_STAMP, data[:end]) + data[end:]
+    return re.sub(rb"\d\d[A-Z]{3}\d\d:\d\d:\d\d:\d\d", xpt_stamp(), data[:end]) + data[end:]
 
 
 def old_dataset_json_obj(ds: Dataset, study_oid: str) -> dict:
@@ -79,7 +80,7 @@ def old_dataset_json_obj(ds: Dataset, study_oid: str) -> dict:
             out.append(_char(v) if kind == "string" else None if _missing_num(v) else
                        int(float(v)) if kind == "integer" else float(v))
         rows.append(out)
-    return {"datasetJSONCreationDateTime": "1970-01-01T00:00:00", "datasetJSONVersion": "1.1.0",
+    return {"datasetJSONCreationDateTime": "2026-01-01T00:00:00Z", "datasetJSONVersion": "1.1.0",
             "fileOID": f"{study_oid}/{ds.name}", "originator": "trialbridge",
             "sourceSystem": {"name": "trialbridge", "version": _version()}, "studyOID": study_oid,
             "metaDataVersionOID": "MDV.TRIALBRIDGE", "metaDataRef": "define.xml", "itemGroupOID": f"IG.{ds.name}",
@@ -126,7 +127,7 @@ def test_xpt_record_layout_by_hand(tmp_path):
                  [{"A": "ab", "N": 1.0}, {"A": "", "N": None}])
     assert write_xpt(ds, tmp_path / "xx.xpt", IssueLog())
     data = (tmp_path / "xx.xpt").read_bytes()
-    stamp = b"01JAN70:00:00:00"
+    stamp = b"01JAN26:00:00:00"  # SOURCE_DATE_EPOCH of conftest: 2026-01-01T00:00:00Z
 
     def header(kind, counts=b"0" * 30):
         return b"HEADER RECORD*******" + kind + b"HEADER RECORD!!!!!!!" + counts + b"  "

@@ -45,13 +45,13 @@ def test_vs_rows_from_vital_sign_records(study):
     ), study, log)
     rows = {(r["VSTESTCD"], r["VSDTC"]): r for r in ds["VS"].rows}
     assert len(rows) == 5  # the screening height of the subject record, and the four measurements
-    height = rows[("HEIGHT", "2020-06-01")]  # the screening row as before: no baseline flag
+    height = rows[("HEIGHT", "2020-06-01")]  # the screening row: the only height before the first dose
     assert (height["VSORRES"], height["VSSTRESN"], height["VISIT"], height.get("VSLOBXFL", "")) == \
-        ("120", 120.0, "SCREENING", "")
+        ("120", 120.0, "SCREENING", "Y")
     weight = rows[("WEIGHT", "2020-06-04T09:00")]
-    # 154 lb x 0.45359237 kg/lb = 69.85322498 kg, exactly
+    # 154 lb x 0.45359237 kg/lb = 69.85322498 kg, kept to the 3 significant digits of 154
     assert (weight["VSORRES"], weight["VSORRESU"], weight["VSSTRESN"], weight["VSSTRESU"]) == \
-        ("154", "LB", 69.85322498, "kg")
+        ("154", "LB", 69.9, "kg")
     assert weight["VSLOBXFL"] == "Y" and weight["VSBLFL"] == "Y" and weight["EPOCH"] == "SCREENING"
     temp = rows[("TEMP", "2020-06-04T09:00")]
     # (98.6 - 32) x 5/9 = 37 °C
@@ -71,3 +71,16 @@ def test_unknown_vital_sign_is_rejected(study):
                                    "result": "80"}), study, log)
     assert [r["VSTESTCD"] for r in ds["VS"].rows] == ["HEIGHT"]
     assert [(i.code, i.value) for i in log.issues if i.severity == "error"] == [("TERM-UNMAPPED-VSTEST", "Pulse rate")]
+
+
+def test_screening_height_and_weight_are_the_baseline(sample_sdtm):
+    """A reviewer found VSLOBXFL never set: the records sample has only the screening height
+    and weight (dated the consent day, before every first dose), so each is its subject's
+    baseline.  58 subjects were dosed (59 less the screen failure), each with one height and
+    one weight: 116 flagged rows; the screen failure's two rows are not flagged (no dose)."""
+    datasets, _ = sample_sdtm
+    vs = datasets["VS"].rows
+    flagged = [r for r in vs if r.get("VSLOBXFL") == "Y"]
+    assert len(vs) == 118 and len(flagged) == 116
+    assert {r["VSTESTCD"] for r in flagged} == {"HEIGHT", "WEIGHT"}
+    assert len({(r["USUBJID"], r["VSTESTCD"]) for r in flagged}) == 116  # one per subject and test

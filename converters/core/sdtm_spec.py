@@ -115,10 +115,70 @@ def spec_from_columns(name: str, columns: Iterable[str | Variable], label: str =
                       variables=variables, schema=schema, known=False)
 
 
+SHIPPED_IG = "3.3"  # the SDTMIG of schemas/sdtm/*.json, which trialbridge writes (CP from 3.4)
+IG_VERSIONS = ("3.2", "3.3", "3.4")  # those with a variable table in schemas/sdtm/ig/
+
+
 @lru_cache(maxsize=None)
-def load_spec(domain: str) -> DomainSpec:
-    """Specification of ``domain`` (case-insensitive). Unknown names give ``known=False``."""
+def ig_table(version: str) -> dict[str, dict]:
+    """Datasets of one SDTMIG version: name -> {label, class, variables: [[name, label, type,
+    core], ...]} (schemas/sdtm/ig/, built from the CDISC Library exports by
+    scripts/build_ig_metadata.py)."""
+    if version not in IG_VERSIONS:
+        raise ValueError(f"no SDTMIG {version} metadata; available: {', '.join(IG_VERSIONS)}")
+    res = resources.files(SCHEMA_PACKAGE).joinpath("sdtm", "ig", f"sdtmig-{version}.json")
+    return json.loads(res.read_text(encoding="utf-8"))["datasets"]
+
+
+def _ig_spec(name: str, ig: str) -> DomainSpec | None:
+    """The spec of ``name`` as SDTMIG ``ig`` has it: its variables, labels, types and cores
+    from the version's table; codelists, patterns and keys borrowed from the shipped schema
+    for the variables both have."""
+    table = ig_table(ig).get(name)
+    if table is None:
+        return None
+    text = _schema_text(name)
+    shipped = json.loads(text) if text is not None else {"properties": {}}
+    props = {}
+    for order, (var, label, typ, core) in enumerate(table["variables"], start=1):
+        base = dict(shipped["properties"].get(var) or {})
+        if base.get("x-type") != typ:  # not in the shipped schema, or of the other type there
+            base = {"type": ["number", "null"] if typ == "Num" else "string"}
+            if typ == "Char":
+                base["maxLength"] = 200
+        base.update({"title": label, "x-type": typ, "x-core": core, "x-order": order})
+        if var == "DOMAIN":
+            base["enum"] = [name]
+        props[var] = base
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              "$comment": f"SDTMIG v{ig} variables (schemas/sdtm/ig/sdtmig-{ig}.json) over the shipped schema",
+              "title": table["label"] or shipped.get("title", name), "x-domain": name,
+              "x-class": (table["class"] or "").title(), "x-structure": shipped.get("x-structure", ""),
+              "x-keys": [k for k in shipped.get("x-keys", []) if k in props], "x-sdtmig": ig,
+              "type": "object", "additionalProperties": False,
+              "required": [v for v, p in props.items() if p["x-core"] == "Req"], "properties": props}
+    return _spec_from_schema(name, schema)
+
+
+@lru_cache(maxsize=None)
+def load_spec(domain: str, ig: str | None = None) -> DomainSpec:
+    """Specification of ``domain`` (case-insensitive). Unknown names give ``known=False``.
+
+    ``ig`` (3.2, 3.3, 3.4; ``validate --sdtmig``) checks data against that SDTMIG version's
+    variables (:func:`_ig_spec`) instead of the shipped 3.3 schemas, and gives a spec to the
+    datasets of that version the shipped schemas lack (CM, MH, QS …)."""
     name = domain.upper()
+    if ig is not None and re.fullmatch(r"[A-Z][A-Z0-9_]*", name):
+        text = _schema_text(name)
+        if not (ig == SHIPPED_IG and text is not None):
+            spec = _ig_spec(name, ig)
+            if spec is not None:
+                return spec
+            parent = split_parent(name)
+            if parent and not name.startswith("SUPP"):
+                spec = load_spec(parent, ig)
+                return DomainSpec(name=name, label=spec.label, class_=spec.class_, structure=spec.structure,
+                                  keys=spec.keys, variables=spec.variables, schema=spec.schema, known=spec.known)
     text = _schema_text(name)
     if text is not None:
         return _spec_from_schema(name, json.loads(text))
@@ -148,6 +208,49 @@ def split_parent(name: str) -> str | None:
     return None
 
 
+@lru_cache(maxsize=None)
+def _model_names() -> tuple[frozenset[str], frozenset[str]]:
+    """(``--`` names, plain names) of every variable of the shipped domain specs: the part of
+    the SDTM model trialbridge knows.  ``AEDTC`` is ``--DTC`` (LB, VS, CP have it), ``VISIT``
+    is plain (LB, VS, SV have it)."""
+    generic, plain = set(), set()
+    for name in available_domains():
+        spec = load_spec(name)
+        prefix = name[:2]
+        for v in spec.variables:
+            if len(name) == 2 and v.name.startswith(prefix) and len(v.name) > 2:
+                generic.add("--" + v.name[2:])
+            else:
+                plain.add(v.name)
+    return frozenset(generic), frozenset(plain)
+
+
+def is_model_variable(domain: str, name: str) -> bool:
+    """Whether ``name`` in ``domain`` is a variable of the SDTM model that the domain's
+    specification does not list (a Permissible variable of the class added to a standard
+    domain, P21 SD1076) rather than a variable outside the model (P21 SD0058).  Judged from
+    the shipped domain specs (:func:`_model_names`): a name none of them uses is not known
+    to be a model variable."""
+    generic, plain = _model_names()
+    if name in plain:
+        return True
+    return len(domain) >= 2 and name.startswith(domain[:2]) and "--" + name[2:] in generic
+
+
+def choose_variables(spec, has_value) -> list:
+    """The variables a dataset is written with, in spec order: every Req and Exp variable
+    (SDTMIG: Expected variables are present even when all null), every Perm variable with at
+    least one value (``has_value(name)``), and the --DTC of every --DY chosen — a study day
+    is the day of a date, and CDISC CORE-000700 reports a --DY present without its --DTC
+    (DS: DSDY is Expected, DSDTC Permissible)."""
+    chosen = {v.name for v in spec.variables if v.core in ("Req", "Exp") or has_value(v.name)}
+    names = {v.name for v in spec.variables}
+    for name in list(chosen):
+        if name.endswith("DY") and name[:-2] + "DTC" in names:
+            chosen.add(name[:-2] + "DTC")
+    return [v for v in spec.variables if v.name in chosen]
+
+
 def _is_missing(value: Any) -> bool:
     return value is None or value == ""
 
@@ -155,8 +258,8 @@ def _is_missing(value: Any) -> bool:
 def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None = None) -> Dataset:
     """Build a Dataset from mapping output rows.
 
-    Variables = every Req and Exp variable (SDTMIG: Expected variables are present even when
-    all null) + every Perm variable with at least one non-missing value, in spec order.  Each output row holds every chosen variable (Char missing "", Num missing None).
+    Variables: :func:`choose_variables`.  Each output row holds every chosen variable (Char
+    missing "", Num missing None).
     A row key the spec does not know is a programming error: :class:`ValueError`.
     For a domain without a schema the columns are taken from the rows in first-seen order.
     """
@@ -174,7 +277,7 @@ def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None 
         if unknown:
             raise ValueError(f"{spec.name} row {n}: variables not in the {spec.name} spec: {unknown}")
         present.update(k for k, v in row.items() if not _is_missing(v))
-    variables = [v for v in spec.variables if v.core in ("Req", "Exp") or v.name in present]
+    variables = choose_variables(spec, present.__contains__)
     out_rows = []
     for row in rows:
         out_rows.append({
@@ -187,16 +290,21 @@ def make_dataset(domain: str, rows: list[dict[str, Any]], *, source: str | None 
 
 
 @lru_cache(maxsize=None)
-def row_validator(domain: str):
+def row_validator(domain: str, ig: str | None = None):
     """Compiled ``jsonschema_rs`` validator for one row of ``domain`` (use ``.is_valid``/``.iter_errors``)."""
-    return jsonschema_rs.validator_for(load_spec(domain).schema)
+    return _row_validator(domain.upper(), ig)
 
 
-def governed_codelists(domain: str) -> dict[str, tuple[str, dict[str, str]]]:
+@lru_cache(maxsize=None)
+def _row_validator(domain: str, ig: str | None):
+    return jsonschema_rs.validator_for(load_spec(domain, ig).schema)
+
+
+def governed_codelists(domain: str, ig: str | None = None) -> dict[str, tuple[str, dict[str, str]]]:
     """Variables whose codelist depends on another variable's value, from the schema's
     ``x-codelist-by``: {variable: (governing variable, {governing value: codelist})}
     (DSDECOD by DSCAT).  Split datasets use their parent domain's."""
-    spec = load_spec(domain)
+    spec = load_spec(domain, ig)
     out = {}
     for name, prop in (spec.schema.get("properties") or {}).items():
         by = prop.get("x-codelist-by")

@@ -155,9 +155,9 @@ def seq_name(ds: Dataset) -> str | None:
     return name if name in ds.names else None
 
 
-def load_spec(name: str) -> Any | None:
+def load_spec(name: str, ig: str | None = None) -> Any | None:
     """The DomainSpec of a dataset name (SUPPxx -> SUPPQUAL, LBUR -> LB), None when unknown."""
-    spec = sdtm_spec.load_spec(name)
+    spec = sdtm_spec.load_spec(name, ig)
     return spec if spec.known else None
 
 
@@ -174,6 +174,7 @@ class DatasetInfo:
     prefix: str = ""
     seq: str | None = None
     spec: Any | None = None
+    ig: str | None = None  # the SDTMIG version checked against (None: the shipped 3.3 schemas)
 
     def __post_init__(self) -> None:
         ds = self.meta
@@ -183,7 +184,7 @@ class DatasetInfo:
         self.file = dataset_file(ds)
         self.prefix = prefix(ds)
         self.seq = seq_name(ds)
-        self.spec = load_spec(self.name)
+        self.spec = load_spec(self.name, self.ig)
 
     @property
     def variables(self) -> list[Variable]:
@@ -232,8 +233,12 @@ class Rule:
     mirrors: str
     check: type["Check"]
     # how the rule meets the data: "metadata" (begin only), "row" (each row on its own),
-    # "subject-run" (keys of the current subject), "cross-dataset" (compact indexes, finish)
+    # "subject-run" (keys of the current subject), "index" (compact indexes, finish)
     kind: str = "row"
+    core: tuple[str, ...] = ()  # CDISC CORE rule ids it corresponds to (rules.yaml)
+    checks: str = ""  # what it checks, exactly (docs/rules.md)
+    confirmed_by: str = ""
+    operator: dict | None = None  # the operator of a rule written as data, else None (a Python check)
 
 
 class Check:
@@ -399,7 +404,9 @@ class DatasetVisitor:
 class Validator:
     """Runs ``rules`` (or the ids in ``only``) over datasets fed one after another."""
 
-    def __init__(self, log: IssueLog, rules: Sequence[Rule], only: Iterable[str] | None = None) -> None:
+    def __init__(self, log: IssueLog, rules: Sequence[Rule], only: Iterable[str] | None = None,
+                 ig: str | None = None) -> None:
+        self.ig = ig
         by_id = {r.id: r for r in rules}
         wanted = None if only is None else set(only)
         if wanted is not None and wanted - by_id.keys():
@@ -408,6 +415,7 @@ class Validator:
         self.log = log
         self.ctx = Context(log, frozenset().union(*(r.check.needs for r in active)))
         self.checks: list[Check] = [r.check(r, self.ctx) for r in active]
+        self.applied: dict[str, int] = {r.id: 0 for r in active}  # datasets each rule looked at
         self._open: DatasetVisitor | None = None
         self._finished = False
 
@@ -425,12 +433,18 @@ class Validator:
             raise ValueError(f"DM must be fed first (after {', '.join(fed)} it is too late for their checks)")
         if name == "SE" and any(n != "DM" for n in fed):
             raise ValueError("SE must be fed right after DM (or first when there is no DM)")
-        ds = DatasetInfo(meta, len(fed))
+        ds = DatasetInfo(meta, len(fed), ig=self.ig)
         fed[name] = ds
         if ds.spec is None:
             self.log.info("SDTM-SPEC-UNKNOWN", f"No SDTM spec for {meta.name}; spec-based checks use its own "
                           "metadata", file=ds.file)
-        fns = [fn for fn in [self.ctx.index_rows(ds)] + [c.begin(ds) for c in self.checks] if fn is not None]
+        fns = [fn for fn in [self.ctx.index_rows(ds)] if fn is not None]
+        for check in self.checks:
+            fn = check.begin(ds)
+            if fn is not None or (check.rule.kind == "metadata" and ds.spec is not None):
+                self.applied[check.rule.id] += 1
+            if fn is not None:
+                fns.append(fn)
         self._open = DatasetVisitor(self, ds, fns)
         return self._open
 

@@ -97,7 +97,8 @@ def rule_descriptions(codes: Iterable[str]) -> dict[str, dict[str, str]]:
     for code in sorted(set(codes)):
         rule = RULES_BY_ID.get(code)
         if rule is not None:
-            out[code] = {"severity": rule.severity, "description": rule.description, "mirrors": rule.mirrors}
+            out[code] = {"severity": rule.severity, "description": rule.description, "core": list(rule.core),
+                         "mirrors": rule.mirrors}
     return out
 
 
@@ -242,11 +243,14 @@ def write_html_report(log_json: dict, path: str | Path, *, title: str,
 
 
 def json_report(log_json: dict, *, datasets_summary: dict[str, int] | None = None,
-                define_status: str | None = None) -> dict:
+                define_status: str | None = None, rules_run: list[dict] | None = None) -> dict:
     """``issues.json`` content plus ``rules`` (description of every registered rule code found)
-    and, when given, ``datasets`` (name -> rows) and ``define``."""
+    and, when given, ``datasets`` (name -> rows), ``define`` and ``rules_run`` (every rule of
+    the catalogue with its status in this run: issues, ran, skipped and why)."""
     out = dict(log_json)
     out["rules"] = rule_descriptions(str(i.get("code", "")) for i in log_json.get("issues") or [])
+    if rules_run is not None:
+        out["rules_run"] = rules_run
     if datasets_summary is not None:
         out["datasets"] = dict(sorted(datasets_summary.items()))
     if define_status is not None:
@@ -255,8 +259,8 @@ def json_report(log_json: dict, *, datasets_summary: dict[str, int] | None = Non
 
 
 def write_json_report(log_json: dict, path: str | Path, *, datasets_summary: dict[str, int] | None = None,
-                      define_status: str | None = None) -> Path:
-    obj = json_report(log_json, datasets_summary=datasets_summary, define_status=define_status)
+                      define_status: str | None = None, rules_run: list[dict] | None = None) -> Path:
+    obj = json_report(log_json, datasets_summary=datasets_summary, define_status=define_status, rules_run=rules_run)
     with atomic_open(path, "wb") as fh:
         fh.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
     return Path(path)

@@ -78,14 +78,14 @@ class CodelistValues(Check):
             if codelist is None:
                 self.ctx.log.info(
                     "SDTM-CT-CODELIST-UNKNOWN",
-                    f"Codelist {short} of {name} is not in the loaded CT ({ct.CT_VERSION}); not checked",
+                    f"Codelist {short} of {name} is not in the loaded CT ({ct.version()}); not checked",
                     file=ds.file, field=name, value=short,
                 )
                 continue
             cols.append((name, codelist))
         if not cols:
             return None
-        governed = sdtm_spec.governed_codelists(ds.name) if ds.spec is not None else {}
+        governed = sdtm_spec.governed_codelists(ds.name, ds.ig) if ds.spec is not None else {}
         by_value = {
             name: (gov, {v: _codelist(ct, short) for v, short in table.items()})
             for name, (gov, table) in governed.items() if name in ds.present and gov in ds.present
@@ -184,19 +184,31 @@ class RowSchema(Check):
         spec = ds.spec
         if spec is None:
             return None
-        validator = sdtm_spec.row_validator(ds.name)
+        validator = sdtm_spec.row_validator(ds.name, ds.ig)
         known = set(spec.names)
         required = {v.name for v in spec.variables if v.core == "Req"}
         for v in ds.variables:
             if v.name not in known:
+                if sdtm_spec.is_model_variable(ds.name, v.name):
+                    continue  # a model variable added to the domain: SDTM-MODEL-VAR-ADDED's finding
                 self.report(ds, f"Variable {v.name} is not in the {spec.name} schema "
-                            f"(SDTMIG {spec.schema.get('x-sdtmig', '?')})", field=v.name)
+                            f"(SDTMIG {spec.schema.get('x-sdtmig', '?')}) nor a variable of the SDTM model",
+                            field=v.name)
+        # a variable stored with the other type (the Dataset-JSON MSG example's AELLTCD as Char):
+        # one finding for the dataset, not one per row
+        retyped = set()
+        for v in ds.variables:
+            want = spec.var(v.name)
+            if want is not None and v.type and want.type and v.type != want.type:
+                retyped.add(v.name)
+                self.report(ds, f"Variable {v.name} is {v.type} in the dataset but {want.type} in SDTMIG "
+                            f"{spec.schema.get('x-sdtmig', '?')}; its values are not checked row by row", field=v.name)
         is_valid = validator.is_valid
 
         def row_fn(row_no: int, row: dict) -> None:
             if is_valid(row):
                 return
-            seen: set[str | None] = set()
+            seen: set[str | None] = set(retyped)
             for error in validator.iter_errors(row):
                 for field in _error_fields(error):
                     if field in seen or _owned_elsewhere(error, field, row, required, known):
@@ -234,41 +246,19 @@ def _owned_elsewhere(error: Any, field: str | None, row: dict[str, Any], require
     return kind == "Enum" and field == "DOMAIN"
 
 
-class DomainValue(Check):
-    """SDTM-DOMAIN-VALUE: DOMAIN names the dataset (its first two letters for a split one)."""
+class ModelVariablesAdded(Check):
+    """SDTM-MODEL-VAR-ADDED: a variable the domain's specification does not list but the SDTM
+    model has (AEDTC, AEDY and EPOCH in the pilot's AE; VISIT in its DS) — allowed by SDTMIG
+    as a Permissible variable of the class, worth a look, not an error (P21 SD1076 warning).
+    Once per dataset and variable."""
 
     def begin(self, ds: DatasetInfo) -> RowFn | None:
-        if "DOMAIN" not in ds.present:
+        spec = ds.spec
+        if spec is None:
             return None
-        name = ds.name
-        accepted: set[Any] = set()  # values seen to be right: most rows repeat one
-
-        def row_fn(row_no: int, row: dict) -> None:
-            value = row.get("DOMAIN")
-            if value in accepted or is_null(value):
-                return  # null: SDTM-REQ-MISSING reports it
-            if not isinstance(value, str):  # a third-party file with DOMAIN as a number
-                self.report(ds, f"DOMAIN {num_text(value)!r} does not match dataset {ds.meta.name}", row_no, row,
-                            "DOMAIN", num_text(value))
-                return
-            if value == name or (len(value) == 2 and len(name) in (3, 4) and name.startswith(value)):
-                accepted.add(value)
-                return
-            self.report(ds, f"DOMAIN {value!r} does not match dataset {ds.meta.name}", row_no, row, "DOMAIN", value)
-        return row_fn
-
-
-class ReferencePeriod(Check):
-    """SDTM-RFSTDTC-AFTER-RFENDTC: in DM, RFSTDTC is not after RFENDTC (at the precision both have)."""
-
-    def begin(self, ds: DatasetInfo) -> RowFn | None:
-        if ds.name != "DM" or not {"RFSTDTC", "RFENDTC"} <= ds.present:
-            return None
-
-        def row_fn(row_no: int, row: dict) -> None:
-            start, end = row.get("RFSTDTC"), row.get("RFENDTC")
-            if is_null(start) or is_null(end):
-                return
-            if iso8601.after(dtc(start), dtc(end)):
-                self.report(ds, f"RFSTDTC {start} is after RFENDTC {end}", row_no, row, "RFSTDTC", start)
-        return row_fn
+        known = set(spec.names)
+        for v in ds.variables:
+            if v.name not in known and sdtm_spec.is_model_variable(ds.name, v.name):
+                self.report(ds, f"Model variable {v.name} added to {spec.name}: not in its SDTMIG "
+                            f"{spec.schema.get('x-sdtmig', '?')} specification", field=v.name)
+        return None

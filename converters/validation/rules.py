@@ -23,76 +23,59 @@ are then skipped for it and one ``SDTM-SPEC-UNKNOWN`` info issue says so.
 """
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Iterable
 
 from trialbridge.converters.core.datasets import Dataset
-from trialbridge.converters.core.issues import IssueLog
-from trialbridge.converters.validation import dataset_checks, row_checks, study_checks, subject_checks
+from trialbridge.converters.core.issues import IssueLog, schema_problem
+from trialbridge.converters.validation import dataset_checks, operators, row_checks, study_checks, subject_checks
 from trialbridge.converters.validation.engine import DatasetVisitor, Rule, Validator, feeding_order
 
-__all__ = ["RULES", "RULES_BY_ID", "Rule", "StreamingValidator", "DatasetVisitor", "feeding_order",
+__all__ = ["RULES", "RULES_BY_ID", "Rule", "StreamingValidator", "DatasetVisitor", "feeding_order", "rule_statuses",
            "validate_datasets"]
 
-RULES: list[Rule] = [
-    Rule("SDTM-REQ-MISSING", "error", "Required variable absent from the dataset, or null in a record",
-         "P21 SD0056 (absent) / SD0002 (null); CDISC CG0463", row_checks.RequiredVariables, "row"),
-    Rule("SDTM-EXP-MISSING", "warning", "Expected variable absent from the dataset",
-         "P21 SD0057; CDISC CG0016", dataset_checks.ExpectedVariables, "metadata"),
-    Rule("SDTM-KEY-DUPLICATE", "error", "Two records share the values of the dataset's natural keys",
-         "P21 SD1117 / SD1201 (FDA FDAB021)", subject_checks.KeyDuplicates, "subject-run"),
-    Rule("SDTM-USUBJID-NOT-IN-DM", "error", "USUBJID of a subject-level record is not in DM",
-         "P21 SD0064; CDISC CG0029", study_checks.SubjectsInDm, "index"),
-    Rule("SDTM-SEQ-DUPLICATE", "error", "--SEQ not unique within USUBJID (or POOLID)",
-         "P21 SD0005; CDISC CG0028", subject_checks.SeqDuplicates, "subject-run"),
-    Rule("SDTM-DY-INCONSISTENT", "error",
-         "--DY/--STDY/--ENDY differs from the day computed from --DTC/--STDTC/--ENDTC and DM.RFSTDTC",
-         "P21 SD1086 / SD1090 / SD1094; CDISC CG0006, CG0220, CG0222", study_checks.StudyDays, "index"),
-    Rule("SDTM-DTC-ISO8601", "error", "--DTC value is not ISO 8601",
-         "P21 SD0003; CDISC CG0238", row_checks.Iso8601Values, "row"),
-    Rule("SDTM-CT-INVALID", "error",
-         "Value not in the variable's codelist (error: non-extensible, warning: extensible)",
-         "P21 CT2001 (non-extensible) / CT2002 (extensible)", row_checks.CodelistValues, "row"),
-    Rule("SDTM-XPT-NAME", "error", "Dataset or variable name longer than 8 or not [A-Z][A-Z0-9_]*",
-         "FDA Study Data TCG / SAS XPORT v5 limit (P21 id unconfirmed)", dataset_checks.XptNames, "metadata"),
-    Rule("SDTM-XPT-LABEL", "error", "Dataset or variable label longer than 40 characters",
-         "FDA Study Data TCG / SAS XPORT v5 limit (P21 id unconfirmed)", dataset_checks.XptLabels, "metadata"),
-    Rule("SDTM-XPT-CHAR-200", "error", "Character value longer than 200 bytes",
-         "FDA Study Data TCG / SAS XPORT v5 limit (P21 id unconfirmed; related SD1096)", row_checks.XptCharLength,
-         "row"),
-    Rule("SDTM-XPT-ASCII", "error", "Non-ASCII or non-printable character in a value or label",
-         "P21 SD1029 (FDA FDAB041)", row_checks.XptAscii, "row"),
-    Rule("SDTM-ROW-SCHEMA", "error", "Record fails the domain's JSON Schema (type, length, pattern)",
-         "none (structural check on schemas/sdtm)", row_checks.RowSchema, "row"),
-    Rule("SDTM-STUDYID-MULTIPLE", "error", "More than one STUDYID value across the datasets",
-         "P21 SD1005; CDISC CG0409", study_checks.StudyIds, "index"),
-    Rule("SDTM-DOMAIN-VALUE", "error", "DOMAIN value differs from the dataset name",
-         "P21 SD0004; CDISC CG0413", row_checks.DomainValue, "row"),
-    Rule("SDTM-RFSTDTC-AFTER-RFENDTC", "error", "DM.RFSTDTC is after DM.RFENDTC",
-         "P21 SD1002 (FDA FDAB034)", row_checks.ReferencePeriod, "row"),
-    Rule("SDTM-SUPP-PARENT", "error", "SUPP-- record whose RDOMAIN/USUBJID/IDVAR/IDVARVAL has no parent record",
-         "P21 SD0077; CDISC CG0371", study_checks.SuppParents, "index"),
-    Rule("SDTM-LABEL-MISMATCH", "warning", "Variable label differs from the SDTMIG label of the domain spec",
-         "P21 SD0063; CDISC CG0303", dataset_checks.SpecLabels, "metadata"),
-    Rule("SDTM-DUPLICATE-RECORD", "warning", "Record identical to an earlier one in every variable except --SEQ",
-         "unconfirmed (related: P21 SD1117 / SD1201, FDA FDAB021)", subject_checks.DuplicateRecords, "subject-run"),
-    Rule("SDTM-AE-AFTER-LAST-CONTACT", "warning",
-         "AESTDTC after the subject's end of participation (DM.RFPENDTC; last contact date when RFPENDTC is empty)",
-         "P21 SD1202 (FDA FDAB034) for AE; related SD0080", study_checks.AeAfterLastContact, "index"),
-    Rule("SDTM-AEDECOD-INCONSISTENT", "warning", "The same AETERM (case-insensitive) coded to different AEDECOD values",
-         "unconfirmed (related: FDA FDAB009 paired variables; P21 SD1287 --DECOD within --PTCD)",
-         study_checks.AeCodingConsistency, "index"),
-    Rule("SDTM-EPOCH-SE", "error", "EPOCH differs from the EPOCH of the subject's SE element holding --STDTC/--DTC",
-         "unconfirmed (CDISC CG0009 defines EPOCH by the element; P21 SD1015 checks EPOCH against TA only)",
-         study_checks.EpochInSe, "index"),
-    Rule("SDTM-ARMCD-NOT-IN-TA", "error",
-         "DM.ARMCD / ACTARMCD not in TA.ARMCD (SCRNFAIL, NOTASSGN; for ACTARMCD also NOTTRT, UNPLAN excepted)",
-         "P21 SD0066 (ARMCD; CDISC CG0126) / SD2002 (ACTARMCD; CDISC CG0125)", study_checks.ArmsInTa, "index"),
-    Rule("SDTM-TS-SSTDTC", "error", "TS absent, without a TSPARMCD SSTDTC record, or its TSVAL not a YYYY-MM-DD date",
-         "FDA Technical Rejection Criteria 1734; P21 SD1115 (TS absent) / SD2232 (SSTDTC; CDISC CG0287)",
-         study_checks.StudyStartDate, "index"),
-    Rule("SDTM-DM-ONE-PER-SUBJECT", "error", "USUBJID occurs in more than one DM record",
-         "P21 SD0083; CDISC CG0151", subject_checks.OneDmRecordPerSubject, "index"),
-]
+CATALOGUE = "rules.yaml"  # beside this module: the rules as data
+_CHECK_MODULES = {"dataset_checks": dataset_checks, "row_checks": row_checks, "subject_checks": subject_checks,
+                  "study_checks": study_checks}
+
+
+def load_catalogue(text: str | None = None) -> list[Rule]:
+    """The rules of ``rules.yaml`` (or of ``text``), checked against
+    ``schemas/config/rules.schema.json``: each becomes a :class:`Rule` whose check is the
+    named Python class or the operator's (:mod:`.operators`).  A catalogue that does not
+    fit its schema, or names a class that does not exist, is a ``ValueError``: the rules are
+    code's data, not a user's input."""
+    import jsonschema
+    import yaml
+
+    if text is None:
+        text = resources.files(__package__).joinpath(CATALOGUE).read_text(encoding="utf-8")
+    entries = yaml.safe_load(text)
+    schema = json.loads(resources.files("trialbridge.schemas").joinpath("config", "rules.schema.json")
+                        .read_text(encoding="utf-8"))
+    problem = schema_problem(jsonschema.Draft202012Validator(schema), entries)
+    if problem:
+        raise ValueError(f"rule catalogue {CATALOGUE}: {problem}")
+    rules, seen = [], set()
+    for e in entries:
+        if e["id"] in seen:
+            raise ValueError(f"rule catalogue {CATALOGUE}: {e['id']} is given twice")
+        seen.add(e["id"])
+        if "operator" in e:
+            check = operators.check_for(e["operator"])
+        else:
+            module, name = e["check"].split(".")
+            check = getattr(_CHECK_MODULES[module], name, None)
+            if check is None:
+                raise ValueError(f"rule catalogue {CATALOGUE}: {e['id']} names {e['check']}, which does not exist")
+        rules.append(Rule(e["id"], e["severity"], e["summary"], e["mirrors"], check, e["kind"], core=tuple(e["core"]),
+                          checks=e["checks"], confirmed_by=e.get("confirmed_by", ""),
+                          operator=dict(e["operator"]) if "operator" in e else None))
+    return rules
+
+
+RULES: list[Rule] = load_catalogue()
 
 RULES_BY_ID: dict[str, Rule] = {r.id: r for r in RULES}
 
@@ -110,16 +93,46 @@ class StreamingValidator(Validator):
         validator.finish()
     """
 
-    def __init__(self, log: IssueLog, only: Iterable[str] | None = None) -> None:
-        super().__init__(log, RULES, only)
+    def __init__(self, log: IssueLog, only: Iterable[str] | None = None, ig: str | None = None) -> None:
+        super().__init__(log, RULES, only, ig)
+
+
+def rule_statuses(validator: "Validator | None", log: IssueLog, only: Iterable[str] | None = None,
+                  excluded: Iterable[str] = ()) -> list[dict]:
+    """What happened to every rule of the catalogue in one run, for the report: ``issues``
+    (it found something; ``found`` says how much), ``ran`` (it looked and found nothing),
+    ``skipped`` with the reason (not selected by --rules, excluded by --exclude, or no dataset
+    it applies to in the folder)."""
+    counts: dict[str, int] = {}
+    for issue in log.issues:
+        counts[issue.code] = counts.get(issue.code, 0) + 1
+    wanted = None if only is None else set(only)
+    excluded = set(excluded)
+    out = []
+    for rule in RULES:
+        entry = {"id": rule.id, "severity": rule.severity, "description": rule.description,
+                 "core": list(rule.core), "mirrors": rule.mirrors, "found": counts.get(rule.id, 0)}
+        if rule.id in excluded:
+            entry.update(status="skipped", reason="excluded by --exclude")
+        elif wanted is not None and rule.id not in wanted:
+            entry.update(status="skipped", reason="not selected by --rules")
+        elif entry["found"]:
+            entry.update(status="issues", reason="")
+        elif validator is not None and not validator.applied.get(rule.id):
+            entry.update(status="skipped", reason="no dataset it applies to")
+        else:
+            entry.update(status="ran", reason="")
+        out.append(entry)
+    return out
 
 
 def validate_datasets(
-    datasets: dict[str, Dataset], log: IssueLog, only: Iterable[str] | None = None
-) -> None:
+    datasets: dict[str, Dataset], log: IssueLog, only: Iterable[str] | None = None, ig: str | None = None
+) -> "StreamingValidator":
     """Run every rule (or the ids in ``only``) over ``datasets`` (name -> Dataset, keyed by
-    ``Dataset.name``): the streaming validator fed from memory, DM and SE first."""
-    validator = StreamingValidator(log, only)
+    ``Dataset.name``): the streaming validator fed from memory, DM and SE first.  Returns the
+    validator (its ``applied`` counts say which rules met a dataset)."""
+    validator = StreamingValidator(log, only, ig)
     by_name = {name.upper(): ds for name, ds in datasets.items()}
     try:
         for name in feeding_order(by_name):
@@ -127,3 +140,4 @@ def validate_datasets(
         validator.finish()
     finally:
         validator.close()
+    return validator

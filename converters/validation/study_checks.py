@@ -83,8 +83,10 @@ class StudyDays(Check):
                     continue
                 expected = study_day(on, ref)
                 if not isinstance(recorded, (int, float)) or recorded != expected:
+                    # P21's levels: SD1086 (--DY) a warning, SD1090 (--STDY) and SD1094 (--ENDY) errors
+                    level = "error" if dy.endswith(("STDY", "ENDY")) else "warning"
                     self.add(ds.file, f"{dy} is {num_text(recorded)} but {dtc_name} {row.get(dtc_name)} and "
-                             f"RFSTDTC give {expected}", row_no, dy, recorded, *where(row))
+                             f"RFSTDTC give {expected}", row_no, dy, recorded, *where(row), severity=level)
         return check
 
     def end(self, ds: DatasetInfo) -> None:
@@ -588,6 +590,29 @@ ARM_CODES_WITHOUT_TA = {"ARMCD": frozenset({"SCRNFAIL", "NOTASSGN"}),
                         "ACTARMCD": frozenset({"SCRNFAIL", "NOTASSGN", "NOTTRT", "UNPLAN"})}
 
 
+class ArmCodeCase(Check):
+    """SDTM-ARMCD-CASE: DM.ARMCD / ACTARMCD holds an exempt arm code in another case (the
+    CDISC pilot's ``Scrnfail`` for SCRNFAIL): one warning per subject naming both variables,
+    where SDTM-ARMCD-NOT-IN-TA would have counted it twice as an error (P21 matches the
+    exempt codes without case and reports nothing)."""
+
+    def begin(self, ds: DatasetInfo) -> RowFn | None:
+        if ds.name != "DM":
+            return None
+        plan = [(variable, exempt) for variable, exempt in ARM_CODES_WITHOUT_TA.items() if variable in ds.present]
+
+        def dm_row(row_no: int, row: dict) -> None:
+            found = [(variable, row.get(variable)) for variable, exempt in plan
+                     if not is_null(row.get(variable)) and row.get(variable) not in exempt
+                     and str(row.get(variable)).upper() in exempt]
+            if found:
+                value = found[0][1]
+                self.report(ds, f"{' and '.join(v for v, _ in found)} {value!r}: the exempt arm code is "
+                            f"{str(value).upper()!r}, in upper case", row_no, row, ", ".join(v for v, _ in found),
+                            value)
+        return dm_row
+
+
 class ArmsInTa(Check):
     """SDTM-ARMCD-NOT-IN-TA: DM.ARMCD / ACTARMCD values are arms of TA (exempt codes aside).
 
@@ -630,12 +655,9 @@ class ArmsInTa(Check):
             for variable, waiting in self._codes.items():
                 exempt = ARM_CODES_WITHOUT_TA[variable]
                 for row_no, value, where in waiting:
-                    if value in arms:
+                    if value in arms or str(value).upper() in exempt:  # another case: SDTM-ARMCD-CASE's
                         continue
-                    hint = f" (the exempt code is {value.upper()!r}, upper case)" if str(value).upper() in exempt \
-                        else ""
-                    self.add(dm.file, f"{variable} {value!r} is not an ARMCD of TA{hint}", row_no, variable, value,
-                             *where)
+                    self.add(dm.file, f"{variable} {value!r} is not an ARMCD of TA", row_no, variable, value, *where)
         self.close()
 
     def close(self) -> None:

@@ -67,13 +67,15 @@ class KeyDuplicates(_Duplicates):
 
 
 class SeqDuplicates(_Duplicates):
-    """SDTM-SEQ-DUPLICATE: --SEQ unique within USUBJID (POOLID; TSSEQ within TSPARMCD, CDISC CG0028)."""
+    """SDTM-SEQ-DUPLICATE: --SEQ unique within USUBJID (POOLID; TSSEQ within TSPARMCD, CDISC CG0028;
+    in a device-level dataset without USUBJID, such as DI, within SPDEVID: SDTMIG for Medical
+    Devices)."""
 
     def begin(self, ds: DatasetInfo) -> RowFn | None:
         seq = ds.seq
         if seq is None:
             return None
-        group = next((g for g in ("USUBJID", "POOLID", "TSPARMCD") if g in ds.present), None)
+        group = next((g for g in ("USUBJID", "POOLID", "SPDEVID", "TSPARMCD") if g in ds.present), None)
         index = self._new_index(2)
         first_seen = index.first
 

@@ -3,8 +3,11 @@ reference ranges and --NRIND, visits, epochs, baseline flags.
 
 Original result (--ORRES, --ORRESU, --ORNRLO/HI) keeps the text exactly as reported;
 the standard result is the value converted to the test's standard unit by a UCUM
-library (ucumvert on pint) — never a hand-written factor table.  A result with a
-comparator (``<0.5``) keeps it in --STRESC and has no --STRESN.
+library (ucumvert on pint) — never a hand-written factor table — and rounded to the
+significant digits of the text it came from (:func:`derive.converted_digits`: ``0.53``
+mg/dL of creatinine is 47 umol/L, not 46.85289958), as are converted reference ranges; a
+result already in the standard unit keeps its text.  A result with a comparator
+(``<0.5``) keeps it in --STRESC and has no --STRESN.
 """
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
             ctx.log.info(f"{p}-NONNUMERIC-RESULT", f"result is not numeric; {p}STRESC = {p}ORRES, {p}STRESN empty",
                          **log_where, value=result)
         return out
+    _check_range_scale(ctx, rec, p, number, log_where)
     if unit_text and unit is None:
         return out
     factor_from = unit["ucum"] if unit else None
@@ -78,7 +82,8 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
             ctx.log.warning(f"{p}-UNIT-NOT-CONVERTIBLE", f"{unit_text!r} cannot be converted to the standard unit "
                             f"{std_unit!r}; standard result left empty", **where(rec, "unit"), value=unit_text)
             return out
-        value = derive.round_sig(value)
+        same = unit["ucum"] == std["ucum"]  # same unit: nothing to round away
+        value = derive.round_sig(value, 10 if same else derive.converted_digits(number_text))
         out[f"{p}STRESU"] = std["cdisc"]
         for bound, var in (("ref_low", f"{p}STNRLO"), ("ref_high", f"{p}STNRHI")):
             n = derive.to_number(rec.get(bound))
@@ -86,7 +91,8 @@ def result_variables(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, 
                 _not_a_number(ctx, p, rec[bound], rec[bound], where(rec, bound), var)
             if n is not None:
                 conv = terminology.convert_value(n, factor_from, std["ucum"], test.get("molar_mass_g_per_mol"))
-                out[var] = derive.round_sig(conv) if conv is not None else None
+                digits = 10 if same else derive.converted_digits(rec.get(bound))
+                out[var] = derive.round_sig(conv, digits) if conv is not None else None
     # same unit: the standard text keeps the reported precision ("1.30" stays "1.30")
     same_unit = unit is not None and std is not None and unit["ucum"] == std["ucum"]
     if comparator:
@@ -119,6 +125,28 @@ def _not_a_number(ctx: Context, p: str, given: str, number_text: str, log_where:
         ctx.log.warning("SDTM-NUM-FORMAT", f"{given!r} is {reason}; not read as a number: {keeps}, {variable} "
                         "left empty", **log_where, value=given)
     return True
+
+
+RANGE_SCALE = 30  # a result this many times beyond its range: the range is likely in another unit
+
+
+def _check_range_scale(ctx: Context, rec: dict[str, Any], p: str, number: float, log_where: dict) -> None:
+    """A result and its reference range orders of magnitude apart — 0.53 beside 44–106, a
+    creatinine in mg/dL with the range left in umol/L (88 times), IgG in g/L with a mg/dL range
+    (100 times) — is a warning: --NRIND from them would be wrong.  The factor
+    :data:`RANGE_SCALE` stays clear of true abnormalities a trial sees (an ALT of 20 times the
+    upper limit in a liver injury) while catching the common unit slips."""
+    lo, hi = derive.to_number(rec.get("ref_low")), derive.to_number(rec.get("ref_high"))
+    if number is None or number <= 0 or not (lo or hi):
+        return
+    too_high = hi is not None and hi > 0 and number > RANGE_SCALE * hi
+    too_low = lo is not None and lo > 0 and number * RANGE_SCALE < lo
+    if too_high or too_low:
+        bounds = f"{rec.get('ref_low') or ''}-{rec.get('ref_high') or ''}"
+        ctx.log.warning(f"{p}-RANGE-SCALE", f"result {rec.get('result')} and its reference range {bounds} are more "
+                        f"than {RANGE_SCALE} times apart: is the range given in another unit than the result "
+                        f"({rec.get('unit') or 'no unit'})?  {p}NRIND is derived from them as given",
+                        **log_where, value=rec.get("result"))
 
 
 def finding_row(ctx: Context, rec: dict[str, Any], p: str, test: dict[str, Any],

@@ -9,8 +9,8 @@ VSSTRESU are CDISC UNIT terms (units table).  The original result keeps the text
 measured (98.6 °F, 154 lb); the standard result is converted by the UCUM library to the
 test's standard unit (°C, kg, cm …) as LB does (:mod:`.findings`).  A measurement not done
 has VSSTAT NOT DONE and VSREASND.  Baseline (VSLOBXFL, and VSBLFL for SDTMIG 3.3 readers):
-per subject and test, the last measured ``vital_sign`` record on or before the first dose;
-the screening height and weight rows carry no flag, as before.
+per subject and test, the last measurement on or before the first dose, the screening
+height and weight included (they are usually the only ones).
 
 Not round-tripped: SDTM -> records gives back the screening height and weight (subject
 fields) only; the VS rows of ``vital_sign`` records are not read back to records (the
@@ -61,7 +61,9 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
                        VSDY=iso8601.study_day(s.get("consent_date"), info.rfstdtc))
             rows.append(row)
     measured = [row for rec in ctx.records["vital_sign"] if (row := _measurement(ctx, rec)) is not None]
-    flag_last_before_exposure(ctx, measured, DOMAIN, ("VSLOBXFL", "VSBLFL"), lambda r: r["VSTESTCD"])
+    # the screening height and weight are measurements before the first dose like any other:
+    # the last of each test on or before it is the baseline, whichever record it came from
+    flag_last_before_exposure(ctx, rows + measured, DOMAIN, ("VSLOBXFL", "VSBLFL"), lambda r: r["VSTESTCD"])
     return rows + measured
 
 

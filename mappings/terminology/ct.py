@@ -1,5 +1,5 @@
-"""CDISC SDTM controlled terminology (NCI EVS release 2025-03-25), from the extract in
-``mappings/terminology/ct/sdtm-ct-2025-03-25.csv`` (see its README for the source).
+"""CDISC SDTM controlled terminology (NCI EVS release 2025-03-28), from the extract in
+``mappings/terminology/ct/sdtm-ct-2025-03-28.csv`` (see its README for the source).
 
 ``codelist("SEX")`` or ``codelist("C66731")`` gives a :class:`Codelist`; ``lookup`` maps a
 submission value, a CDISC synonym or the NCI preferred term (case-insensitive) to the submission
@@ -10,12 +10,41 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-CT_VERSION = "2025-03-25"
+CT_VERSION = "2025-03-28"  # the package used unless a run selects another (``--ct``)
 CT_FILE = f"sdtm-ct-{CT_VERSION}.csv"
+_FILE = re.compile(r"sdtm-ct-(\d{4}-\d{2}-\d{2})\.csv")
+_selected = [CT_VERSION]  # the package of this process: set once per run (select), read by version()
+
+
+def packages() -> list[str]:
+    """The CT package dates with an extract in ``mappings/terminology/ct/`` (add one with
+    ``python scripts/extract_ct.py --source "SDTM Terminology.txt" --version YYYY-MM-DD``)."""
+    folder = resources.files("trialbridge.mappings").joinpath("terminology", "ct")
+    return sorted(m.group(1) for p in folder.iterdir() if (m := _FILE.fullmatch(p.name)))
+
+
+def select(package: str | None) -> str:
+    """Use the CT package ``package`` (a date of :func:`packages`; None: the default) in this
+    process, for every lookup, define.xml and TS.  A run selects it once, and each worker
+    process it starts selects the same (the engine's Job carries it).  Unknown: ValueError."""
+    package = package or CT_VERSION
+    if package not in packages():
+        raise ValueError(f"no CT package {package}; available: {', '.join(packages())}")
+    if package != _selected[0]:
+        _selected[0] = package
+        _all.cache_clear()
+        codelist.cache_clear()
+    return package
+
+
+def version() -> str:
+    """The CT package in use (CDISC package date)."""
+    return _selected[0]
 
 
 @dataclass(frozen=True)
@@ -61,7 +90,8 @@ def _build_index(terms, preferred, synonyms) -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def _all() -> dict[str, Codelist]:
-    text = resources.files("trialbridge.mappings").joinpath("terminology", "ct", CT_FILE).read_text(encoding="utf-8")
+    text = resources.files("trialbridge.mappings").joinpath("terminology", "ct", f"sdtm-ct-{version()}.csv"
+                                                            ).read_text(encoding="utf-8")
     raw: dict[str, dict] = {}
     for row in csv.DictReader(io.StringIO(text, newline="")):
         cl = raw.setdefault(row["codelist"], {
@@ -94,7 +124,7 @@ def codelist(short_name_or_ccode: str) -> Codelist:
         return _all()[key]
     except KeyError:
         raise KeyError(f"codelist {short_name_or_ccode!r} is not in the trialbridge CT extract "
-                       f"({CT_FILE}); add it to scripts/extract_ct.py") from None
+                       f"(sdtm-ct-{version()}.csv); add it to scripts/extract_ct.py") from None
 
 
 def codelists() -> list[str]:

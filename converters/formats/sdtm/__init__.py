@@ -58,9 +58,10 @@ Issue codes raised here:
 Every row a reader reads is counted ``read`` under its file (``IssueLog.count_row``), and
 ``rejected`` when the reader could not place it; the pipeline counts the rest.
 
-Determinism: Dataset-JSON ``datasetJSONCreationDateTime`` is the ``created`` argument
-(default ``1970-01-01T00:00:00``) and the XPT stamps are :data:`XPT_FIXED_STAMP`, never the
-wall clock, so the same datasets give the same bytes.
+Determinism: Dataset-JSON ``datasetJSONCreationDateTime`` and the XPT header stamps are
+the ``created`` argument, by default the run's creation time: the real time, or
+``SOURCE_DATE_EPOCH`` when set (:mod:`trialbridge.converters.core.clock`), so with it the same
+datasets give the same bytes.
 """
 from __future__ import annotations
 
@@ -75,10 +76,10 @@ from trialbridge.converters.formats.sdtm.values import (
     XPT_MAX_NAME, _char, _missing_num, _num, _version, file_name, format_number, to_ascii)
 from trialbridge.converters.formats.sdtm.writers import (
     DatasetWriters, open_dataset_writers, write_csv, write_dataset_json, write_datasets, write_xpt)
-from trialbridge.converters.formats.sdtm.xpt import XPT_FIXED_STAMP, XptWriter, ibm_from_ieee, ieee_from_ibm, iter_xpt
+from trialbridge.converters.formats.sdtm.xpt import XptWriter, ibm_from_ieee, ieee_from_ibm, iter_xpt
 
 __all__ = [
-    "DATASET_JSON_VERSION", "DEFAULT_CREATED", "FORMATS", "READ_PREFERENCE", "SUFFIX", "XPT_FIXED_STAMP",
+    "DATASET_JSON_VERSION", "DEFAULT_CREATED", "FORMATS", "READ_PREFERENCE", "SUFFIX",
     "XPT_MAX_CHAR", "XPT_MAX_LABEL", "XPT_MAX_NAME", "ColumnStats", "CsvWriter", "DatasetJsonWriter",
     "DatasetNdjsonWriter", "DatasetWriters", "VarStats", "XptWriter", "_char", "_missing_num", "_num", "_version", "dataset_json_header", "dataset_json_obj", "dataset_json_schema",
     "dataset_meta", "file_name", "format_number", "ibm_from_ieee", "ieee_from_ibm", "iter_csv", "iter_dataset",

@@ -32,6 +32,7 @@ from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats
+from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.formats.sdtm.values import (
     DATASET_JSON_VERSION, DEFAULT_CREATED, INTEGER_NAME, RowBatch, _char, _enrich, _keys_for, _num, _version)
 from trialbridge.mappings.derive import number_problem, to_number
@@ -64,7 +65,7 @@ def num_data_type(name: str, stats: VarStats) -> str:
 
 def dataset_json_header(meta: Dataset, stats: ColumnStats, *, study_oid: str,
                         metadata_version_oid: str = "MDV.TRIALBRIDGE", define_href: str = "define.xml",
-                        created: str = DEFAULT_CREATED) -> dict:
+                        created: str | None = DEFAULT_CREATED) -> dict:
     """Every top-level attribute of the Dataset-JSON object but ``rows``."""
     key_seq = {k: n for n, k in enumerate(meta.keys, start=1)}
     columns = []
@@ -79,7 +80,7 @@ def dataset_json_header(meta: Dataset, stats: ColumnStats, *, study_oid: str,
             col["keySequence"] = key_seq[var.name]
         columns.append(col)
     return {
-        "datasetJSONCreationDateTime": created,
+        "datasetJSONCreationDateTime": created or creation_datetime(),
         "datasetJSONVersion": DATASET_JSON_VERSION,
         "fileOID": f"{study_oid}/{meta.name}",
         "originator": "trialbridge",
@@ -155,7 +156,7 @@ class DatasetNdjsonWriter:
 
 
 def dataset_json_obj(ds: Dataset, *, study_oid: str, metadata_version_oid: str = "MDV.TRIALBRIDGE",
-                     define_href: str = "define.xml", created: str = DEFAULT_CREATED) -> dict:
+                     define_href: str = "define.xml", created: str | None = DEFAULT_CREATED) -> dict:
     """The whole Dataset-JSON v1.1 object for an in-memory ``ds`` (plain dicts/lists)."""
     head = dataset_json_header(ds, ColumnStats.of(ds), study_oid=study_oid, created=created,
                                metadata_version_oid=metadata_version_oid, define_href=define_href)

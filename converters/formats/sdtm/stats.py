@@ -39,7 +39,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Iterable, Mapping
 
 from trialbridge.converters.core.datasets import Dataset, Variable
-from trialbridge.converters.core.sdtm_spec import governed_codelists, load_spec, spec_from_columns
+from trialbridge.converters.core.sdtm_spec import choose_variables, governed_codelists, load_spec, spec_from_columns
 from trialbridge.converters.formats.sdtm.values import _char, format_number, to_ascii
 
 MAX_VALUES = 1000  # distinct values kept per coded variable (a codelist subset is small)
@@ -444,13 +444,13 @@ class ColumnStats:
 
 
 def dataset_meta(domain: str, stats: ColumnStats) -> Dataset:
-    """The dataset's metadata (rows empty): variables chosen as ``make_dataset`` chooses them -
-    every Req and Exp variable plus every Perm variable with at least one value, spec order;
+    """The dataset's metadata (rows empty): variables chosen as ``make_dataset`` chooses them
+    (:func:`~trialbridge.converters.core.sdtm_spec.choose_variables`);
     for a domain without a specification the columns seen, in first-seen order (all Char)."""
     spec = load_spec(domain)
     if not spec.known:
         spec = spec_from_columns(spec.name, stats.column_order)
-    variables = [v for v in spec.variables if v.core in ("Req", "Exp") or stats.has_value(v.name)]
+    variables = choose_variables(spec, stats.has_value)
     names = {v.name for v in variables}
     return Dataset(name=spec.name, label=spec.label, variables=variables, rows=[],
                    keys=[k for k in spec.keys if k in names])

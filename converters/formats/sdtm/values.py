@@ -26,7 +26,9 @@ __all__ = ["FORMATS", "SUFFIX", "READ_PREFERENCE", "DEFAULT_CREATED", "DATASET_J
 FORMATS = ("xpt", "dataset-json", "dataset-ndjson", "csv")
 SUFFIX = {"xpt": ".xpt", "dataset-json": ".json", "dataset-ndjson": ".ndjson", "csv": ".csv"}
 READ_PREFERENCE = (".xpt", ".json", ".ndjson", ".csv")
-DEFAULT_CREATED = "1970-01-01T00:00:00"
+# a creation time of None means "the run's creation time" (converters/core/clock.py:
+# now, or SOURCE_DATE_EPOCH), resolved when the file is written
+DEFAULT_CREATED: str | None = None
 DATASET_JSON_VERSION = "1.1.0"
 XPT_MAX_CHAR = 200
 XPT_MAX_LABEL = 40

@@ -31,6 +31,7 @@ from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.formats.sdtm.csv import CsvWriter
 from trialbridge.converters.formats.sdtm.dataset_json import DatasetJsonWriter, DatasetNdjsonWriter
 from trialbridge.converters.formats.sdtm.stats import ColumnStats
+from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.formats.sdtm.values import DEFAULT_CREATED, FORMATS, RowBatch, file_name
 from trialbridge.converters.formats.sdtm.xpt import XptWriter, xpt_names_ok
 
@@ -41,7 +42,7 @@ class DatasetWriters:
     """Writers of one dataset, one per (format, path) target; see the module docstring."""
 
     def __init__(self, meta: Dataset, stats: ColumnStats, targets: Iterable[tuple[str, Path]],
-                 log: IssueLog, *, study_oid: str = "", created: str = DEFAULT_CREATED,
+                 log: IssueLog, *, study_oid: str = "", created: str | None = DEFAULT_CREATED,
                  metadata_version_oid: str = "MDV.TRIALBRIDGE", define_href: str = "define.xml"):
         self.meta, self.stats, self.log = meta, stats, log
         self.paths: list[Path] = []  # targets being written (final names)
@@ -50,6 +51,7 @@ class DatasetWriters:
         self._writers: list[Any] = []
         self._stack = ExitStack()
         self._open = True
+        created = created or creation_datetime()  # one time for every format of the dataset
         header = {"study_oid": study_oid, "created": created, "metadata_version_oid": metadata_version_oid,
                   "define_href": define_href}
         try:
@@ -66,7 +68,7 @@ class DatasetWriters:
                 else:
                     fh = self._stack.enter_context(open(tmp, "wb"))
                     if fmt == "xpt":
-                        writer = XptWriter(meta, stats, fh, log, path.name)
+                        writer = XptWriter(meta, stats, fh, log, path.name, created=created)
                     elif fmt == "dataset-json":
                         writer = DatasetJsonWriter(meta, stats, fh, **header)
                     else:
@@ -137,7 +139,7 @@ class DatasetWriters:
 
 
 def open_dataset_writers(meta: Dataset, stats: ColumnStats, outdir: str | Path, formats: Iterable[str],
-                         log: IssueLog, study_oid: str, *, created: str = DEFAULT_CREATED,
+                         log: IssueLog, study_oid: str, *, created: str | None = DEFAULT_CREATED,
                          metadata_version_oid: str = "MDV.TRIALBRIDGE",
                          define_href: str = "define.xml") -> DatasetWriters:
     """Writers of ``meta`` (variables, labels, keys; rows ignored) in every format of ``formats``
@@ -164,7 +166,7 @@ def _write_one(ds: Dataset, fmt: str, path: str | Path, log: IssueLog, **header:
 
 def write_datasets(datasets: Iterable[Dataset] | Mapping[str, Dataset], outdir: str | Path,
                    formats: list[str], log: IssueLog, study_oid: str, *,
-                   created: str = DEFAULT_CREATED, metadata_version_oid: str = "MDV.TRIALBRIDGE",
+                   created: str | None = DEFAULT_CREATED, metadata_version_oid: str = "MDV.TRIALBRIDGE",
                    define_href: str = "define.xml") -> list[Path]:
     """Write every in-memory dataset in every requested format; return the paths written."""
     bad = [f for f in formats if f not in FORMATS]
@@ -188,7 +190,7 @@ def write_xpt(ds: Dataset, path: str | Path, log: IssueLog) -> bool:
 
 def write_dataset_json(ds: Dataset, path: str | Path, *, study_oid: str,
                        metadata_version_oid: str = "MDV.TRIALBRIDGE",
-                       define_href: str = "define.xml", created: str = DEFAULT_CREATED) -> None:
+                       define_href: str = "define.xml", created: str | None = DEFAULT_CREATED) -> None:
     """Write ``ds`` as Dataset-JSON v1.1 (``.ndjson``: the NDJSON form).  ``created`` is written
     as ``datasetJSONCreationDateTime`` (the fixed default keeps output byte-identical)."""
     fmt = "dataset-ndjson" if str(path).lower().endswith(".ndjson") else "dataset-json"

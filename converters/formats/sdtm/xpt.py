@@ -26,7 +26,8 @@ a SAS7BDAT renamed; not read), ``XPT-V8`` (version 8: read, with a warning), ``X
 (a file whose size is not a whole number of 80-byte records, or that ends inside a row: the
 rows before the cut are read, the cut row is counted rejected).  See :mod:`converters.formats.sdtm`.
 
-The created/modified stamps are :data:`XPT_FIXED_STAMP` (same datasets, same bytes).
+The created/modified stamps are the run's creation time (``SOURCE_DATE_EPOCH`` fixes it:
+same datasets, same bytes; see :mod:`trialbridge.converters.core.clock`).
 
 Reading (:func:`iter_xpt`): the metadata (names, labels, types, storage widths) comes from
 ``pyreadstat.read_xport(metadataonly=True)``; the observations are read front to back,
@@ -48,6 +49,7 @@ from typing import IO, Any, Iterator
 import numpy as np
 import pyreadstat
 
+from trialbridge.converters.core.clock import xpt_stamp
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
@@ -55,8 +57,6 @@ from trialbridge.converters.formats.sdtm.stats import ColumnStats
 from trialbridge.converters.formats.sdtm.values import (
     XPT_MAX_CHAR, XPT_MAX_LABEL, XPT_MAX_NAME, RowBatch, _char, _enrich, _keys_for, _num, to_ascii)
 
-# created/modified stamp of the library and member headers (ddMMMyy:hh:mm:ss)
-XPT_FIXED_STAMP = b"01JAN70:00:00:00"
 RECORD = 80
 READ_CHUNK = 10000
 _SAS_VERSION = b"6.06    "
@@ -110,8 +110,10 @@ class XptWriter:
     :meth:`write_batch`, the final padding with :meth:`finish`.  Names must fit (see
     :func:`xpt_names_ok`); Char widths come from ``stats``."""
 
-    def __init__(self, meta: Dataset, stats: ColumnStats, fh: IO[bytes], log: IssueLog, fname: str):
+    def __init__(self, meta: Dataset, stats: ColumnStats, fh: IO[bytes], log: IssueLog, fname: str, *,
+                 created: str | None = None):
         self.meta, self.fh, self.log, self.fname = meta, fh, log, fname
+        self.stamp = xpt_stamp(created)
         self.columns: list[tuple[str, str, int]] = []  # (name, type, width)
         for var in meta.variables:
             width = 8 if var.type == "Num" else max(1, min(XPT_MAX_CHAR, stats.var(var.name).max_ascii))
@@ -137,7 +139,7 @@ class XptWriter:
         return text
 
     def _headers(self, offsets: list[int]) -> bytes:
-        meta, stamp = self.meta, XPT_FIXED_STAMP
+        meta, stamp = self.meta, self.stamp
         if len(self.columns) > 9999:
             raise ValueError(f"{meta.name}: XPORT v5 holds at most 9999 variables")
         out = [_header(b"LIBRARY"),
