@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -859,7 +860,7 @@ def _compare_copies(datasets: dict[str, Dataset], copies: dict[str, list[Path]],
                             value=len(copy.rows))
             for row_no, (a, b) in enumerate(zip(chosen.rows, copy.rows), start=1):
                 for var in names:
-                    if _cell(a.get(var)) != _cell(b.get(var)):
+                    if not _same_cell(a.get(var), b.get(var)):
                         differences += 1
                         if differences <= MAX_COPY_DIFFERENCES:
                             log.error("SDTM-COPY-DIFFERS", f"{path.name} row {row_no} {var}: {b.get(var)!r} where "
@@ -876,6 +877,16 @@ def _cell(value) -> str:
     if isinstance(value, str):
         return value.rstrip()
     return sdtm_io.format_number(value)
+
+
+def _same_cell(a, b) -> bool:
+    """Two copies' values agree: text without trailing blanks; numbers by value to 12
+    significant digits, since an XPT written by SAS holds IBM floats (8.549999999999999 for
+    the 8.55 its Dataset-JSON copy says — the MSG example has 42 such)."""
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=0.0)
+    return _cell(a) == _cell(b)
 
 
 _MANIFEST_SAYS = {"missing": "is listed in the folder's trialbridge manifest but is not there",
