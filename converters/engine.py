@@ -97,7 +97,7 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
             kind, data = unpack(payload)
             records.rows[kind].append(orjson.loads(data))
         for name, rows in records.rows.items():
-            records.rows[name] = reject_repeats(rows, log)
+            records.rows[name] = reject_repeats(rows, log, record_types()[name])
     if job.target == "sdtm":
         from trialbridge.converters.formats.sdtm.stats import ColumnStats
 

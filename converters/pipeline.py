@@ -127,6 +127,11 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
     kind = detect_input(input_path)
+    if link_subjects is not None:
+        if kind != "fhir":
+            raise TrialbridgeError(f"--link-subjects links FHIR Patients to trial subjects; the input is {kind}, "
+                                   "not FHIR")
+        records_io.check_subjects_path(link_subjects)
     if output.exists() and not output.is_dir():
         raise TrialbridgeError(f"{output}: exists and is not a folder")
     sdtm_formats = parse_formats(formats or "xpt") if to == "sdtm" else []
@@ -224,12 +229,16 @@ def _spill_records(input_path: Path, kind: str, output: Path, spill: SortedSpill
         stream = records_stream
         study_id = None
     n = 0
-    for name, row in stream:
-        group = row.get("subject_id", "")
-        groups.add(group)
-        spill.add((group, n), engine.pack(name, orjson.dumps(row)))
-        n += 1
-        reporter.advance_read()
+    try:
+        for name, row in stream:
+            group = row.get("subject_id", "")
+            groups.add(group)
+            spill.add((group, n), engine.pack(name, orjson.dumps(row)))
+            n += 1
+            reporter.advance_read()
+    except records_io.NoSubjects:  # a data problem: the findings are the answer (as for ODM)
+        write_issues(log, output / "issues.json")
+        raise
     if kind != "odm":
         study_id = records_stream.study_id
     return _study(study_ref, study_id, log, required=True)
@@ -348,8 +357,7 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
     job.facts = assemble.read_study(study_level, study, log, dialect=dialect, survey=survey, medications=medications,
                                     files=study_files, source=str(input_path))
     if link_subjects is not None:
-        folder = link_subjects if link_subjects.is_dir() else link_subjects.parent
-        job.links = assemble.mrn_index(records_io.read_records(folder, IssueLog())["subject"])
+        job.links = assemble.mrn_index(records_io.read_subjects(link_subjects, IssueLog()))
         if not job.links:
             raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
     return study
