@@ -134,6 +134,9 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         records_io.check_subjects_path(link_subjects)
     if output.exists() and not output.is_dir():
         raise TrialbridgeError(f"{output}: exists and is not a folder")
+    if formats is not None and to == "records":
+        raise TrialbridgeError(f"--format {formats} applies to --to sdtm (xpt, dataset-json, csv) and --to fhir "
+                               "(ndjson, bundle); records are written as CSV")
     sdtm_formats = parse_formats(formats or "xpt") if to == "sdtm" else []
     if to == "fhir":
         if (formats or "ndjson") not in FHIR_FORMATS:
