@@ -251,14 +251,19 @@ def _local(name: str | None) -> str | None:
 
 
 def is_odm(path: str | Path) -> bool:
-    """True for an XML file whose root element is ``ODM`` (found without parsing the file)."""
+    """True for an XML file whose root element is ``ODM`` (found without parsing the file), or
+    whose prolog runs past the safe-XML scan limit (so that the reader refuses it by name)."""
     path = Path(path)
     if not path.is_file() or path.suffix.lower() != ".xml":
         return False
     try:
-        return _local(safexml.scan_prolog(path).root) == "ODM"
+        prolog = safexml.scan_prolog(path)
     except OSError:
         return False
+    # no root within the scan limit: padding in front of something; the reader refuses it
+    # with a finding (ODM-XML-UNSAFE) rather than the file being "not an input we know"
+    return _local(prolog.root) == "ODM" or (prolog.root is None and prolog.problem is not None
+                                             and "longer than" in prolog.problem)
 
 
 def _parse(path: Path, log: IssueLog) -> etree._Element | None:

@@ -17,3 +17,23 @@ def sample_file(name: str, rows: int | None = None) -> bytes:
 def deep_json(depth: int = 100_000) -> bytes:
     """A JSON document nested ``depth`` arrays deep."""
     return b"[" * depth + b"]" * depth
+
+
+def long_field_csv(length: int = 200_000) -> bytes:
+    """visits.csv whose second row has a ``reason`` of ``length`` characters (one line)."""
+    return ("subject_id,visit,start,end,status,reason\n"
+            "101,SCREENING,2020-06-13,,DONE,\n"
+            f"101,DAY 0,2020-06-18,,NOT DONE,{'x' * length}\n"
+            "101,DAY 7,2020-06-25,,DONE,\n").encode("ascii")
+
+
+def xml_attack(name: str) -> bytes:
+    """One hostile ODM document of ``tests/xml_attacks.py`` (an XXE names /etc/hostname)."""
+    import importlib.util
+
+    from trialbridge.converters.core import safexml
+
+    spec = importlib.util.spec_from_file_location("xml_attacks", ROOT / "tests" / "xml_attacks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.attack_documents("file:///etc/hostname", safexml.PROLOG_LIMIT)[name].encode("utf-8")
