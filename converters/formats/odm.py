@@ -326,7 +326,10 @@ class _Transactions:
     def known(self, tx: str | None, el: etree._Element, label: str) -> bool:
         if tx is None or tx in TRANSACTION_TYPES:
             return True
-        self.log.error("ODM-TRANSACTION-UNKNOWN", f"TransactionType {tx!r} on {_local(el.tag)} {label} is none of "
+        if el.tag == _q("SubjectData"):  # a subject record read and not converted
+            self.log.count_row(f"{self.fname}#subjects", "read")
+            self.log.count_row(f"{self.fname}#subjects", "rejected")
+        self.log.error("ODM-TRANSACTION-UNKNOWN", f"TransactionType {tx!r} on {etree.QName(el).localname} {label} is none of "
                        f"ODM's ({', '.join(TRANSACTION_TYPES)}): what it meant cannot be told; it and everything "
                        "inside it were not applied", file=self.fname, record=label, field="TransactionType", value=tx)
         return False

@@ -6,9 +6,25 @@ array of objects — or ``.ndjson``), ``exposures.csv`` … as named by each sch
 in JSON input keep their exact text (``1.30`` stays ``1.30``, design rule 5a).
 
 Bad rows never stop the run: a row that fails its schema (REC-SCHEMA), repeats an
-earlier row exactly (REC-DUPLICATE) or names a subject that does not exist
-(REC-ORPHAN) is rejected with an issue naming file, row, field and value; everything
-else goes on.  Every row read is counted in the log's accounting.
+earlier row exactly (REC-DUPLICATE) or repeats its key with other values
+(REC-DUPLICATE-KEY), or names a subject that does not exist (REC-ORPHAN) is rejected with
+an issue naming file, row, field and value; everything else goes on.  Every row read is
+counted in the log's accounting.
+
+Bad files and bad lines are findings too, never the end of the run (only a subjects file
+with no usable row stops it, :class:`NoSubjects`, exit 1):
+
+* the encoding is found before reading (:func:`text_encoding`: byte order marks, UTF-16
+  without one, UTF-8, else Windows-1252 with REC-ENCODING; a workbook or binary file is
+  REC-NOT-TEXT);
+* CSV is read record by record with bounded memory: a cell over csv's field limit, a line
+  over :data:`MAX_LINE`, a broken quote (REC-CSV) or a row of the wrong width
+  (REC-RAGGED-ROW) rejects that row, naming its line; a broken row that swallowed the lines
+  after it (a quote never closed) is rejected alone and those lines are read again;
+  repeated header names are read where their cells agree (REC-HEADER, REC-COLUMN-CONFLICT);
+* a JSON file that cannot be read as an array of records is one REC-JSON finding naming
+  the file; an NDJSON line that is not JSON rejects that line's row only (REC-JSON, the
+  line number as record).
 """
 from __future__ import annotations
 
