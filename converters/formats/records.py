@@ -262,7 +262,11 @@ def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any] |
             note = f"; it spans lines {first}-{last}: a quote may not be closed — lines {first + 1}-{last} read " \
                    "again as rows of their own" if last > first else ""
             yield n, BadRow("REC-RAGGED-ROW", f"row has {len(cells)} cells, {what}{note}; row not converted",
-                            value="|".join(cells[len(header):]) if more > 0 else len(cells)), header
+                            value=_shown(cells[len(header):]) if more > 0 else len(cells)), header
+            continue
+        if not repeated:  # the common case: one cell per name
+            yield n, {h: c.strip() for h, c in zip(header, cells)} | (
+                {h: "" for h in header[len(cells):]} if len(cells) < len(header) else {}), header
             continue
         row: dict[str, Any] = {}
         conflict = None
@@ -279,6 +283,12 @@ def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any] |
                             "in the header and its cells differ in this row; row not converted", field=conflict), header
             continue
         yield n, row, header
+
+
+def _shown(cells: list[str], limit: int = 200) -> str:
+    """Extra cells as a finding's value: joined by ``|``, at most ``limit`` characters."""
+    text = "|".join(cells)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _iter_csv(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, dict[str, Any], list[str]]]:
@@ -534,6 +544,7 @@ def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[st
                dedupe: bool = True) -> Iterator[dict[str, Any]]:
     fname = str(path)
     fields = set(rtype.fields)
+    identifying = bool(rtype.identifying)
     unknown_counts: dict[str, int] = {}
     log.count_row(fname, "read", 0)  # the file is in the accounting even when no row can be read
 
@@ -563,8 +574,11 @@ def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[st
                 return
             rows_seen = True
             if isinstance(raw, BadRow):
+                value = raw.value
+                if identifying and raw.code == "REC-RAGGED-ROW":  # cells shifted: any may be a name or phone
+                    value = None
                 log.count_row(fname, "read")
-                log.error(raw.code, raw.message, file=fname, record=n, field=raw.field, value=raw.value)
+                log.error(raw.code, raw.message, file=fname, record=n, field=raw.field, value=value)
                 log.count_row(fname, "rejected")
                 continue
             row = {}

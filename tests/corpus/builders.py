@@ -37,3 +37,19 @@ def xml_attack(name: str) -> bytes:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.attack_documents("file:///etc/hostname", safexml.PROLOG_LIMIT)[name].encode("utf-8")
+
+
+def long_csv_line(cells: int = 600_000) -> bytes:
+    """visits.csv whose second row is one physical line of ``cells`` short cells (over 1 MiB)."""
+    return ("subject_id,visit,start,end,status,reason\n"
+            "101,SCREENING,2020-06-13,,DONE,\n"
+            + "101,DAY 0,2020-06-18,,DONE," + ",x" * cells + "\n"
+            "101,DAY 7,2020-06-25,,DONE,\n").encode("ascii")
+
+
+def long_ndjson_line(length: int = 17 << 20) -> bytes:
+    """visits.ndjson whose second line is a record with a ``reason`` of ``length`` characters."""
+    return (b'{"subject_id": "101", "visit": "SCREENING", "start": "2020-06-13", "status": "DONE"}\n'
+            b'{"subject_id": "101", "visit": "DAY 0", "start": "2020-06-18", "status": "DONE", "reason": "'
+            + b"x" * length + b'"}\n'
+            b'{"subject_id": "101", "visit": "DAY 7", "start": "2020-06-25", "status": "DONE"}\n')
