@@ -16,7 +16,7 @@ from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.files import atomic_open
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
-from trialbridge.converters.core.records import RECORD_ORDER
+from trialbridge.converters.core.records import RECORD_ORDER, record_type_for_file
 from trialbridge.converters.core.spill import SortedSpill
 from trialbridge.converters.formats import define as define_xml
 from trialbridge.converters.formats import odm as odm_io
@@ -68,6 +68,9 @@ def detect_input(path: Path) -> str:
             return "fhir"
         if any(p.suffix.lower() in (".xpt", ".json", ".csv") for p in files):
             return "sdtm"
+    if path.is_file() and path.suffix.lower() in records_io.SUFFIXES and record_type_for_file(path.stem):
+        raise TrialbridgeError(f"{path}: one record file of a records folder; give the folder that holds it "
+                               f"({path.parent}) as the input")
     raise TrialbridgeError(f"{path}: not a records folder (subjects.csv …), an SDTM folder (dm.xpt …) "
                            "an ODM export (.xml) nor FHIR (Bundle .json, .ndjson)")
 

@@ -170,7 +170,21 @@ class BadRow:
         self.code, self.message, self.field, self.value = code, message, field, value
 
 
-def _csv_records(path: Path, encoding: str) -> Iterator[tuple[int, int, list[str] | Exception]]:
+def csv_delimiter(path: Path, encoding: str) -> str:
+    """``,`` as the format says, unless the first line holds no comma and splits into several
+    names on ``;`` (what Excel writes where the decimal mark is a comma) or on a tab."""
+    with open(path, encoding=encoding, errors=_errors(encoding), newline="") as fh:
+        first = fh.readline(MAX_LINE)
+    if "," in first:
+        return ","
+    for candidate in (";", "\t"):
+        if len([c for c in first.split(candidate) if c.strip()]) >= 2:
+            return candidate
+    return ","
+
+
+def _csv_records(path: Path, encoding: str, delimiter: str = ","
+                 ) -> Iterator[tuple[int, int, list[str] | Exception]]:
     """(first line, last line, cells or the error) for every CSV record, blank lines left out.
 
     A record that fails (a broken quote, a field over the limit, a line over MAX_LINE) is
@@ -190,7 +204,7 @@ def _csv_records(path: Path, encoding: str) -> Iterator[tuple[int, int, list[str
                     return
                 except _LineTooLong:
                     pass
-            reader = csv.reader(lines, strict=True)
+            reader = csv.reader(lines, strict=True, delimiter=delimiter)
             again = None
             while True:
                 first = lines.count + 1
@@ -214,13 +228,14 @@ def _csv_records(path: Path, encoding: str) -> Iterator[tuple[int, int, list[str
             skip = again
 
 
-def _csv_rows(path: Path, encoding: str) -> Iterator[tuple[int, dict[str, Any] | BadRow, list[str]]]:
+def _csv_rows(path: Path, encoding: str, delimiter: str = ","
+              ) -> Iterator[tuple[int, dict[str, Any] | BadRow, list[str]]]:
     """(row number, {column: cell} or BadRow, header) for every data row of a CSV file.
 
     Row numbers count data records (header excluded, blank lines not counted), as in the
     issue log.  Duplicated column names are read only when their cells agree; columns with
     no name keep their place as ``(column N)`` so that values under them are reported."""
-    records = _csv_records(path, encoding)
+    records = _csv_records(path, encoding, delimiter)
     header: list[str] | None = None
     n = 0
     for first, last, cells in records:
@@ -556,7 +571,15 @@ def _read_file(path: Path, rtype: RecordType, log: IssueLog, subject_ids: set[st
             log.error("REC-NOT-TEXT", f"file is {exc}; none of its records converted", file=fname)
             return
         is_csv = path.suffix == ".csv"
-        source = _csv_rows(path, encoding) if is_csv else _iter_json(path, rtype.file, encoding)
+        if is_csv:
+            delimiter = csv_delimiter(path, encoding)
+            if delimiter != ",":
+                log.warning("REC-DELIMITER", f"the header is separated by {'a tab' if delimiter == chr(9) else repr(delimiter)}, "
+                            "not by commas; the file is read so — check decimal commas in numbers", file=fname,
+                            value="tab" if delimiter == "\t" else delimiter)
+            source = _csv_rows(path, encoding, delimiter)
+        else:
+            source = _iter_json(path, rtype.file, encoding)
         header_seen = rows_seen = False
         for n, raw, header in source:
             if n == -1:  # the CSV header
