@@ -658,7 +658,7 @@ def _studyid(datasets: dict[str, Dataset]) -> str | None:
 
 def _account_converted(log: IssueLog) -> None:
     for counter in log.accounting.values():
-        counter["converted"] = counter.get("read", 0) - counter.get("rejected", 0)
+        counter["converted"] = counter.get("read", 0) - counter.get("rejected", 0) - counter.get("out_of_scope", 0)
 
 
 def _account_fhir(log: IssueLog) -> None:

@@ -502,6 +502,10 @@ def _to_raw_rows(top: _Node, site_of: dict[tuple, str], mappings: dict[str, OdmM
                         elif value:
                             unmapped_items[(form_oid, item_oid)] += 1
                     raw[form.record].append((ref, row))
+    unplaced = sum(unmapped_events.values()) + sum(unmapped_forms.values()) + sum(unmapped_groups.values())
+    if unplaced:  # item groups the mapping does not take: read, out of scope (the warnings below say which)
+        log.count_row(f"{fname}#unmapped", "read", unplaced)
+        log.count_row(f"{fname}#unmapped", "out_of_scope", unplaced)
     for oid, n in sorted(unmapped_events.items(), key=lambda kv: str(kv[0])):
         log.warning("ODM-UNMAPPED-EVENT", f"StudyEventOID {oid} names no study event of the mapping; its {n} item "
                     "group(s) were not converted", file=fname, field=oid, value=n)

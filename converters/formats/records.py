@@ -218,10 +218,11 @@ def _csv_records(path: Path, encoding: str, delimiter: str = ","
                     if not cells or (len(cells) == 1 and not cells[0].strip()):
                         continue
                     result = cells
-                broken = yield first, lines.count, result
+                can_restart = lines.count > first and restarts < MAX_RESTARTS
+                broken = yield first, lines.count, result, isinstance(result, Exception) and can_restart
                 if broken is not None:
-                    yield None  # the value of send(); the loop goes on at the caller's next()
-                if (isinstance(result, Exception) or broken) and lines.count > first and restarts < MAX_RESTARTS:
+                    yield can_restart  # the value of send(); the loop goes on at the caller's next()
+                if (isinstance(result, Exception) or broken) and can_restart:
                     restarts += 1
                     again = first
                     break
@@ -238,8 +239,8 @@ def _csv_rows(path: Path, encoding: str, delimiter: str = ","
     records = _csv_records(path, encoding, delimiter)
     header: list[str] | None = None
     n = 0
-    for first, last, cells in records:
-        lines = f"line {first}" if first == last else f"lines {first}-{last}"
+    for first, last, cells, again in records:
+        lines = _span(first, last)
         if header is None:
             if isinstance(cells, Exception):
                 yield 0, BadRow("REC-HEADER", f"the header ({lines}) cannot be read: {cells}; file not read"), []
@@ -263,19 +264,20 @@ def _csv_rows(path: Path, encoding: str, delimiter: str = ","
             else:
                 reason = f"the cells cannot be read ({cells}; {lines})"
             if last > first:
-                reason += f"; lines {first + 1}-{last} read again as rows of their own"
+                reason += (f"; {_span(first + 1, last)} read again as rows of their own" if again else
+                           f"; {_span(first + 1, last)} not read (more than {MAX_RESTARTS} broken rows in the file)")
             yield n, BadRow("REC-CSV", f"{reason}; row not converted"), header
             continue
         extra_blank = len(cells) > len(header) and not any(c.strip() for c in cells[len(header):])
         short_unnamed = len(cells) < len(header) and all(unnamed[len(cells):])  # "a,b," header, "1,2" rows
         if len(cells) != len(header) and not extra_blank and not short_unnamed:
-            if last > first:
-                records.send(True)
+            again = records.send(True) if last > first else False
             more = len(cells) - len(header)
             what = (f"{more} more cell(s) than the header" if more > 0 else
                     f"{-more} cell(s) fewer than the header (which value is missing cannot be told)")
-            note = f"; it spans lines {first}-{last}: a quote may not be closed — lines {first + 1}-{last} read " \
-                   "again as rows of their own" if last > first else ""
+            note = "" if last == first else f"; it spans lines {first}-{last}: a quote may not be closed — " + (
+                f"{_span(first + 1, last)} read again as rows of their own" if again else
+                f"{_span(first + 1, last)} not read (more than {MAX_RESTARTS} broken rows in the file)")
             yield n, BadRow("REC-RAGGED-ROW", f"row has {len(cells)} cells, {what}{note}; row not converted",
                             value=_shown(cells[len(header):]) if more > 0 else len(cells)), header
             continue
@@ -298,6 +300,10 @@ def _csv_rows(path: Path, encoding: str, delimiter: str = ","
                             "in the header and its cells differ in this row; row not converted", field=conflict), header
             continue
         yield n, row, header
+
+
+def _span(first: int, last: int) -> str:
+    return f"line {first}" if first == last else f"lines {first}-{last}"
 
 
 def _shown(cells: list[str], limit: int = 200) -> str:
