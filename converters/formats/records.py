@@ -85,20 +85,41 @@ def _utf16_without_bom(head: bytes) -> str | None:
     return None
 
 
-def text_encoding(path: Path, log: IssueLog | None = None) -> str:
-    """The encoding a record file is read with, said in an issue when it is not UTF-8.
+def _first_bad_byte(path: Path, encoding: str) -> tuple[int, str] | None:
+    """(byte offset, reason) of the first byte that does not decode, streaming; None if all do."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset = 0
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 16)
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as exc:
+                skipped = len(codecs.BOM_UTF8) if encoding == "utf-8-sig" else 0  # it counts after the BOM
+                return offset - pending + exc.start + skipped, exc.reason
+            if not chunk:
+                return None
+            offset += len(chunk)
 
-    A byte order mark says it (UTF-8, UTF-16); UTF-16 without one shows as every other byte
-    zero; a file that is valid UTF-8 is UTF-8; anything else was most likely saved by a
-    spreadsheet in Windows-1252, read so with a warning.  A ZIP (an Excel workbook renamed
-    .csv) or a file with NUL bytes is not text: :class:`NotText`."""
+
+def text_encoding(path: Path, log: IssueLog | None = None) -> str:
+    """The encoding a record file is read with (``name`` or ``name/replace``), said in an issue
+    when it is not plain UTF-8.
+
+    A byte order mark says it (UTF-8, UTF-16, UTF-32); UTF-16 without one shows as every
+    other byte zero; a file that is valid UTF-8 is UTF-8; anything else was most likely saved
+    by a spreadsheet in Windows-1252, read so with a warning.  A file that a byte order mark
+    says is Unicode but that does not decode is read with U+FFFD for the bad bytes, with a
+    warning naming the first.  A ZIP (an Excel workbook renamed .csv) or a file with NUL
+    bytes is not text: :class:`NotText`."""
     with open(path, "rb") as fh:
         head = fh.read(4096)
     fname = str(path)
     if head[:4] in (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE):
         encoding, note = "utf-32", "UTF-32 (byte order mark)"
     elif head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
+        encoding, note = "utf-8-sig", None
     elif head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         encoding, note = "utf-16", "UTF-16 (byte order mark)"
     elif (guess := _utf16_without_bom(head)) is not None:
@@ -108,28 +129,31 @@ def text_encoding(path: Path, log: IssueLog | None = None) -> str:
             raise NotText("a ZIP archive (an Excel workbook?), not a text file: save it as CSV (UTF-8)")
         if b"\x00" in head:
             raise NotText(f"binary data (a NUL byte at byte {head.index(0)}), not a text file")
-        try:
-            with open(path, encoding="utf-8", newline="") as fh:
-                while fh.read(1 << 16):
-                    pass
+        bad = _first_bad_byte(path, "utf-8")
+        if bad is None:
             return "utf-8"
-        except UnicodeDecodeError as exc:
-            if log is not None:
-                log.warning("REC-ENCODING", f"file is not UTF-8 ({exc.reason} at byte {exc.start}); read as "
-                            "Windows-1252 — check accented characters", file=fname)
-            return "cp1252"
-    if log is not None:
+        if log is not None:
+            log.warning("REC-ENCODING", f"file is not UTF-8 ({bad[1]} at byte {bad[0]}); read as Windows-1252 — "
+                        "check accented characters", file=fname)
+        return "cp1252"
+    bad = _first_bad_byte(path, encoding)
+    if bad is not None:
+        if log is not None:
+            log.warning("REC-ENCODING", f"file is {note or 'UTF-8 (byte order mark)'} but does not decode ({bad[1]} at "
+                        f"byte {bad[0]}): bad bytes read as U+FFFD — check the values they fall in", file=fname,
+                        value=encoding)
+        return f"{encoding}/replace"
+    if note is not None and log is not None:
         log.info("REC-ENCODING", f"file is {note}; read as such", file=fname, value=encoding)
     return encoding
 
 
-def csv_encoding(path: Path, log: IssueLog | None = None) -> str:
-    """The encoding of a CSV file (see :func:`text_encoding`); kept for callers of the old name."""
-    return text_encoding(path, log)
-
-
-def _errors(encoding: str) -> str:
-    return "trialbridge-cp1252" if encoding == "cp1252" else "strict"
+def _open_text(path: Path, encoding: str, newline: str | None):
+    """Open a record file as text with what :func:`text_encoding` chose."""
+    name, _, errors = encoding.partition("/")
+    if name == "cp1252":
+        errors = "trialbridge-cp1252"
+    return open(path, encoding=name, errors=errors or "strict", newline=newline)
 
 
 class _LineTooLong(Exception):
@@ -173,7 +197,7 @@ class BadRow:
 def csv_delimiter(path: Path, encoding: str) -> str:
     """``,`` as the format says, unless the first line holds no comma and splits into several
     names on ``;`` (what Excel writes where the decimal mark is a comma) or on a tab."""
-    with open(path, encoding=encoding, errors=_errors(encoding), newline="") as fh:
+    with _open_text(path, encoding, "") as fh:
         first = fh.readline(MAX_LINE)
     if "," in first:
         return ","
@@ -195,7 +219,7 @@ def _csv_records(path: Path, encoding: str, delimiter: str = ","
     skip = 0
     restarts = 0
     while True:
-        with open(path, encoding=encoding, errors=_errors(encoding), newline="") as fh:
+        with _open_text(path, encoding, "") as fh:
             lines = _Lines(fh, MAX_LINE)
             while lines.count < skip:
                 try:
@@ -312,13 +336,6 @@ def _shown(cells: list[str], limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _iter_csv(path: Path, encoding: str = "utf-8-sig") -> Iterator[tuple[int, dict[str, Any], list[str]]]:
-    """The good rows of a CSV file (tests and simple callers; the reader uses :func:`_csv_rows`)."""
-    for n, row, header in _csv_rows(path, encoding):
-        if n > 0 and isinstance(row, dict):
-            yield n, row, header
-
-
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -363,7 +380,7 @@ def _iter_json(path: Path, key: str | None, encoding: str = "utf-8"
     """(row number, row or BadRow, []) of a JSON array / NDJSON file; row 0 with a BadRow
     when the file as a whole cannot be read.  NDJSON rows are numbered by their line."""
     if path.suffix == ".ndjson":
-        with open(path, encoding=encoding, errors=_errors(encoding), newline=None) as fh:
+        with _open_text(path, encoding, None) as fh:
             lines = _Lines(fh, MAX_JSON_LINE)
             while True:
                 try:
@@ -386,7 +403,8 @@ def _iter_json(path: Path, key: str | None, encoding: str = "utf-8"
         data = path.read_bytes()
         data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
     else:
-        data = path.read_text(encoding=encoding, errors=_errors(encoding)).encode("utf-8")
+        with _open_text(path, encoding, None) as fh:
+            data = fh.read().encode("utf-8", "surrogatepass")
     if not data.strip():
         yield 0, BadRow("REC-EMPTY-FILE", "file is empty: no records read"), []
         return
