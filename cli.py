@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from trialbridge.converters.core.files import printable
 from trialbridge.converters.core.issues import TrialbridgeError
 
 
@@ -31,10 +32,10 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # unknown option, missing --to, a value out of range …
             command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "trialbridge")
-            click.secho(f"error: {_one_line(exc.format_message())} (see '{command} --help')", fg="red", err=True)
+            click.secho(f"error: {printable(_one_line(exc.format_message()))} (see '{command} --help')", fg="red", err=True)
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            click.secho(f"error: {_one_line(exc.format_message())}", fg="red", err=True)
+            click.secho(f"error: {printable(_one_line(exc.format_message()))}", fg="red", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
             click.secho("aborted", fg="red", err=True)
@@ -47,14 +48,14 @@ class Group(click.Group):
         except TrialbridgeError as exc:
             if ctx.params.get("verbose"):
                 traceback.print_exc()
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {printable(exc)}", fg="red", err=True)
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as exc:  # a bug of ours: one line, traceback only on request
             if ctx.params.get("verbose"):
                 traceback.print_exc()
-            click.secho(f"internal error (please report): {type(exc).__name__}: {exc}; "
+            click.secho(f"internal error (please report): {type(exc).__name__}: {printable(exc)}; "
                         "run with --verbose for the traceback", fg="red", err=True)
             ctx.exit(3)
 
@@ -73,7 +74,9 @@ def _summary(result, limit: int = 20) -> None:
         where = ":".join(str(x) for x in (issue.file, issue.record) if x not in (None, ""))
         field = f" {issue.field}" if issue.field else ""
         value = f" [{issue.value}]" if issue.value not in (None, "") else ""
-        click.echo(f"  {issue.severity:7} {issue.code:26} {where}{field}{value}: {issue.message}")
+        # paths and values from the input may hold control characters (an escape sequence in a
+        # file name): escaped here, issues.json keeps the exact text
+        click.echo(printable(f"  {issue.severity:7} {issue.code:26} {where}{field}{value}: {issue.message}"))
     click.echo(f"{counts.get('error', 0)} error(s), {counts.get('warning', 0)} warning(s), "
                f"{counts.get('info', 0)} info")
 
@@ -114,9 +117,9 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
                  workers=default_workers() if workers == 0 else workers, engine_name=engine_name, scheduler=scheduler,
                  progress=not quiet and sys.stderr.isatty())
     files = [p for p in result.written if p.name != "issues.json"]
-    click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")
+    click.echo(printable(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})"))
     _summary(result)
-    click.echo(f"findings: {output / 'issues.json'}")
+    click.echo(printable(f"findings: {output / 'issues.json'}"))
     sys.exit(1 if result.log.has_errors else 0)
 
 
@@ -128,7 +131,7 @@ def validate(path: Path, report: Path | None) -> None:
     from trialbridge.converters.pipeline import validate as run
 
     result = run(path, report)
-    click.echo(f"validated {path} (study {result.study_id})")
+    click.echo(printable(f"validated {path} (study {result.study_id})"))
     _summary(result, limit=50)
     sys.exit(1 if result.log.has_errors else 0)
 

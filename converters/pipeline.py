@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import errno
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import orjson
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core import jsoncodec
-from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, manifest_differences, output_file, printable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER, record_type_for_file
 from trialbridge.converters.core.spill import SortedSpill
@@ -35,6 +36,7 @@ TARGETS = ("sdtm", "records", "fhir")
 SDTM_FORMATS = {"xpt": "xpt", "dataset-json": "dataset-json", "json": "dataset-json", "csv": "csv"}
 FHIR_FORMATS = ("ndjson", "bundle")
 FHIR_VERSIONS = ("R4", "R5")
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG)  # the disk, not us
 AUTO_WORKERS_FROM = 20_000  # input items from which --workers defaults to one process per core
 
 
@@ -135,8 +137,6 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             raise TrialbridgeError(f"--link-subjects links FHIR Patients to trial subjects; the input is {kind}, "
                                    "not FHIR")
         records_io.check_subjects_path(link_subjects)
-    if output.exists() and not output.is_dir():
-        raise TrialbridgeError(f"{output}: exists and is not a folder")
     if formats is not None and to == "records":
         raise TrialbridgeError(f"--format {formats} applies to --to sdtm (xpt, dataset-json, csv) and --to fhir "
                                "(ndjson, bundle); records are written as CSV")
@@ -147,6 +147,34 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         if fhir_version not in FHIR_VERSIONS:
             raise TrialbridgeError(f"--fhir-version {fhir_version} is not supported yet; supported: "
                                    f"{', '.join(FHIR_VERSIONS)}")
+    # the output folder is checked before any work: never the input, never a folder holding
+    # files of someone else; everything is written into a staging folder beside it and
+    # published whole by commit() (converters/core/files.py)
+    with OutputStage(output, [input_path, link_subjects]) as stage:
+        if stage.cleaned:
+            log.info("OUT-STAGING-REMOVED", f"{stage.cleaned} unfinished output folder(s) of an interrupted run "
+                     "removed", value=stage.cleaned)
+        try:
+            result = _convert(input_path, kind, to, stage, log, sdtm_formats=sdtm_formats, formats=formats,
+                              study_ref=study_ref, bundle_type=bundle_type, fhir_version=fhir_version,
+                              input_fhir_version=input_fhir_version, link_subjects=link_subjects, workers=workers,
+                              engine_name=engine_name, scheduler=scheduler, progress=progress)
+        except OSError as exc:
+            if exc.errno not in WRITE_ERRNOS:  # anything else is a bug of ours and stays one
+                raise
+            raise TrialbridgeError(f"{output}: cannot write the output: {exc.strerror}; nothing was published") \
+                from exc
+        stage.commit()
+    result.written = [stage.final_path(p) for p in result.written]
+    return result
+
+
+def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: IssueLog, *, sdtm_formats: list[str],
+             formats: str | None, study_ref: str | None, bundle_type: str, fhir_version: str,
+             input_fhir_version: str, link_subjects: Path | None, workers: int | None, engine_name: str,
+             scheduler: str | None, progress: bool) -> RunResult:
+    """The conversion itself, every file written into the staging folder ``stage.path``."""
+    output = stage.path
     result = RunResult(log=log, kind=kind)
     reporter = _Progress(progress)
     with SortedSpill("input") as spill:
@@ -169,7 +197,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         elif kind == "fhir":
             study = _spill_fhir(input_path, spill, job, groups, log, study_ref, input_fhir_version, link_subjects, reporter)
         else:
-            study = _spill_records(input_path, kind, output, spill, groups, log, study_ref, reporter)
+            study = _spill_records(input_path, kind, stage, spill, groups, log, study_ref, reporter)
         job.study = study
         result.study_id = result.study_id or (study.study_id if study else "")
         reporter.phase("map", len(groups))
@@ -209,23 +237,23 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
 
 
 def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, kind: str, to: str) -> RunResult:
-    _report_stale(output, result.written, log)
     _report_unmapped(log)
     log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
-    result.written.append(write_issues(log, output / "issues.json"))
+    result.written.append(write_issues(log, output_file(output, "issues.json")))
     return result
 
 
 # ----------------------------------------------------------------------------- readers -> spill
 
 
-def _spill_records(input_path: Path, kind: str, output: Path, spill: SortedSpill, groups: set[str], log: IssueLog,
-                   study_ref: str | None, reporter: "_Progress") -> Study:
+def _spill_records(input_path: Path, kind: str, stage: OutputStage, spill: SortedSpill, groups: set[str],
+                   log: IssueLog, study_ref: str | None, reporter: "_Progress") -> Study:
     """Records (a records folder, or an ODM export read into records) into the spill by subject."""
     if kind == "odm":
         records = odm_io.read_odm(input_path, log)
-        if not records.rows["subject"] and log.has_errors:
-            write_issues(log, output / "issues.json")
+        if not records.rows["subject"] and log.has_errors:  # nothing to convert: the findings alone
+            write_issues(log, stage.file("issues.json"))
+            stage.commit()
             first = next(i for i in log.sorted() if i.severity == "error")
             raise TrialbridgeError(f"{input_path}: {first.code}: {first.message}", exit_code=1)
         stream = ((name, row) for name, rows in records.items() for row in rows)
@@ -243,7 +271,8 @@ def _spill_records(input_path: Path, kind: str, output: Path, spill: SortedSpill
             n += 1
             reporter.advance_read()
     except records_io.NoSubjects:  # a data problem: the findings are the answer (as for ODM)
-        write_issues(log, output / "issues.json")
+        write_issues(log, stage.file("issues.json"))
+        stage.commit()
         raise
     if kind != "odm":
         study_id = records_stream.study_id
@@ -427,7 +456,7 @@ def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path,
     written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN")
     # define.xml describing exactly what was written, validated against the XSD and read back
     # to check it agrees with the datasets (lengths, labels, variables)
-    dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats)
+    dpath = define_xml.write_define(datasets, study, output_file(output, "define.xml"), log, formats=sdtm_formats)
     written.append(dpath)
     meta = define_xml.read_define(dpath, log)
     if meta is not None:
@@ -465,7 +494,7 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
             written.extend(writers.close())
         visitor.end()
     rules.finish()
-    dpath = define_xml.write_define_from_stats(metas, stats, study, output / "define.xml", log, formats=sdtm_formats)
+    dpath = define_xml.write_define_from_stats(metas, stats, study, output_file(output, "define.xml"), log, formats=sdtm_formats)
     written.append(dpath)
     meta_read = define_xml.read_define(dpath, log)
     if meta_read is not None:
@@ -499,7 +528,7 @@ def _write_fhir(sinks: engine.Sinks, study: Study, log: IssueLog, output: Path, 
         validate.finish()
 
     if fmt == "bundle":
-        return [fhir_io.write_bundle(checked(), output / "bundle.json", bundle_type)]
+        return [fhir_io.write_bundle(checked(), output_file(output, "bundle.json"), bundle_type)]
     return fhir_io.write_ndjson(checked(), output)
 
 
@@ -577,23 +606,13 @@ class _Progress:
             self.bar = None
 
 
-OUTPUT_SUFFIXES = (".xpt", ".json", ".csv", ".ndjson", ".xml")
-
-
-def _report_stale(output: Path, written: list[Path], log: IssueLog) -> None:
-    """Files of an earlier run left in the output folder would be read with this run's
-    output (validate, a later convert): they are named, never deleted."""
-    fresh = {p.resolve() for p in written} | {(output / "issues.json").resolve()}
-    for p in sorted(output.iterdir()) if output.is_dir() else ():
-        if p.is_file() and p.suffix.lower() in OUTPUT_SUFFIXES and p.resolve() not in fresh:
-            log.warning("OUT-STALE-FILE", "file in the output folder was not written by this run (an earlier run's "
-                        "output?); it would be read together with this output — remove it or use a new folder",
-                        file=str(p))
-
-
 def validate(path: Path, report: Path | None = None) -> RunResult:
     log = IssueLog()
     kind = detect_input(path)
+    if report is not None:  # checked before the work: never a validated file, never someone else's file
+        check_file_target(report, [path], ours=b"trialbridge", source="data being validated")
+    if path.is_dir():
+        _check_manifest(path, log)
     if kind == "fhir":
         resources = list(fhir_io.read_fhir(path, log))
         if r5.detect_versions(resources, log) == "R5":
@@ -619,6 +638,19 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
                                             rows={name: len(ds.rows) for name, ds in datasets.items()},
                                             define_status=define_status))
     return result
+
+
+_MANIFEST_SAYS = {"missing": "is listed in the folder's trialbridge manifest but is not there",
+                  "changed": "has changed since trialbridge wrote it (its digest differs from the manifest's)",
+                  "not listed": "was not written by trialbridge with the rest of the folder (not in its manifest)"}
+
+
+def _check_manifest(folder: Path, log: IssueLog) -> None:
+    """A folder trialbridge wrote lists its files with their digests (written last): what
+    differs is named, so a validated folder is known to be the output as it was made."""
+    for name, how in manifest_differences(folder) or ():
+        log.warning("OUT-MANIFEST-MISMATCH", f"{printable(name)} {_MANIFEST_SAYS[how]}", file=str(folder / name),
+                    value=how)
 
 
 def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> str:

@@ -174,14 +174,17 @@ def test_subjects_only_folder_converts_with_valid_define(tmp_path):
     assert run("validate", tmp_path / "out").exit_code == 0
 
 
-def test_files_of_an_earlier_run_are_named_not_deleted(tmp_path):
+def test_a_new_run_replaces_the_whole_output_of_an_earlier_one(tmp_path):
+    """The output folder is published whole: an earlier run's CSV files (ours, by the
+    manifest) are gone after an XPT run, so nothing stale is read with the new output."""
     out = tmp_path / "out"
     assert run("convert", SAMPLE, "--to", "sdtm", "-o", out, "--format", "csv").exit_code == 0
+    assert (out / "dm.csv").is_file()
     assert run("convert", SAMPLE, "--to", "sdtm", "-o", out, "--format", "xpt").exit_code == 0
-    report = json.loads((out / "issues.json").read_text())
-    stale = sorted(i["file"].rsplit("/", 1)[-1] for i in report["issues"] if i["code"] == "OUT-STALE-FILE")
-    assert "dm.csv" in stale and "lb.csv" in stale and "dm.xpt" not in stale and "define.xml" not in stale
-    assert (out / "dm.csv").exists()
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.endswith(".csv")]
+    assert names[:2] == [".trialbridge-manifest", "ae.xpt"] and "define.xml" in names and "issues.json" in names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder, no previous output left
 
 
 def test_ci_runs_the_readme_test_command():

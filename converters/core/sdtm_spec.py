@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -52,6 +53,8 @@ def available_domains() -> list[str]:
 
 @lru_cache(maxsize=None)
 def _schema_text(name: str) -> str | None:
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]*", name):  # a name from input data never walks the package
+        return None
     res = resources.files(SCHEMA_PACKAGE).joinpath("sdtm", f"{name}.json")
     if not res.is_file():
         return None

@@ -275,7 +275,7 @@ def _dataset_order(ds: Dataset) -> tuple:
 def _leaf_href(ds: Dataset, formats: Iterable[str]) -> str:
     formats = list(formats)
     fmt = "xpt" if "xpt" in formats or not formats else formats[0]
-    return ds.name.lower() + sdtm_io.SUFFIX.get(fmt, ".xpt")
+    return sdtm_io.file_name(ds.name, fmt if fmt in sdtm_io.SUFFIX else "xpt")
 
 
 def _study_facts(study: Any, stats: Mapping[str, ColumnStats]) -> dict[str, str]:

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Iterator
 
 from trialbridge.converters.core import iso8601
 from trialbridge.converters.core import jsoncodec
-from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.files import atomic_open, output_file
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER, Records, RecordType, public, record_types
 
@@ -745,7 +745,7 @@ def write_record_file(name: str, rows: Iterable[dict[str, Any]], folder: Path) -
     """One CSV of record type ``name`` (header in schema order) from rows already in their
     final order; streamed, written atomically."""
     rtype = record_types()[name]
-    path = Path(folder) / f"{rtype.file}.csv"
+    path = output_file(folder, f"{rtype.file}.csv")
     with atomic_open(path) as fh:
         writer = csv.DictWriter(fh, fieldnames=rtype.fields, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()

@@ -125,6 +125,7 @@ def build_report(log_json: dict, *, title: str, datasets_summary: dict[str, int]
     # ---- head and counts
     head = E.HEAD(
         E.META(charset="utf-8"),
+        E.META(name="generator", content="trialbridge"),  # a later --report knows the file is ours
         E.META(**{"http-equiv": "Content-Security-Policy",
                   "content": "default-src 'none'; style-src 'unsafe-inline'"}),
         E.TITLE(_text(title)),

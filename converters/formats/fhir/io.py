@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from trialbridge.converters.core import jsoncodec
-from trialbridge.converters.core.files import atomic_open
+from trialbridge.converters.core.files import atomic_open, output_file
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 
 
@@ -48,11 +48,13 @@ def write_ndjson(resources: Iterable[dict], folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     handles: dict[str, Any] = {}
     managers: dict[str, Any] = {}
+    paths: dict[str, Path] = {}
     try:
         for res in resources:
             rtype = res["resourceType"]
             if rtype not in handles:
-                managers[rtype] = atomic_open(folder / f"{rtype}.ndjson", "wb")
+                paths[rtype] = output_file(folder, f"{rtype}.ndjson")  # a type name checked before it is a path
+                managers[rtype] = atomic_open(paths[rtype], "wb")
                 handles[rtype] = managers[rtype].__enter__()
             handles[rtype].write(jsoncodec.dumps(res) + b"\n")
     except BaseException as exc:
@@ -61,7 +63,7 @@ def write_ndjson(resources: Iterable[dict], folder: Path) -> list[Path]:
         raise
     for m in managers.values():
         m.__exit__(None, None, None)
-    return [folder / f"{t}.ndjson" for t in sorted(handles)]
+    return [paths[t] for t in sorted(handles)]
 
 
 def write_bundle(resources: Iterable[dict], path: Path, bundle_type: str = "collection") -> Path:

@@ -5,7 +5,11 @@ file whole where the format allows (XPT in chunks, CSV and Dataset-JSON NDJSON l
 ``.json`` Dataset-JSON object is parsed whole).  :func:`read_dataset` and
 :func:`read_sdtm_folder` collect the rows into :class:`Dataset` objects.
 
-Issue codes: ``IO-READ``, ``SDTM-DUPLICATE-FORMAT``, ``SDTM-NOT-DATASET``; see
+A dataset's name (a Dataset-JSON ``name``, an XPT member name, a CSV file's stem) becomes a
+file name when the dataset is written again: a name that is not letters, digits and ``_``
+(``../../x``, ``A B``) is an ``SDTM-NAME-UNSAFE`` error and the file is not read.
+
+Issue codes: ``IO-READ``, ``SDTM-DUPLICATE-FORMAT``, ``SDTM-NOT-DATASET``, ``SDTM-NAME-UNSAFE``; see
 :mod:`converters.formats.sdtm`.
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ import orjson
 import pyreadstat
 
 from trialbridge.converters.core.datasets import Dataset
+from trialbridge.converters.core.files import printable, safe_name
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.formats.sdtm.csv import iter_csv
 from trialbridge.converters.formats.sdtm.dataset_json import iter_dataset_json, iter_dataset_ndjson
@@ -45,6 +50,15 @@ def _cannot_read(path: Path, log: IssueLog, exc: BaseException, after: int | Non
               record=None if after is None else after + 1)
 
 
+def _name_ok(meta: Dataset, path: Path, log: IssueLog) -> bool:
+    if safe_name(meta.name):
+        return True
+    log.error("SDTM-NAME-UNSAFE", f"{printable(path.name)}: dataset name {printable(repr(meta.name))} is not a dataset "
+              "name (letters, digits and _, at most 64) and would become a file name; the file is not read",
+              file=path.name, field="name", value=meta.name)
+    return False
+
+
 def iter_dataset(path: str | Path, log: IssueLog) -> Stream | None:
     """(metadata with rows empty, iterator over the rows) of one .xpt / .json / .ndjson / .csv
     file; None (and an IO-READ error) if it cannot be opened.  A file that breaks off part way
@@ -57,6 +71,8 @@ def iter_dataset(path: str | Path, log: IssueLog) -> Stream | None:
         meta, rows = reader(path, log)
     except _READ_ERRORS as exc:  # unreadable file: report and skip
         _cannot_read(path, log, exc)
+        return None
+    if not _name_ok(meta, path, log):
         return None
 
     def guarded() -> Iterator[dict[str, Any]]:
@@ -80,6 +96,8 @@ def read_dataset(path: str | Path, log: IssueLog) -> Dataset | None:
         return None
     try:
         meta, rows = reader(path, log)
+        if not _name_ok(meta, path, log):
+            return None
         meta.rows = list(rows)
     except _READ_ERRORS as exc:  # unreadable file: report and skip
         _cannot_read(path, log, exc)

@@ -14,6 +14,8 @@ from typing import Any
 
 from trialbridge.converters import __version__
 from trialbridge.converters.core.datasets import Variable
+from trialbridge.converters.core.files import printable, safe_name
+from trialbridge.converters.core.issues import TrialbridgeError
 from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.mappings.derive import format_number
 
@@ -54,7 +56,11 @@ def to_ascii(text: str) -> str:
 
 
 def file_name(name: str, fmt: str) -> str:
-    """``lb.xpt`` / ``lb.json`` / ``lb.csv`` for dataset ``LB``."""
+    """``lb.xpt`` / ``lb.json`` / ``lb.csv`` for dataset ``LB``; a name that is not a safe
+    dataset name (letters, digits, _) is refused (the readers report such names as
+    ``SDTM-NAME-UNSAFE`` and do not read the file)."""
+    if not safe_name(name):
+        raise TrialbridgeError(f"refused to write dataset {printable(repr(name))}: not a safe dataset name")
     return name.lower() + SUFFIX[fmt]
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from trialbridge.converters.core.datasets import Dataset
-from trialbridge.converters.core.files import atomic_path
+from trialbridge.converters.core.files import atomic_path, output_file
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.formats.sdtm.csv import CsvWriter
 from trialbridge.converters.formats.sdtm.dataset_json import DatasetJsonWriter, DatasetNdjsonWriter
@@ -150,8 +150,8 @@ def open_dataset_writers(meta: Dataset, stats: ColumnStats, outdir: str | Path, 
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise TrialbridgeError(f"unknown output format(s) {bad}; choose from {list(FORMATS)}")
-    outdir = Path(outdir)
-    return DatasetWriters(meta, stats, [(fmt, outdir / file_name(meta.name, fmt)) for fmt in formats], log,
+    # the dataset's name may come from input data: checked before it becomes a path
+    return DatasetWriters(meta, stats, [(fmt, output_file(outdir, file_name(meta.name, fmt))) for fmt in formats], log,
                           study_oid=study_oid, created=created, metadata_version_oid=metadata_version_oid,
                           define_href=define_href)
 
