@@ -392,7 +392,9 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
     job.facts = assemble.read_study(study_level, study, log, dialect=dialect, survey=survey, medications=medications,
                                     files=study_files, source=str(input_path))
     if link_subjects is not None:
-        job.links = assemble.mrn_index(records_io.read_subjects(link_subjects, IssueLog()))
+        link_log = IssueLog()  # its findings are the user's to see; its rows are not this run's input rows
+        job.links = assemble.mrn_index(records_io.read_subjects(link_subjects, link_log))
+        log.extend(link_log.issues)
         if not job.links:
             raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
     return study
