@@ -104,10 +104,14 @@ def _summary(result, limit: int = 20) -> None:
 @click.option("--engine", "engine_name", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: this machine's processes; dask: a dask.distributed cluster (--scheduler, or a local one).")
 @click.option("--scheduler", default=None, help="With --engine dask: the scheduler address (tcp://host:8786).")
+@click.option("--pseudonymise-key-file", "key_file", type=click.Path(path_type=Path), default=None,
+              envvar="TRIALBRIDGE_PSEUDONYMISE_KEY_FILE", show_envvar=True,
+              help="To SDTM: USUBJID and SUBJID become keyed pseudonyms (HMAC-SHA256) under the secret in this "
+                   "file (never on the command line). Same key, same pseudonyms.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
             input_fhir_version: str, link_subjects: Path | None, study: str | None, workers: int | None, engine_name: str,
-            scheduler: str | None, quiet: bool) -> None:
+            scheduler: str | None, key_file: Path | None, quiet: bool) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from trialbridge.converters.engine import default_workers
     from trialbridge.converters.pipeline import convert as run
@@ -115,7 +119,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
                  fhir_version=fhir_version, input_fhir_version=input_fhir_version, link_subjects=link_subjects,
                  workers=default_workers() if workers == 0 else workers, engine_name=engine_name, scheduler=scheduler,
-                 progress=not quiet and sys.stderr.isatty())
+                 progress=not quiet and sys.stderr.isatty(), pseudonymise_key_file=key_file)
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(printable(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})"))
     _summary(result)

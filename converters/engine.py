@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
+from trialbridge.converters.core import privacy
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import RECORD_ORDER, Records, record_types
 from trialbridge.converters.core.spill import SortedSpill, sort_key
@@ -79,6 +80,7 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
 
     log = IssueLog()
     extra: dict[str, Any] = {}
+    identifying: list[tuple[str, str]] = []  # the subject's own names, phones … (never written)
     if job.source == "sdtm":
         rows = _sdtm_rows(job, items)
         if job.target == "sdtm":
@@ -86,8 +88,9 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
                                 for name, rs in rows.items()}, log)
         records, extra["unread"] = spokes.sdtm_subject_to_records(rows, job.study, log)
     elif job.source == "fhir":
-        records, extra["versions"] = spokes.fhir_group_to_records(job, items, log)
+        records, extra["versions"] = spokes.fhir_group_to_records(job, items, log, identifying)
         if records is None:  # resources only checked (study-level, or types with no mapping)
+            privacy.scrub_log(log, identifying)
             return GroupResult({}, log, extra)
     else:
         records = Records(study_id=job.study.study_id if job.study else None)
@@ -98,6 +101,19 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
             records.rows[kind].append(orjson.loads(data))
         for name, rows in records.rows.items():
             records.rows[name] = reject_repeats(rows, log, record_types()[name])
+    # free text never carries the subject's own identifying values to any output, findings
+    # included: redacted in the records before they are mapped, scrubbed from the group's log
+    identifying += privacy.subject_values(records)
+    privacy.redact_records(records, identifying, log)
+    out = _map_group(job, records, log, extra)
+    privacy.scrub_log(log, identifying)
+    return GroupResult(out, log, extra)
+
+
+def _map_group(job: Job, records: Records, log: IssueLog, extra: dict[str, Any]) -> dict[str, list]:
+    """One subject's records -> the rows of each output table, with their sort keys."""
+    from trialbridge.converters import spokes
+
     if job.target == "sdtm":
         from trialbridge.converters.formats.sdtm.stats import ColumnStats
 
@@ -118,7 +134,7 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
         for n, (rtype, key, res) in enumerate(spokes.records_to_fhir_rows(records, job.study, log,
                                                                           job.include_identifiers)):
             out.setdefault(rtype, []).append((sort_key([*key, n]), spokes.fhir_dumps(res)))
-    return GroupResult(out, log, extra)
+    return out
 
 
 def _sdtm_rows(job: Job, items: list[tuple[tuple, bytes]]) -> dict[str, list[dict]]:

@@ -3,6 +3,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import sys
 from collections import Counter
@@ -14,7 +15,7 @@ import orjson
 
 from trialbridge.converters import engine, spokes
 from trialbridge.converters.core.datasets import Dataset
-from trialbridge.converters.core import jsoncodec
+from trialbridge.converters.core import jsoncodec, privacy
 from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, manifest_differences, output_file, printable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
 from trialbridge.converters.core.records import RECORD_ORDER, record_type_for_file
@@ -121,13 +122,18 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
             link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
-            scheduler: str | None = None, progress: bool = False) -> RunResult:
+            scheduler: str | None = None, progress: bool = False, pseudonymise_key_file: Path | None = None
+            ) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
 
     The input streams into a spill grouped by subject; subjects are mapped one at a time
     (``workers`` processes, or Dask with ``engine_name="dask"``); outputs are written from
-    sorted sinks (:mod:`trialbridge.converters.engine`)."""
+    sorted sinks (:mod:`trialbridge.converters.engine`).
+
+    ``pseudonymise_key_file``: USUBJID and SUBJID become keyed pseudonyms
+    (:func:`converters.core.privacy.pseudonym`) under the secret in that file; records, ODM
+    or FHIR to SDTM only."""
     if to not in TARGETS:
         raise TrialbridgeError(f"--to must be one of {', '.join(TARGETS)}")
     log = IssueLog()
@@ -140,6 +146,12 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     if formats is not None and to == "records":
         raise TrialbridgeError(f"--format {formats} applies to --to sdtm (xpt, dataset-json, csv) and --to fhir "
                                "(ndjson, bundle); records are written as CSV")
+    key = None
+    if pseudonymise_key_file is not None:
+        if to != "sdtm" or kind == "sdtm":
+            raise TrialbridgeError("pseudonymised USUBJIDs are made when records, ODM or FHIR are converted to SDTM "
+                                   f"(this run: {kind} to {to})")
+        key = privacy.read_key(pseudonymise_key_file)  # before anything is written
     sdtm_formats = parse_formats(formats or "xpt") if to == "sdtm" else []
     if to == "fhir":
         if (formats or "ndjson") not in FHIR_FORMATS:
@@ -158,7 +170,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             result = _convert(input_path, kind, to, stage, log, sdtm_formats=sdtm_formats, formats=formats,
                               study_ref=study_ref, bundle_type=bundle_type, fhir_version=fhir_version,
                               input_fhir_version=input_fhir_version, link_subjects=link_subjects, workers=workers,
-                              engine_name=engine_name, scheduler=scheduler, progress=progress)
+                              engine_name=engine_name, scheduler=scheduler, progress=progress, key=key)
         except OSError as exc:
             if exc.errno not in WRITE_ERRNOS:  # anything else is a bug of ours and stays one
                 raise
@@ -172,7 +184,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
 def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: IssueLog, *, sdtm_formats: list[str],
              formats: str | None, study_ref: str | None, bundle_type: str, fhir_version: str,
              input_fhir_version: str, link_subjects: Path | None, workers: int | None, engine_name: str,
-             scheduler: str | None, progress: bool) -> RunResult:
+             scheduler: str | None, progress: bool, key: bytes | None = None) -> RunResult:
     """The conversion itself, every file written into the staging folder ``stage.path``."""
     output = stage.path
     result = RunResult(log=log, kind=kind)
@@ -198,6 +210,8 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
             study = _spill_fhir(input_path, spill, job, groups, log, study_ref, input_fhir_version, link_subjects, reporter)
         else:
             study = _spill_records(input_path, kind, stage, spill, groups, log, study_ref, reporter)
+        if key is not None:
+            study = dataclasses.replace(study, pseudonym_key=key)
         job.study = study
         result.study_id = result.study_id or (study.study_id if study else "")
         reporter.phase("map", len(groups))
@@ -233,12 +247,15 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
         _account_converted(log)
     elif kind == "fhir":
         _account_fhir(log)
-    return _finish(result, log, output, input_path, kind, to)
+    return _finish(result, log, output, input_path, kind, to,
+                   usubjid="pseudonymised (HMAC-SHA256, keyed)" if key is not None else None)
 
 
-def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, kind: str, to: str) -> RunResult:
+def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, kind: str, to: str,
+            usubjid: str | None = None) -> RunResult:
     _report_unmapped(log)
-    log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
+    log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id,
+                           **({"usubjid": usubjid} if usubjid else {}))
     result.written.append(write_issues(log, output_file(output, "issues.json")))
     return result
 
@@ -621,6 +638,11 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
             counts = r5.validate_r5(resources, log)
         else:
             counts = validate_resources(resources, log)
+        # a schema message may quote a Patient's name or phone: not in the report (docs/privacy.md)
+        from trialbridge.mappings.fhir.patient import identifying_values
+
+        privacy.scrub_log(log, [v for res in resources if isinstance(res, dict) and res.get("resourceType") == "Patient"
+                                for v in identifying_values(res)])
         result = RunResult(log=log, kind=kind)
         log.run = run_metadata(command="validate", input=str(path), input_kind=kind, resources=counts)
         if report is not None:

@@ -270,7 +270,8 @@ def records_to_fhir_rows(records: Records, study: Study, log: IssueLog, include_
     return assemble.subject_resources(records, study, log, include_identifiers)
 
 
-def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, dict[str, int]]:
+def fhir_group_to_records(job, items, log: IssueLog, identifying: list | None = None
+                          ) -> tuple[Records | None, dict[str, int]]:
     """One person's resources (spilled as the input's JSON, any FHIR version) -> canonical
     records, each resource parsed exactly and checked on the way: the R4 schema (models only
     for what it rejects) or the R5 schema; R5 resources are read through their R4 form.
@@ -280,7 +281,9 @@ def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, di
     accounted as its first copy was, a different one as rejected (the intake reported it).
     Every finding names the file its resource came from; each resource is counted under its
     file as converted, rejected or out of scope.  Schema findings on a resource that is out of
-    scope anyway are info: nothing of it reaches the output.  Also returns the versions seen."""
+    scope anyway are info: nothing of it reaches the output.  Also returns the versions seen.
+    The Patients' identifying values (names, telecom, identifiers, addresses) are added to
+    ``identifying`` for the redaction of free text (:mod:`converters.core.privacy`)."""
     from trialbridge.converters.core import jsoncodec
     from trialbridge.converters.core.issues import Issue
     from trialbridge.converters.engine import unpack
@@ -315,6 +318,10 @@ def fhir_group_to_records(job, items, log: IssueLog) -> tuple[Records | None, di
         else:
             validate_resources([res], checked, check_references=False, check_ids=False)
         first[rid] = (len(resources), data)
+        if identifying is not None and res.get("resourceType") == "Patient":
+            from trialbridge.mappings.fhir.patient import identifying_values
+
+            identifying.extend(identifying_values(res))
         resources.append(res)
         files.append(file)
         checks.append([replace_where(i, file) for i in checked.issues])

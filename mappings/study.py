@@ -7,7 +7,7 @@ configurations) or a path to a YAML file, and checks it against
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from trialbridge.converters.core import privacy
 from trialbridge.converters.core.issues import TrialbridgeError, schema_problem
 
 
@@ -62,6 +63,8 @@ class Visit:
 class Study:
     config: dict[str, Any]
     path: Path
+    # with a key, USUBJID (and SUBJID) are pseudonyms: converters.core.privacy.pseudonym
+    pseudonym_key: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def study_id(self) -> str:
@@ -88,7 +91,16 @@ class Study:
         return next((e for e in self.config["elements"] if e.get("course") == course), None)
 
     def usubjid(self, site_id: str, subject_id: str) -> str:
+        if self.pseudonym_key is not None:
+            return f"{self.study_id}-{self.subjid(site_id, subject_id)}"
         return self.config["usubjid_rule"].format(study_id=self.study_id, site_id=site_id, subject_id=subject_id)
+
+    def subjid(self, site_id: str, subject_id: str) -> str:
+        """DM.SUBJID: the subject id as the site wrote it, or its pseudonym with a key (the
+        site's number next to a pseudonymised USUBJID would undo the pseudonym)."""
+        if self.pseudonym_key is None:
+            return subject_id
+        return privacy.pseudonym(self.pseudonym_key, self.study_id, site_id, subject_id)
 
     def ts_value(self, parmcd: str) -> str | None:
         return next((t["value"] for t in self.config["trial_summary"] if t["parmcd"] == parmcd), None)

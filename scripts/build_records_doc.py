@@ -22,7 +22,8 @@ def main() -> int:
         "A records folder holds one file per record type, as CSV (UTF-8, header row, comma), as a JSON",
         "array of objects (`subjects.json`) or as NDJSON (`subjects.ndjson`). Every value is text as",
         "written at the site; an empty cell means \"not recorded\". Numbers in JSON keep their exact text.",
-        "Columns marked *identifying* stay in the records and never reach SDTM.",
+        "Columns marked *identifying* stay in the records and never reach SDTM. Columns marked *free text*",
+        "are scanned for the subject's own identifying values, which are redacted (docs/privacy.md).",
         "",
     ]
     for rtype in record_types().values():
@@ -35,6 +36,8 @@ def main() -> int:
             desc = prop.get("description", "")
             if prop.get("x-identifying"):
                 desc = "*identifying* — " + desc
+            if prop.get("x-free-text"):
+                desc = "*free text* — " + desc
             if "enum" in prop:
                 desc += " One of: " + ", ".join(f"`{v}`" for v in prop["enum"] if v) + "."
             lines.append(f"| `{name}` | {'yes' if name in rtype.required else ''} | {desc.replace('|', '/')} |")

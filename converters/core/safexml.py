@@ -173,7 +173,8 @@ def parse(source: str | Path | bytes) -> etree._ElementTree:
         if isinstance(source, bytes):
             tree = etree.fromstring(source, parser()).getroottree()
         else:
-            tree = etree.parse(str(source), parser())
+            with open(source, "rb") as fh:  # a file that cannot be opened is an OSError, as documented
+                tree = _parse_file(fh)
     except etree.XMLSyntaxError as exc:
         raise MalformedXMLError(f"not well-formed XML: {exc.msg}", line=exc.lineno or None) from None
     info = tree.docinfo
@@ -182,3 +183,14 @@ def parse(source: str | Path | bytes) -> etree._ElementTree:
         raise UnsafeXMLError("the document declares a DTD (entity declarations or an external DTD)",
                              doctype=info.doctype or None)
     return tree
+
+
+def _parse_file(fh) -> etree._ElementTree:
+    """libxml2 reports bytes that are not valid in the declared encoding as an ``OSError``
+    ("Error reading file ...: Invalid bytes in character encoding") although the file was
+    read: that is a malformed document, not an I/O failure (found by fuzzing)."""
+    try:
+        return etree.parse(fh, parser())
+    except OSError as exc:
+        reason = str(exc).rpartition("': ")[2] or str(exc)
+        raise MalformedXMLError(f"not well-formed XML: {reason}") from None

@@ -87,3 +87,58 @@ def _mrn(resource: dict, ctx: FhirContext) -> str | None:
     return next((i.get("value") for i in resource.get("identifier") or []
                  if any(c.get("code") == "MR" for c in (i.get("type") or {}).get("coding", [])) and i.get("value")),
                 None)
+
+
+def identifying_values(resource: dict) -> list[tuple[str, str]]:
+    """``(kind, value)`` of what identifies the person in a Patient: every name's family,
+    given and text; every telecom (phones as phone, anything else as an identifier); every
+    identifier's value; every address's lines, city, district, postal code and text (not
+    state or country, which identify no one).  For the redaction of free text
+    (``converters.core.privacy``); nothing here is written anywhere."""
+    out: list[tuple[str, str]] = []
+
+    def add(kind: str, value) -> None:
+        if isinstance(value, str) and value.strip():
+            out.append((kind, value))
+
+    for name in _dicts(resource.get("name")):
+        add("name", name.get("family"))
+        add("name", name.get("text"))
+        for given in _texts(name.get("given")):
+            add("name", given)
+    for telecom in _dicts(resource.get("telecom")):
+        add("phone" if telecom.get("system") in (None, "phone", "fax", "sms", "pager") else "identifier",
+            telecom.get("value"))
+    for ident in _dicts(resource.get("identifier")):
+        add("identifier", ident.get("value"))
+    for address in _dicts(resource.get("address")):
+        for line in _texts(address.get("line")):
+            add("address", line)
+        for part in ("city", "district", "postalCode", "text"):
+            add("address", address.get(part))
+    # shapes the schema rejects (a name given as text, a telecom not in a list): every text in them
+    for element, kind in (("name", "name"), ("telecom", "phone"), ("identifier", "identifier"), ("address", "address")):
+        value = resource.get(element)
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
+            for text in _leaves(value):
+                add(kind, text)
+    return out
+
+
+def _leaves(value) -> list[str]:
+    """Every text inside ``value``, codes and URLs of its ``system``/``use`` left out."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for v in value for t in _leaves(v)]
+    if isinstance(value, dict):
+        return [t for k, v in value.items() if k not in ("system", "use", "type", "url") for t in _leaves(v)]
+    return []
+
+
+def _dicts(value) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _texts(value) -> list:
+    return value if isinstance(value, list) else []

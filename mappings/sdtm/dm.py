@@ -41,6 +41,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         s = info.row
         row: dict[str, Any] = {"STUDYID": ctx.studyid, "DOMAIN": DOMAIN, "USUBJID": info.usubjid}
         forward(s, FIELDS, ctx, row)
+        row["SUBJID"] = ctx.study.subjid(s["site_id"], s["subject_id"])  # its pseudonym with a key
         row.update(RFSTDTC=info.rfstdtc, RFENDTC=info.rfendtc, RFXSTDTC=info.rfxstdtc, RFXENDTC=info.rfxendtc,
                    RFPENDTC=info.rfendtc)
         row["DTHFL"] = "Y" if s.get("death_date") else ""

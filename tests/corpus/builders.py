@@ -53,3 +53,26 @@ def long_ndjson_line(length: int = 17 << 20) -> bytes:
             b'{"subject_id": "101", "visit": "DAY 0", "start": "2020-06-18", "status": "DONE", "reason": "'
             + b"x" * length + b'"}\n'
             b'{"subject_id": "101", "visit": "DAY 7", "start": "2020-06-25", "status": "DONE"}\n')
+
+def fhir_name_in_ae_text(family: str = "Okonkwo") -> bytes:
+    """One subject of the FHIR sample as a Bundle (the study, the Patient, its ResearchSubject
+    and AdverseEvents), the Patient named ``family`` and that name typed into the first
+    AdverseEvent's text, as a hospital's EHR would send it."""
+    import json
+
+    folder = ROOT / "samples" / "nct04387942-fhir" / "ndjson"
+
+    def lines(kind: str) -> list[dict]:
+        return [json.loads(line) for line in (folder / f"{kind}.ndjson").read_text("utf-8").splitlines() if line]
+
+    ae = lines("AdverseEvent")
+    patient_ref = ae[0]["subject"]["reference"]
+    patient = next(p for p in lines("Patient") if f"Patient/{p['id']}" == patient_ref)
+    patient["name"] = [{"family": family, "given": ["Adaeze"], "use": "official"}]
+    subject = [r for r in lines("ResearchSubject") if r["individual"]["reference"] == patient_ref]
+    events = [a for a in ae if a["subject"]["reference"] == patient_ref]
+    events[0]["event"]["text"] = f"rash on arm ({family.upper()}'s mother reports)"
+    entries = [*lines("ResearchStudy"), patient, *subject, *events]
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in entries]}
+    return json.dumps(bundle, indent=1).encode("utf-8")

@@ -181,7 +181,7 @@ def _bundle_entries(bundle: dict, file: str, log: IssueLog, counter: list[int]) 
     """The resources of a Bundle of any type, entries numbered across nested Bundles."""
     btype = bundle.get("type")
     matches = 0
-    for entry in bundle.get("entry") or []:
+    for entry in _as_list(bundle.get("entry")):
         counter[0] += 1
         n = counter[0]
         resource = entry.get("resource") if isinstance(entry, dict) else None
@@ -193,13 +193,13 @@ def _bundle_entries(bundle: dict, file: str, log: IssueLog, counter: list[int]) 
             continue
         log.count_row(file, "read")
         if isinstance(resource, dict):
-            if ((entry.get("search") or {}).get("mode") or "match") == "match":
+            if (_as_dict(entry.get("search")).get("mode") or "match") == "match":
                 matches += 1
             yield FhirEntry(file, n, jsoncodec.dumps(resource), entry.get("fullUrl"), resource)
         elif isinstance(entry, dict) and (entry.get("request") or entry.get("response")):
-            action = entry.get("request") or {}
+            action = _as_dict(entry.get("request"))
             what = f"{action.get('method', '')} {action.get('url', '')}".strip() or \
-                f"response {(entry.get('response') or {}).get('status', '')}".strip()
+                f"response {_as_dict(entry.get('response')).get('status', '')}".strip()
             log.info("FHIR-BUNDLE-NO-RESOURCE", f"{btype} Bundle entry without a resource ({what}): nothing to "
                      "convert", file=file, record=n, value=what)
             log.count_row(file, "out_of_scope")
@@ -207,7 +207,7 @@ def _bundle_entries(bundle: dict, file: str, log: IssueLog, counter: list[int]) 
             log.error("FHIR-JSON", "Bundle entry has no resource", file=file, record=n)
             log.count_row(file, "rejected")
     if btype == "searchset":
-        following = next((link.get("url") for link in bundle.get("link") or []
+        following = next((link.get("url") for link in _as_list(bundle.get("link"))
                           if isinstance(link, dict) and link.get("relation") == "next"), None)
         total = bundle.get("total")
         if following or (isinstance(total, int) and total > matches):
@@ -216,6 +216,18 @@ def _bundle_entries(bundle: dict, file: str, log: IssueLog, counter: list[int]) 
                         + (f"; the next page ({following}) is not in the input" if following else "")
                         + ": resources on other pages are not converted", file=file, field="link",
                         value=following or total)
+
+
+def _as_dict(value) -> dict:
+    """A Bundle element that should be an object, or {} when the sender put something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _as_list(value) -> list:
+    """A Bundle element that should be an array (an object alone is read as one item)."""
+    if isinstance(value, list):
+        return value
+    return [value] if isinstance(value, dict) else []
 
 
 def _export_files(folder: Path, log: IssueLog) -> list[Path]:
