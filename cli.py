@@ -12,8 +12,35 @@ from trialbridge.converters.core.files import printable
 from trialbridge.converters.core.issues import TrialbridgeError
 
 
+_NoArgsIsHelp = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 class Group(click.Group):
-    """Turns our own errors into one red line; tracebacks only with --verbose."""
+    """Turns our own errors and usage errors into one red line; tracebacks only with --verbose."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NoArgsIsHelp as exc:  # bare `trialbridge`: the help text, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:  # unknown option, missing --to, a value out of range …
+            command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "trialbridge")
+            click.secho(f"error: {printable(_one_line(exc.format_message()))} (see '{command} --help')", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.secho(f"error: {printable(_one_line(exc.format_message()))}", fg="red", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.secho("aborted", fg="red", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:

@@ -103,7 +103,7 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
             kind, data = unpack(payload)
             records.rows[kind].append(orjson.loads(data))
         for name, rows in records.rows.items():
-            records.rows[name] = reject_repeats(rows, log)
+            records.rows[name] = reject_repeats(rows, log, record_types()[name])
     # free text never carries the subject's own identifying values to any output, findings
     # included: redacted in the records before they are mapped, scrubbed from the group's log
     identifying += privacy.subject_values(records)

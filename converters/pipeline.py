@@ -20,7 +20,7 @@ from trialbridge.converters.core import iso8601, jsoncodec, privacy
 from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.core.files import OutputStage, atomic_open, check_file_target, manifest_differences, output_file, printable
 from trialbridge.converters.core.issues import IssueLog, TrialbridgeError
-from trialbridge.converters.core.records import RECORD_ORDER
+from trialbridge.converters.core.records import RECORD_ORDER, record_type_for_file
 from trialbridge.converters.core.sdtm_spec import IG_VERSIONS, SHIPPED_IG
 from trialbridge.converters.core.spill import SortedSpill
 from trialbridge.converters.formats import define as define_xml
@@ -75,6 +75,9 @@ def detect_input(path: Path) -> str:
             return "fhir"
         if any(p.suffix.lower() in sdtm_io.READ_PREFERENCE for p in files):
             return "sdtm"
+    if path.is_file() and path.suffix.lower() in records_io.SUFFIXES and record_type_for_file(path.stem):
+        raise TrialbridgeError(f"{path}: one record file of a records folder; give the folder that holds it "
+                               f"({path.parent}) as the input")
     raise TrialbridgeError(f"{path}: not a records folder (subjects.csv …), an SDTM folder (dm.xpt …) "
                            "an ODM export (.xml) nor FHIR (Bundle .json, .ndjson)")
 
@@ -140,6 +143,14 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     log = IssueLog()
     _select_ct(ct_package)
     kind = detect_input(input_path)
+    if link_subjects is not None:
+        if kind != "fhir":
+            raise TrialbridgeError(f"--link-subjects links FHIR Patients to trial subjects; the input is {kind}, "
+                                   "not FHIR")
+        records_io.check_subjects_path(link_subjects)
+    if formats is not None and to == "records":
+        raise TrialbridgeError(f"--format {formats} applies to --to sdtm (xpt, dataset-json, csv) and --to fhir "
+                               "(ndjson, bundle); records are written as CSV")
     key = None
     if pseudonymise_key_file is not None:
         if to != "sdtm" or kind == "sdtm":
@@ -153,8 +164,6 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         if fhir_version not in FHIR_VERSIONS:
             raise TrialbridgeError(f"--fhir-version {fhir_version} is not supported yet; supported: "
                                    f"{', '.join(FHIR_VERSIONS)}")
-    if link_subjects is not None and not link_subjects.exists():
-        raise TrialbridgeError(f"{link_subjects}: no such file or folder")
     # the output folder is checked before any work: never the input, never a folder holding
     # files of someone else; everything is written into a staging folder beside it and
     # published whole by commit() (converters/core/files.py)
@@ -280,12 +289,17 @@ def _spill_records(input_path: Path, kind: str, stage: OutputStage, spill: Sorte
         stream = records_stream
         study_id = None
     n = 0
-    for name, row in stream:
-        group = row.get("subject_id", "")
-        groups.add(group)
-        spill.add((group, n), engine.pack(name, orjson.dumps(row)))
-        n += 1
-        reporter.advance_read()
+    try:
+        for name, row in stream:
+            group = row.get("subject_id", "")
+            groups.add(group)
+            spill.add((group, n), engine.pack(name, orjson.dumps(row)))
+            n += 1
+            reporter.advance_read()
+    except records_io.NoSubjects:  # a data problem: the findings are the answer (as for ODM)
+        write_issues(log, stage.file("issues.json"))
+        stage.commit()
+        raise
     if kind != "odm":
         study_id = records_stream.study_id
     return _study(study_ref, study_id, log, required=True)
@@ -468,8 +482,9 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
     job.facts = assemble.read_study(study_level, study, log, dialect=dialect, survey=survey, medications=medications,
                                     files=study_files, source=str(input_path))
     if link_subjects is not None:
-        folder = link_subjects if link_subjects.is_dir() else link_subjects.parent
-        job.links = assemble.mrn_index(records_io.read_records(folder, IssueLog())["subject"])
+        link_log = IssueLog()  # its findings are the user's to see; its rows are not this run's input rows
+        job.links = assemble.mrn_index(records_io.read_subjects(link_subjects, link_log))
+        log.extend(link_log.issues)
         if not job.links:
             raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
     return study
@@ -954,7 +969,7 @@ def _studyid(datasets: dict[str, Dataset]) -> str | None:
 
 def _account_converted(log: IssueLog) -> None:
     for counter in log.accounting.values():
-        counter["converted"] = counter.get("read", 0) - counter.get("rejected", 0)
+        counter["converted"] = counter.get("read", 0) - counter.get("rejected", 0) - counter.get("out_of_scope", 0)
 
 
 def _account_fhir(log: IssueLog) -> None:

@@ -109,7 +109,11 @@ class Study:
 
 def load_study(ref: str | Path) -> Study:
     path = Path(ref)
-    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+    looks_like_path = path.suffix.lower() in (".yaml", ".yml") or "/" in str(ref) or "\\" in str(ref)
+    if looks_like_path and not path.is_file():
+        raise TrialbridgeError(f"{path}: no such study configuration file" if not path.exists() else
+                               f"{path}: not a file (a study configuration is a YAML file)")
+    if not (path.suffix.lower() in (".yaml", ".yml") and path.exists()):
         studies = bundled_studies()
         key = str(ref).upper()
         if key not in studies:
@@ -118,8 +122,16 @@ def load_study(ref: str | Path) -> Study:
         path = studies[key]
     try:
         config = yaml.safe_load(path.read_text("utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise TrialbridgeError(f"{path}: cannot read study configuration: {exc}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TrialbridgeError(f"{path}: study configuration is not valid YAML{where}: {what}") from exc
+    if not isinstance(config, dict):
+        raise TrialbridgeError(f"{path}: study configuration invalid at (top level): a YAML "
+                               f"{type(config).__name__ if config is not None else 'empty document'}, not a mapping")
     problem = schema_problem(_validator(), config)
     if problem:
         raise TrialbridgeError(f"{path}: study configuration invalid {problem}")

@@ -163,7 +163,8 @@ def test_records_json_reader_keeps_number_text(tmp_path):
     rows = list(records_io._iter_json(path, "lab_results"))
     assert rows[0][1] == {"result": "1.30", "low": "1e3", "high": "-0", "n": "12345678901234567890", "x": "0.1",
                           "ok": True}
-    assert rows[1][1] == [1] and rows[1][2] == []  # rejected by the caller: "row is not an object"
+    assert isinstance(rows[1][1], records_io.BadRow) and rows[1][2] == []  # rejected by the caller
+    assert rows[1][1].message.startswith("row is not an object but a JSON array")
 
 
 def _tokens(text: str):

@@ -200,11 +200,18 @@ def test_mapping_naming_an_unknown_field_is_refused(tmp_path):
         odm_io.load_mapping(data)
 
 
-def test_unknown_study_oid_is_a_usage_error(tmp_path):
+def test_unknown_study_oid_is_a_finding_and_other_studies_still_convert(tmp_path):
     path = tmp_path / "x.xml"
-    path.write_text(_odm(_dm("001"), study_oid="NCT00000000"), "utf-8")
-    with pytest.raises(TrialbridgeError, match="no ODM mapping"):
-        odm_io.read_odm(path, IssueLog())
+    other = ('</ClinicalData><ClinicalData StudyOID="NCT00000000" MetaDataVersionOID="M">'
+             + _dm("900") + _dm("901"))
+    path.write_text(_odm(_dm("001") + other), "utf-8")
+    log = IssueLog()
+    records = odm_io.read_odm(path, log)
+    assert [r["subject_id"] for r in records["subject"]] == ["001"]
+    [issue] = [i for i in log.issues if i.code == "ODM-UNKNOWN-STUDY"]
+    assert (issue.severity, issue.field, issue.value) == ("error", "StudyOID", "NCT00000000")
+    assert "its 2 subject(s) and 2 item group(s) were not converted" in issue.message
+    assert log.accounting[f"{path}#subjects"] == {"read": 3, "rejected": 2}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,7 +99,8 @@ def test_spreadsheet_cp1252_csv_is_read_with_a_warning(tmp_path):
 
 @pytest.mark.parametrize("name, content, message", [
     ("subjects.csv", "study_id,site_id,subject_id\n", "no subject row could be read (0 row(s) read"),
-    ("subjects.json", '{"a": 1}', "expected a JSON array of objects"),
+    ("subjects.json", '{"a": 1}', "first: REC-JSON file holds a JSON object, not an array of record objects"),
+    ("subjects.csv", "", "0 row(s) read, 0 rejected)"),
 ])
 def test_unusable_subject_files_give_one_clear_error(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)

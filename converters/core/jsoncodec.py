@@ -149,8 +149,14 @@ def _exact_int(token: str) -> int | Decimal:
     return Decimal(token) if token == "-0" else int(token)
 
 
-_exact_decoder = json.JSONDecoder(parse_float=_exact_float)  # ints: the C scanner's own int()
-_exact_decoder_negative_zero = json.JSONDecoder(parse_float=_exact_float, parse_int=_exact_int)
+def _no_constant(token: str) -> Any:
+    raise JsonSyntaxError(f"{token} is not a JSON value")
+
+
+# ints: the C scanner's own int(); NaN / Infinity are not JSON and are refused as orjson refuses them
+_exact_decoder = json.JSONDecoder(parse_float=_exact_float, parse_constant=_no_constant)
+_exact_decoder_negative_zero = json.JSONDecoder(parse_float=_exact_float, parse_int=_exact_int,
+                                                parse_constant=_no_constant)
 _NEGATIVE_ZERO = re.compile(rb"-0[ \t\r\n]*(?:[,\]}]|\Z)")
 _NEGATIVE_ZERO_STR = re.compile(r"-0[ \t\r\n]*(?:[,\]}]|\Z)")
 
@@ -193,6 +199,8 @@ def loads(data: bytes | str) -> Any:
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc) or "recursion" in str(exc):
             raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        if "infinity when parsed as double" in str(exc):  # 1e400: valid JSON, beyond a double
+            return _exact_only(data)
         raise JsonSyntaxError(str(exc)) from None
     if _bracket_count(data) > MAX_DEPTH and _depth_exceeds(fast, MAX_DEPTH):  # cheap bound first
         raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels")
@@ -213,6 +221,20 @@ def loads(data: bytes | str) -> Any:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise JsonSyntaxError(str(exc)) from None
     except RecursionError:  # cannot happen: depth was checked above
+        raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+
+
+def _exact_only(data: bytes | str) -> Any:
+    """The exact path alone, for a document orjson refuses only for a number beyond a double
+    (``1e400`` is valid JSON): the number keeps its text as an :class:`ExactDecimal`."""
+    if _bracket_count(data) > MAX_DEPTH:
+        raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return _exact_decoder_negative_zero.decode(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise JsonSyntaxError(str(exc)) from None
+    except RecursionError:
         raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
 
 

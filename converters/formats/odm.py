@@ -14,9 +14,13 @@ Reading
       external identifier, or a prolog beyond the scan limit, is refused before parsing
       (ODM-XML-UNSAFE); the parser has entity resolution, DTD loading, network access and
       huge trees off.  Malformed XML is one ODM-XML-PARSE error, never a traceback.
-    * ``TransactionType`` Insert / Update / Remove is applied in file order at every
-      level (subject, event, form, item group, item); Update merges, Remove deletes.
-      Remove and conflicting transactions are reported (ODM-TRANSACTION-*).
+    * ``TransactionType`` Insert / Update / Remove / Upsert / Context is applied in file
+      order at every level (subject, event, form, item group, item); Update and Upsert
+      merge, Remove deletes, Context only locates what it holds.  Remove and conflicting
+      transactions are reported (ODM-TRANSACTION-*); any other type is an error and its
+      element is not applied (ODM-TRANSACTION-UNKNOWN).
+    * A ClinicalData whose StudyOID has no mapping is one ODM-UNKNOWN-STUDY error; the
+      ClinicalData of other studies in the file are still read.
     * ``ItemData/@Value`` and the typed ``ItemDataString``, ``ItemDataInteger`` … of ODM
       1.3.2 (value as element text) are read; ``IsNull="Yes"`` is an empty value.
     * Nothing is dropped silently: unmapped study events, forms, item groups and items are
@@ -150,6 +154,13 @@ def mapping_resource(study_oid: str):
     return resources.files("trialbridge.mappings").joinpath("odm", f"{safe}.yaml")
 
 
+def _bundled_mapping(study_oid: str) -> OdmMapping | None:
+    """The bundled mapping of a StudyOID, None when there is none (reported by the reader)."""
+    if not study_oid or not mapping_resource(study_oid).is_file():
+        return None
+    return load_mapping(None, study_oid)
+
+
 def load_mapping(ref: str | Path | dict | OdmMapping | None = None, study_oid: str | None = None) -> OdmMapping:
     """A mapping from a path, a parsed dict, or (``ref`` None) the bundled one for ``study_oid``.
 
@@ -240,14 +251,19 @@ def _local(name: str | None) -> str | None:
 
 
 def is_odm(path: str | Path) -> bool:
-    """True for an XML file whose root element is ``ODM`` (found without parsing the file)."""
+    """True for an XML file whose root element is ``ODM`` (found without parsing the file), or
+    whose prolog runs past the safe-XML scan limit (so that the reader refuses it by name)."""
     path = Path(path)
     if not path.is_file() or path.suffix.lower() != ".xml":
         return False
     try:
-        return _local(safexml.scan_prolog(path).root) == "ODM"
+        prolog = safexml.scan_prolog(path)
     except OSError:
         return False
+    # no root within the scan limit: padding in front of something; the reader refuses it
+    # with a finding (ODM-XML-UNSAFE) rather than the file being "not an input we know"
+    return _local(prolog.root) == "ODM" or (prolog.root is None and prolog.problem is not None
+                                             and "longer than" in prolog.problem)
 
 
 def _parse(path: Path, log: IssueLog) -> etree._Element | None:
@@ -290,6 +306,10 @@ class _Node:
         self.line = line
 
 
+# ODM 1.3.2 TransactionType values: Upsert inserts or updates without complaint; Context only
+# locates the data inside it (created when absent, as ODM means it), and on ItemData sets nothing.
+TRANSACTION_TYPES = ("Insert", "Update", "Remove", "Upsert", "Context")
+
 _LEVELS = (
     ("SubjectData", "SubjectKey", None),
     ("StudyEventData", "StudyEventOID", "StudyEventRepeatKey"),
@@ -303,10 +323,23 @@ class _Transactions:
         self.log, self.fname = log, fname
         self.counts: Counter = Counter()
 
+    def known(self, tx: str | None, el: etree._Element, label: str) -> bool:
+        if tx is None or tx in TRANSACTION_TYPES:
+            return True
+        if el.tag == _q("SubjectData"):  # a subject record read and not converted
+            self.log.count_row(f"{self.fname}#subjects", "read")
+            self.log.count_row(f"{self.fname}#subjects", "rejected")
+        self.log.error("ODM-TRANSACTION-UNKNOWN", f"TransactionType {tx!r} on {etree.QName(el).localname} {label} is none of "
+                       f"ODM's ({', '.join(TRANSACTION_TYPES)}): what it meant cannot be told; it and everything "
+                       "inside it were not applied", file=self.fname, record=label, field="TransactionType", value=tx)
+        return False
+
     def apply(self, parent: _Node, key: tuple, el: etree._Element, label: str) -> _Node | None:
         tx = el.get("TransactionType")
         if tx:
             self.counts[tx] += 1
+        if not self.known(tx, el, label):
+            return None
         if tx == "Remove":
             if parent.children.pop(key, None) is None:
                 self.log.warning("ODM-TRANSACTION-CONFLICT", f"Remove of {label}, which does not exist; nothing "
@@ -327,6 +360,8 @@ class _Transactions:
         tx = el.get("TransactionType")
         if tx:
             self.counts[tx] += 1
+        if not self.known(tx, el, f"{label} item {oid}") or tx == "Context":  # Context: no value of its own
+            return
         items = group.attrs
         if tx == "Remove":
             if items.pop(oid, None) is None:
@@ -378,17 +413,28 @@ def read_odm(path: str | Path, log: IssueLog, mapping: str | Path | dict | OdmMa
     clinical = root.findall(_q("ClinicalData"))
     if not clinical:
         log.warning("ODM-NO-CLINICAL-DATA", "the file holds no ClinicalData; no records read", file=fname)
-    mappings: dict[str, OdmMapping] = {}
+    mappings: dict[str, OdmMapping | None] = {}
     for cd in clinical:
         study_oid = (cd.get("StudyOID") or "").strip()
         if study_oid not in mappings:
-            mappings[study_oid] = given or load_mapping(None, study_oid)
+            mappings[study_oid] = given or _bundled_mapping(study_oid)
+        if mappings[study_oid] is None:  # no mapping: nothing of this study can be placed
+            subjects = cd.findall(_q("SubjectData"))
+            groups = sum(1 for _ in cd.iter(_q("ItemGroupData")))
+            log.error("ODM-UNKNOWN-STUDY", f"ClinicalData of StudyOID {study_oid!r} (line {cd.sourceline}): no ODM "
+                      f"mapping for this study (mappings/odm/{mapping_resource(study_oid or 'none').name}); its "
+                      f"{len(subjects)} subject(s) and {groups} item group(s) were not converted", file=fname,
+                      field="StudyOID", value=study_oid)
+            log.count_row(f"{fname}#subjects", "read", len(subjects))
+            log.count_row(f"{fname}#subjects", "rejected", len(subjects))
+            continue
         for subj in cd.iterchildren(_q("SubjectData")):
             key_value = (subj.get("SubjectKey") or "").strip()
             skey = (study_oid, key_value)
             snode = tx.apply(top, skey, subj, key_value or "(no SubjectKey)")
             if snode is None:
-                site_of.pop(skey, None)
+                if subj.get("TransactionType") == "Remove":
+                    site_of.pop(skey, None)
                 continue
             site = subj.find(_q("SiteRef"))
             if site is not None and site.get("LocationOID"):
@@ -456,6 +502,10 @@ def _to_raw_rows(top: _Node, site_of: dict[tuple, str], mappings: dict[str, OdmM
                         elif value:
                             unmapped_items[(form_oid, item_oid)] += 1
                     raw[form.record].append((ref, row))
+    unplaced = sum(unmapped_events.values()) + sum(unmapped_forms.values()) + sum(unmapped_groups.values())
+    if unplaced:  # item groups the mapping does not take: read, out of scope (the warnings below say which)
+        log.count_row(f"{fname}#unmapped", "read", unplaced)
+        log.count_row(f"{fname}#unmapped", "out_of_scope", unplaced)
     for oid, n in sorted(unmapped_events.items(), key=lambda kv: str(kv[0])):
         log.warning("ODM-UNMAPPED-EVENT", f"StudyEventOID {oid} names no study event of the mapping; its {n} item "
                     "group(s) were not converted", file=fname, field=oid, value=n)

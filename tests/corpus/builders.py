@@ -19,6 +19,41 @@ def deep_json(depth: int = 100_000) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
+def long_field_csv(length: int = 200_000) -> bytes:
+    """visits.csv whose second row has a ``reason`` of ``length`` characters (one line)."""
+    return ("subject_id,visit,start,end,status,reason\n"
+            "101,SCREENING,2020-06-13,,DONE,\n"
+            f"101,DAY 0,2020-06-18,,NOT DONE,{'x' * length}\n"
+            "101,DAY 7,2020-06-25,,DONE,\n").encode("ascii")
+
+
+def xml_attack(name: str) -> bytes:
+    """One hostile ODM document of ``tests/xml_attacks.py`` (an XXE names /etc/hostname)."""
+    import importlib.util
+
+    from trialbridge.converters.core import safexml
+
+    spec = importlib.util.spec_from_file_location("xml_attacks", ROOT / "tests" / "xml_attacks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.attack_documents("file:///etc/hostname", safexml.PROLOG_LIMIT)[name].encode("utf-8")
+
+
+def long_csv_line(cells: int = 600_000) -> bytes:
+    """visits.csv whose second row is one physical line of ``cells`` short cells (over 1 MiB)."""
+    return ("subject_id,visit,start,end,status,reason\n"
+            "101,SCREENING,2020-06-13,,DONE,\n"
+            + "101,DAY 0,2020-06-18,,DONE," + ",x" * cells + "\n"
+            "101,DAY 7,2020-06-25,,DONE,\n").encode("ascii")
+
+
+def long_ndjson_line(length: int = 17 << 20) -> bytes:
+    """visits.ndjson whose second line is a record with a ``reason`` of ``length`` characters."""
+    return (b'{"subject_id": "101", "visit": "SCREENING", "start": "2020-06-13", "status": "DONE"}\n'
+            b'{"subject_id": "101", "visit": "DAY 0", "start": "2020-06-18", "status": "DONE", "reason": "'
+            + b"x" * length + b'"}\n'
+            b'{"subject_id": "101", "visit": "DAY 7", "start": "2020-06-25", "status": "DONE"}\n')
+
 def fhir_name_in_ae_text(family: str = "Okonkwo") -> bytes:
     """One subject of the FHIR sample as a Bundle (the study, the Patient, its ResearchSubject
     and AdverseEvents), the Patient named ``family`` and that name typed into the first
