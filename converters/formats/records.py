@@ -103,6 +103,12 @@ def _first_bad_byte(path: Path, encoding: str) -> tuple[int, str] | None:
             offset += len(chunk)
 
 
+def csv_encoding(path: Path) -> str:
+    """The encoding an SDTM CSV is read with: UTF-8 (a byte order mark or not) when it is
+    valid UTF-8, else Windows-1252 (what spreadsheets save; the SDTM reader says so)."""
+    return "utf-8-sig" if _first_bad_byte(path, "utf-8") is None else "cp1252"
+
+
 def text_encoding(path: Path, log: IssueLog | None = None) -> str:
     """The encoding a record file is read with (``name`` or ``name/replace``), said in an issue
     when it is not plain UTF-8.
