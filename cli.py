@@ -74,10 +74,15 @@ def _summary(result, limit: int = 20) -> None:
 @click.option("--engine", "engine_name", type=click.Choice(["local", "dask"]), default="local", show_default=True,
               help="local: this machine's processes; dask: a dask.distributed cluster (--scheduler, or a local one).")
 @click.option("--scheduler", default=None, help="With --engine dask: the scheduler address (tcp://host:8786).")
+@click.option("--meddra", "meddra", type=click.Path(path_type=Path), default=None,
+              help="Folder of a licensed MedDRA ASCII distribution (MedAscii: llt.asc, pt.asc, mdhier.asc …): "
+                   "adverse events are coded from their LLT or PT and given codes are checked.")
+@click.option("--meddra-version", default=None,
+              help="MedDRA version for define.xml when the folder has no meddra_release.asc (or no folder is given).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
             input_fhir_version: str, link_subjects: Path | None, study: str | None, workers: int | None, engine_name: str,
-            scheduler: str | None, quiet: bool) -> None:
+            scheduler: str | None, meddra: Path | None, meddra_version: str | None, quiet: bool) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from trialbridge.converters.engine import default_workers
     from trialbridge.converters.pipeline import convert as run
@@ -85,7 +90,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
                  fhir_version=fhir_version, input_fhir_version=input_fhir_version, link_subjects=link_subjects,
                  workers=default_workers() if workers == 0 else workers, engine_name=engine_name, scheduler=scheduler,
-                 progress=not quiet and sys.stderr.isatty())
+                 progress=not quiet and sys.stderr.isatty(), meddra=meddra, meddra_version=meddra_version)
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})")
     _summary(result)
@@ -96,11 +101,16 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--report", type=click.Path(path_type=Path), default=None, help="Write every finding to this file: .html (browsable report) or .json.")
-def validate(path: Path, report: Path | None) -> None:
+@click.option("--meddra", "meddra", type=click.Path(path_type=Path), default=None,
+              help="Folder of a licensed MedDRA ASCII distribution (MedAscii: llt.asc, pt.asc, mdhier.asc …): "
+                   "the AE MedDRA variables are checked against it.")
+@click.option("--meddra-version", default=None,
+              help="MedDRA version for define.xml when the folder has no meddra_release.asc (or no folder is given).")
+def validate(path: Path, report: Path | None, meddra: Path | None, meddra_version: str | None) -> None:
     """Check an SDTM folder (schemas, conformance rules) or FHIR output (R4 schema, models, references)."""
     from trialbridge.converters.pipeline import validate as run
 
-    result = run(path, report)
+    result = run(path, report, meddra=meddra, meddra_version=meddra_version)
     click.echo(f"validated {path} (study {result.study_id})")
     _summary(result, limit=50)
     sys.exit(1 if result.log.has_errors else 0)

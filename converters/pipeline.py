@@ -117,7 +117,8 @@ def _study(ref: str | None, named: str | None, log: IssueLog, required: bool) ->
 def convert(input_path: Path, to: str, output: Path, *, formats: str | None = None, study_ref: str | None = None,
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
             link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
-            scheduler: str | None = None, progress: bool = False) -> RunResult:
+            scheduler: str | None = None, progress: bool = False, meddra: Path | None = None,
+            meddra_version: str | None = None) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
 
@@ -131,6 +132,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     if output.exists() and not output.is_dir():
         raise TrialbridgeError(f"{output}: exists and is not a folder")
     sdtm_formats = parse_formats(formats or "xpt") if to == "sdtm" else []
+    dictionary = _meddra(meddra, meddra_version)  # a bad folder stops the run before any reading
     if to == "fhir":
         if (formats or "ndjson") not in FHIR_FORMATS:
             raise TrialbridgeError(f"FHIR output format must be one of {', '.join(FHIR_FORMATS)}, not {formats!r}")
@@ -140,7 +142,9 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
     result = RunResult(log=log, kind=kind)
     reporter = _Progress(progress)
     with SortedSpill("input") as spill:
-        job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to)
+        job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to,
+                         meddra=dictionary.folder if dictionary else None, meddra_version=meddra_version)
+        version = dictionary.version if dictionary else meddra_version
         groups: set[str] = set()  # one key per subject: the number of subjects to map
         if kind == "sdtm":
             datasets = sdtm_io.read_sdtm_folder(input_path, log)
@@ -152,7 +156,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
                             "(ResearchStudy, arms, sites) taken from the folder's own TS/TA/TE/TV/DM")
             result.study_id = study.study_id if study else (named or "")
             if to == "sdtm":  # a change of format: the datasets themselves are the output
-                result.written = _write_sdtm(datasets, study, output, sdtm_formats, log, result.study_id)
+                result.written = _write_sdtm(datasets, study, output, sdtm_formats, log, result.study_id,
+                                             meddra_version=version)
                 return _finish(result, log, output, input_path, kind, to)
             _spill_sdtm(datasets, spill, job, groups, log)
             del datasets
@@ -169,6 +174,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         sinks = engine.run(job, spill, log, workers=workers, engine=engine_name, scheduler=scheduler,
                            progress=reporter.advance)
     reporter.phase("write", None)
+    _report_meddra(sinks.meddra, dictionary, log)
     try:
         if job.source == "sdtm":
             spokes.report_unread([sinks.unread], job.sdtm_variables, job.sdtm_sources, log)
@@ -185,7 +191,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
         if to == "records":
             result.written = _write_records(sinks, output)
         elif to == "sdtm":
-            result.written = _write_sdtm_stream(sinks, study, output, sdtm_formats, log, result.study_id)
+            result.written = _write_sdtm_stream(sinks, study, output, sdtm_formats, log, result.study_id,
+                                                meddra_version=version)
         else:
             result.written = _write_fhir(sinks, study, log, output, formats or "ndjson", bundle_type, fhir_version)
     finally:
@@ -204,6 +211,43 @@ def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, ki
     log.run = run_metadata(command="convert", input=str(input_path), input_kind=kind, to=to, study=result.study_id)
     result.written.append(write_issues(log, output / "issues.json"))
     return result
+
+
+# ----------------------------------------------------------------------------- MedDRA
+
+
+def _meddra(folder: Path | None, version: str | None):
+    """The --meddra dictionary (loaded once per process; a folder that is not a MedDRA ASCII
+    distribution is a usage error, one line), or None."""
+    if folder is None:
+        return None
+    from trialbridge.mappings.terminology import meddra
+
+    return meddra.load(str(Path(folder).resolve()), version)
+
+
+MEDDRA_HOW = ("give the licensed dictionary with --meddra DIR (its MedAscii folder), or the codes in the input "
+              "(adverse_events llt_code/pt_code columns, or a FHIR AdverseEvent.event coding with system "
+              "http://terminology.hl7.org/CodeSystem/mdr)")
+
+
+def _report_meddra(tally: Counter, dictionary, log: IssueLog) -> None:
+    """One line per input file of adverse events: how many have MedDRA codes, and how to
+    give them."""
+    for file in sorted({f for f, _ in tally}):
+        coded, missing = tally[(file, "coded")], tally[(file, "not coded")]
+        total, where_ = coded + missing, {"file": file or None}
+        if dictionary is not None:
+            log.info("MEDDRA-CODED", f"{coded} of {total} adverse event(s) coded with MedDRA {dictionary.version} "
+                     f"({dictionary.folder}); {missing} not coded (their MEDDRA-TERM-* / MEDDRA-CODE-* findings "
+                     "say why)", value=missing, **where_)
+        elif missing:
+            log.warning("MEDDRA-NOT-CODED", f"{missing} of {total} adverse event(s) have no MedDRA codes: AELLTCD, "
+                        "AEPTCD, AEHLTCD, AEHLGTCD, AEBDSYCD and AESOCCD stay empty (CDISC CORE-000024); "
+                        + MEDDRA_HOW, value=missing, **where_)
+    if dictionary is not None and tally and dictionary.version == "unspecified":
+        log.warning("MEDDRA-NO-VERSION", "the MedDRA folder has no meddra_release.asc: define.xml gives the "
+                    "version as unspecified; give --meddra-version", file=dictionary.folder)
 
 
 # ----------------------------------------------------------------------------- readers -> spill
@@ -409,13 +453,14 @@ def _write_records(sinks: engine.Sinks, output: Path) -> list[Path]:
 
 
 def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path, sdtm_formats: list[str],
-                log: IssueLog, study_id: str) -> list[Path]:
+                log: IssueLog, study_id: str, meddra_version: str | None = None) -> list[Path]:
     validate_datasets(datasets, log)
     created = creation_datetime()  # one creation time for every file of the run
     written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN", created=created)
     # define.xml describing exactly what was written, validated against the XSD and read back
     # to check it agrees with the datasets (lengths, labels, variables)
-    dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats, created=created)
+    dpath = define_xml.write_define(datasets, study, output / "define.xml", log, formats=sdtm_formats, created=created,
+                                    meddra_version=meddra_version)
     written.append(dpath)
     written.append(define_xml.write_stylesheet(output))
     meta = define_xml.read_define(dpath, log)
@@ -425,7 +470,7 @@ def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path,
 
 
 def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_formats: list[str], log: IssueLog,
-                       study_id: str) -> list[Path]:
+                       study_id: str, meddra_version: str | None = None) -> list[Path]:
     """Every dataset streamed from its sink into its writers (all formats in one pass), the
     trial design datasets from the study; define.xml from the column statistics the workers
     gathered; nothing read back but define.xml itself."""
@@ -457,7 +502,7 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
         visitor.end()
     rules.finish()
     dpath = define_xml.write_define_from_stats(metas, stats, study, output / "define.xml", log, formats=sdtm_formats,
-                                               created=created)
+                                               created=created, meddra_version=meddra_version)
     written.append(dpath)
     written.append(define_xml.write_stylesheet(output))
     meta_read = define_xml.read_define(dpath, log)
@@ -584,9 +629,11 @@ def _report_stale(output: Path, written: list[Path], log: IssueLog) -> None:
                         file=str(p))
 
 
-def validate(path: Path, report: Path | None = None) -> RunResult:
+def validate(path: Path, report: Path | None = None, *, meddra: Path | None = None,
+             meddra_version: str | None = None) -> RunResult:
     log = IssueLog()
     kind = detect_input(path)
+    dictionary = _meddra(meddra, meddra_version)
     if kind == "fhir":
         resources = list(fhir_io.read_fhir(path, log))
         if r5.detect_versions(resources, log) == "R5":
@@ -604,6 +651,8 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
     if not datasets:
         raise TrialbridgeError(f"{path}: no SDTM datasets found")
     validate_datasets(datasets, log)
+    if dictionary is not None and "AE" in datasets:
+        _check_ae_meddra(datasets["AE"], dictionary, log)
     define_status = _check_define(path / "define.xml", datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
     log.run = run_metadata(command="validate", input=str(path), study=result.study_id)
@@ -612,6 +661,38 @@ def validate(path: Path, report: Path | None = None) -> RunResult:
                                             rows={name: len(ds.rows) for name, ds in datasets.items()},
                                             define_status=define_status))
     return result
+
+
+def _check_ae_meddra(ae: Dataset, dictionary, log: IssueLog) -> None:
+    """Each AE row's MedDRA variables against the dictionary: the row is coded again from
+    its LLT and PT codes (or, without them, its terms) and its body system's name, and every
+    MedDRA variable that comes out otherwise is MEDDRA-SDTM-DIFFERS."""
+    from trialbridge.mappings.sdtm import ae as ae_mapping
+    from trialbridge.mappings.terminology import meddra
+
+    fields = (*(f for f in ae_mapping.FIELDS if f.record in (*meddra.CODE_FIELDS, *meddra.NAME_FIELDS)),
+              *ae_mapping.SOC_FIELDS)
+    kept = ("llt_code", "pt_code", "decoded_term", "body_system")  # what the rest is derived from
+    file = ae.source or "AE"
+    for row_no, row in enumerate(ae.rows, start=1):
+        given = {f.record: derive_text(row.get(f.variable)) for f in fields}
+        rec = {k: given[k] for k in kept if given.get(k)}
+        rec["term"] = derive_text(row.get("AETERM"))
+        rec["_where"] = {"file": file, "record": row_no}
+        meddra.code_event(rec, dictionary, log)
+        if not rec.get("soc") and not rec.get("soc_code"):
+            rec["soc"], rec["soc_code"] = rec.get("body_system", ""), rec.get("body_system_code", "")
+        for f in fields:
+            have, want = given.get(f.record, ""), rec.get(f.record, "")
+            if meddra.normalise(have) != meddra.normalise(want):
+                log.warning("MEDDRA-SDTM-DIFFERS", f"{f.variable} is not what MedDRA {dictionary.version} gives "
+                            f"({want!r})", file=file, record=row_no, field=f.variable, value=have)
+
+
+def derive_text(value) -> str:
+    from trialbridge.mappings.derive import format_number
+
+    return format_number(value) if isinstance(value, (int, float)) else str(value or "").strip()
 
 
 def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> str:

@@ -76,8 +76,9 @@ def test_hl7_examples_folder(tmp_path):
         # the two errors are about what is missing in the data, not about anything out of scope:
         "DM-UNKNOWN-ARM": 1,  # a candidate with no assignedArm
         "SDTM-REQ-MISSING": 1,  # AEDECOD: the example's event is coded in SNOMED CT only
+        "MEDDRA-NOT-CODED": 1,  # the same event: no MedDRA code (and no --meddra)
     })
-    assert report["summary"] == {"error": 2, "warning": 5, "info": 36}  # 29 + 3 + 4 assumed/not mapped
+    assert report["summary"] == {"error": 2, "warning": 6, "info": 36}  # 29 + 3 + 4 assumed/not mapped
     assert not [i for i in report["issues"] if i["severity"] == "error" and i["code"].startswith("FHIR-")]
     assert all(i["file"] for i in report["issues"])  # every finding names the file it is about
     dm = _csv(tmp_path / "dm.csv")
