@@ -101,6 +101,10 @@ def test_run_summary_and_noncurrent_findings(coded):
 
 def test_define_gives_the_distribution_version(coded):
     assert meddra_version_in(coded / "define.xml") == "0.1-tiny"
+    root = etree.parse(str(coded / "define.xml"))
+    for var in ("AELLTCD", "AEPTCD", "AEHLTCD", "AEHLGTCD", "AEBDSYCD", "AESOCCD"):  # 8-digit codes, integers
+        item = root.find(f".//odm:ItemDef[@OID='IT.AE.{var}']", NS)
+        assert (item.get("DataType"), item.get("Length")) == ("integer", "8"), var
 
 
 def test_without_a_dictionary_one_warning_says_how_many_and_how(tmp_path):
@@ -210,6 +214,17 @@ def test_a_name_two_current_llts_share_is_ambiguous(tmp_path):
     (issue,) = log.issues
     assert (issue.code, issue.field) == ("MEDDRA-TERM-AMBIGUOUS", "decoded_term")
     assert "Pyrexia (93000002); pyrexia (94000099)" in issue.message
+
+
+def test_a_latin_1_distribution_is_read(tmp_path):
+    folder = tmp_path / "latin1"
+    shutil.copytree(TINY, folder)
+    with open(folder / "llt.asc", "ab") as fh:
+        fh.write("94000098$Fi\u00e8vre l\u00e9g\u00e8re$93000002$$$$$$$Y$$\n".encode("latin-1"))
+    rec = event(term="FIÈVRE LÉGÈRE")
+    ok, log = code(rec, meddra.load(str(folder)))
+    assert ok and not log.issues
+    assert (rec["llt"], rec["llt_code"], rec["pt_code"]) == ("Fièvre légère", "94000098", "93000002")
 
 
 # ----------------------------------------------------------------------------- codes in the input

@@ -30,8 +30,8 @@ DATASET_JSON_VERSION = "1.1.0"
 XPT_MAX_CHAR = 200
 XPT_MAX_LABEL = 40
 XPT_MAX_NAME = 8
-# Num variables that Dataset-JSON types "integer" when every value is integral
-INTEGER_NAME = re.compile(r"(SEQ|DY|AGE|TAETORD|VISITNUM|TPTNUM|NUM)$")
+# Num variables that Dataset-JSON types "integer" when every value is integral (counters, days, MedDRA codes)
+INTEGER_NAME = re.compile(r"(SEQ|DY|AGE|TAETORD|VISITNUM|TPTNUM|NUM|LLTCD|PTCD|HLTCD|HLGTCD|BDSYCD|SOCCD)$")
 
 
 def _missing_num(value: Any) -> bool:
