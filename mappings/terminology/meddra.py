@@ -18,8 +18,9 @@ the reader checks by count:
 ``mdhier.asc`` is the distribution's own join of ``hlt_pt``, ``hlgt_hlt`` and ``soc_hlgt`` with
 the names of ``hlt``, ``hlgt`` and ``soc``: one line per path from a PT to a SOC, so only these
 three files (and the version file) are read.  What is kept per process (one load per folder,
-cached: a worker loads it once for all its subjects) is one tuple per LLT and per PT and one
-per path, a few tens of megabytes for a full English release.
+cached: a worker loads it once for all its subjects) is one small object per LLT, PT and path
+with their texts interned: about 46 MiB, 50 MiB at the peak of loading, measured on a made-up
+dictionary the size of a full English release (86,000 LLTs, 26,000 PTs, 39,000 paths).
 
 Coding an adverse event record (:func:`code_event`), in this order:
 
@@ -48,6 +49,7 @@ system (AESOC = AEBODSYS otherwise), so records -> SDTM -> records stays the ide
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -67,7 +69,7 @@ NAME_FIELDS = ("llt", "decoded_term", "hlt", "hlgt", "body_system", "soc")
 CODE_RE = re.compile(r"^[0-9]{1,10}$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Llt:
     code: str
     name: str
@@ -75,7 +77,7 @@ class Llt:
     current: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MedPath:
     """One line of mdhier.asc: a PT's path up to a SOC."""
     hlt_code: str
@@ -95,8 +97,8 @@ class Dictionary:
     pts: dict[str, str] = field(default_factory=dict)  # pt_code -> name
     pt_soc: dict[str, str] = field(default_factory=dict)  # pt_code -> primary SOC code (pt.asc)
     paths: dict[str, list[MedPath]] = field(default_factory=dict)  # pt_code -> its paths
-    llt_names: dict[str, list[str]] = field(default_factory=dict)  # normalised name -> LLT codes
-    pt_names: dict[str, list[str]] = field(default_factory=dict)  # normalised name -> PT codes
+    llt_names: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # normalised name -> LLT code(s)
+    pt_names: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # normalised name -> PT code(s)
 
     def primary(self, pt_code: str) -> MedPath | None:
         paths = self.paths.get(pt_code) or []
@@ -120,14 +122,21 @@ def _files(folder: Path) -> dict[str, Path]:
 
 
 def _lines(path: Path, fields: int):
-    """The fields of each line of a distribution file; a line with another number of
-    fields means this is not the format (or a damaged copy): a usage error, one line."""
-    data = path.read_bytes()
+    """The fields of each line of a distribution file, read line by line; a line with
+    another number of fields means this is not the format (or a damaged copy): a usage
+    error, one line.  Older English releases are Latin-1 rather than UTF-8."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:  # older English releases are Latin-1
-        text = data.decode("latin-1")
-    for n, line in enumerate(text.splitlines(), start=1):
+        path.read_bytes().decode("utf-8")
+        encoding = "utf-8"
+    except UnicodeDecodeError:
+        encoding = "latin-1"
+    with open(path, encoding=encoding, newline="") as fh:
+        yield from _checked(path, fields, fh)
+
+
+def _checked(path: Path, fields: int, fh):
+    for n, line in enumerate(fh, start=1):
+        line = line.rstrip("\r\n")
         if not line.strip():
             continue
         parts = line.split("$")
@@ -136,7 +145,7 @@ def _lines(path: Path, fields: int):
         if len(parts) != fields:
             raise TrialbridgeError(f"--meddra {path.parent}: {path.name} line {n} has {len(parts)} $-separated "
                                    f"field(s), not {fields}: not a MedDRA ASCII distribution file")
-        yield n, parts
+        yield n, [sys.intern(p.strip()) for p in parts]
 
 
 def _code(path: Path, n: int, value: str) -> str:
@@ -150,6 +159,13 @@ def _code(path: Path, n: int, value: str) -> str:
 def load(folder: str, version: str | None = None) -> Dictionary:
     """The dictionary in ``folder`` (read once per process and folder).  ``version`` overrides
     the distribution's ``meddra_release.asc``; with neither the version is ``unspecified``."""
+    try:
+        return _load(folder, version)
+    except OSError as exc:  # unreadable file or folder: a usage / I-O failure, one line
+        raise TrialbridgeError(f"--meddra {folder}: cannot read {exc.filename or folder}: {exc.strerror or exc}") from exc
+
+
+def _load(folder: str, version: str | None) -> Dictionary:
     path = Path(folder)
     if not path.is_dir():
         raise TrialbridgeError(f"--meddra {folder}: no such folder")
@@ -168,12 +184,12 @@ def load(folder: str, version: str | None = None) -> Dictionary:
         code = _code(p, n, parts[0])
         dic.pts[code] = parts[1].strip()
         dic.pt_soc[code] = parts[3].strip()
-        dic.pt_names.setdefault(normalise(parts[1]), []).append(code)
+        _index(dic.pt_names, normalise(parts[1]), code)
     p = files["llt.asc"]
     for n, parts in _lines(p, FIELD_COUNTS["llt.asc"]):
         llt = Llt(_code(p, n, parts[0]), parts[1].strip(), _code(p, n, parts[2]), parts[9].strip().upper() == "Y")
         dic.llts[llt.code] = llt
-        dic.llt_names.setdefault(normalise(llt.name), []).append(llt.code)
+        _index(dic.llt_names, normalise(llt.name), llt.code)
     p = files["mdhier.asc"]
     for n, parts in _lines(p, FIELD_COUNTS["mdhier.asc"]):
         pt = _code(p, n, parts[0])
@@ -185,6 +201,18 @@ def load(folder: str, version: str | None = None) -> Dictionary:
     return dic
 
 
+def _index(names: dict, key: str, code: str) -> None:
+    """One code per name (nearly every name), a tuple for the few that several terms share:
+    a list per name would double the index's size."""
+    have = names.get(key)
+    names[key] = code if have is None else (*((have,) if isinstance(have, str) else have), code)
+
+
+def _codes(names: dict, key: str) -> tuple[str, ...]:
+    have = names.get(key, ())
+    return (have,) if isinstance(have, str) else have
+
+
 # ----------------------------------------------------------------------------- coding
 
 
@@ -192,13 +220,13 @@ def _match(dic: Dictionary, text: str) -> tuple[str, Any]:
     """How ``text`` names a term: ("llt", Llt) a current LLT; ("pt", code) a PT;
     ("ambiguous", names); ("noncurrent", Llt); ("none", None)."""
     key = normalise(text)
-    llts = [dic.llts[c] for c in dic.llt_names.get(key, ())]
+    llts = [dic.llts[c] for c in _codes(dic.llt_names, key)]
     current = [x for x in llts if x.current]
     if len({x.pt_code for x in current}) > 1:
         return "ambiguous", sorted(f"{x.name} ({x.code})" for x in current)
     if current:
         return "llt", min(current, key=lambda x: x.code)
-    pts = dic.pt_names.get(key, [])
+    pts = _codes(dic.pt_names, key)
     if len(pts) > 1:
         return "ambiguous", sorted(f"{dic.pts[c]} ({c})" for c in pts)
     if pts:
