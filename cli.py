@@ -110,10 +110,16 @@ def _summary(result, limit: int = 20) -> None:
                    "file (never on the command line). Same key, same pseudonyms.")
 @click.option("--ct", "ct_package", default=None, metavar="DATE",
               help="CDISC SDTM CT package (a bundled package date; default 2025-03-28).")
+@click.option("--meddra", "meddra", type=click.Path(path_type=Path), default=None,
+              help="Folder of a licensed MedDRA ASCII distribution (MedAscii: llt.asc, pt.asc, mdhier.asc …): "
+                   "adverse events are coded from their LLT or PT and given codes are checked.")
+@click.option("--meddra-version", default=None,
+              help="MedDRA version for define.xml when the folder has no meddra_release.asc (or no folder is given).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle_type: str, fhir_version: str,
             input_fhir_version: str, link_subjects: Path | None, study: str | None, workers: int | None, engine_name: str,
-            scheduler: str | None, key_file: Path | None, ct_package: str | None, quiet: bool) -> None:
+            scheduler: str | None, key_file: Path | None, ct_package: str | None, meddra: Path | None,
+            meddra_version: str | None, quiet: bool) -> None:
     """Convert INPUT_PATH (records folder, SDTM folder, FHIR Bundle/NDJSON) to --to."""
     from trialbridge.converters.engine import default_workers
     from trialbridge.converters.pipeline import convert as run
@@ -121,7 +127,8 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     result = run(input_path, to, output, formats=formats, study_ref=study, bundle_type=bundle_type,
                  fhir_version=fhir_version, input_fhir_version=input_fhir_version, link_subjects=link_subjects,
                  workers=default_workers() if workers == 0 else workers, engine_name=engine_name, scheduler=scheduler,
-                 progress=not quiet and sys.stderr.isatty(), pseudonymise_key_file=key_file, ct_package=ct_package)
+                 progress=not quiet and sys.stderr.isatty(), pseudonymise_key_file=key_file, ct_package=ct_package,
+                 meddra=meddra, meddra_version=meddra_version)
     files = [p for p in result.written if p.name != "issues.json"]
     click.echo(printable(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})"))
     _summary(result)
@@ -144,15 +151,21 @@ def _rule_ids(text: str | None) -> list[str] | None:
 @click.option("--exclude", default=None, help="Leave out these rule ids (comma separated).")
 @click.option("--ct", "ct_package", default=None, metavar="DATE",
               help="CDISC SDTM CT package to check against (a bundled package date; default 2025-03-28).")
+@click.option("--meddra", "meddra", type=click.Path(path_type=Path), default=None,
+              help="Folder of a licensed MedDRA ASCII distribution (MedAscii: llt.asc, pt.asc, mdhier.asc …): "
+                   "the AE MedDRA variables are checked against it.")
+@click.option("--meddra-version", default=None,
+              help="MedDRA version for define.xml when the folder has no meddra_release.asc (or no folder is given).")
 @click.option("--sdtmig", type=click.Choice(["3.2", "3.3", "3.4"]), default=None,
               help="SDTMIG version to check against (default: what define.xml or TS SDTIGVER says, else 3.3).")
 def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, exclude: str | None,
-             ct_package: str | None, sdtmig: str | None) -> None:
+             ct_package: str | None, meddra: Path | None, meddra_version: str | None, sdtmig: str | None) -> None:
     """Check an SDTM folder (schemas, conformance rules, define.xml, every copy of a dataset
     in other formats) or FHIR output (R4 schema, models, references)."""
     from trialbridge.converters.pipeline import validate as run
 
-    result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude), sdtmig=sdtmig, ct_package=ct_package)
+    result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude), sdtmig=sdtmig, ct_package=ct_package,
+                 meddra=meddra, meddra_version=meddra_version)
     click.echo(printable(f"validated {path} (study {result.study_id})"))
     _summary(result, limit=50)
     if result.rules:

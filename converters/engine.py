@@ -63,6 +63,8 @@ class Job:
     sdtm_variables: dict[str, list[str]] = field(default_factory=dict)  # SDTM input: dataset -> its variables
     sdtm_sources: dict[str, str] = field(default_factory=dict)  # SDTM input: dataset -> file
     ct_package: str | None = None  # the CT package of the run (--ct); each worker selects it too
+    meddra: str | None = None  # --meddra: the dictionary's folder (each process loads it once)
+    meddra_version: str | None = None  # --meddra-version: overrides the distribution's own
 
 
 @dataclass
@@ -108,6 +110,7 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
     # included: redacted in the records before they are mapped, scrubbed from the group's log
     identifying += privacy.subject_values(records)
     privacy.redact_records(records, identifying, log)
+    extra["meddra"] = code_meddra(job, records, log)
     out = _map_group(job, records, log, extra)
     privacy.scrub_log(log, identifying)
     return GroupResult(out, log, extra)
@@ -138,6 +141,25 @@ def _map_group(job: Job, records: Records, log: IssueLog, extra: dict[str, Any])
                                                                           job.include_identifiers)):
             out.setdefault(rtype, []).append((sort_key([*key, n]), spokes.fhir_dumps(res)))
     return out
+
+
+def code_meddra(job: Job, records: Records, log: IssueLog) -> Counter:
+    """MedDRA codes of the subject's adverse events: given codes checked, the rest coded from
+    the dictionary when the job has one.  Counts coded and not coded events per input file,
+    for the run's summary (:mod:`trialbridge.converters.pipeline`)."""
+    from trialbridge.mappings.terminology import meddra
+
+    tally: Counter = Counter()
+    events = records.rows.get("adverse_event") or []
+    dictionary = meddra.load(job.meddra, job.meddra_version) if job.meddra and events else None
+    for rec in events:
+        if dictionary is not None:
+            coded = meddra.code_event(rec, dictionary, log)
+        else:
+            meddra.check_codes(rec, log)
+            coded = meddra.has_codes(rec)
+        tally[(str((rec.get("_where") or {}).get("file") or ""), "coded" if coded else "not coded")] += 1
+    return tally
 
 
 def _sdtm_rows(job: Job, items: list[tuple[tuple, bytes]]) -> dict[str, list[dict]]:
@@ -239,6 +261,7 @@ class Sinks:
         self.stats: dict[str, Any] = {}
         self.versions: Counter = Counter()
         self.unread: dict[str, dict[str, Any]] = {}
+        self.meddra: Counter = Counter()  # (input file, coded / not coded) -> adverse events
 
     def take(self, result: GroupResult, log: IssueLog) -> None:
         from trialbridge.converters import spokes
@@ -255,6 +278,7 @@ class Sinks:
             else:
                 self.stats[name] = stats
         self.versions.update(result.extra.get("versions", {}))
+        self.meddra.update(result.extra.get("meddra", {}))
         if "unread" in result.extra:
             spokes.merge_unread(self.unread, result.extra["unread"])
 

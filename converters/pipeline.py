@@ -127,7 +127,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             bundle_type: str = "collection", fhir_version: str = "R4", input_fhir_version: str = "auto",
             link_subjects: Path | None = None, workers: int | None = 1, engine_name: str = "local",
             scheduler: str | None = None, progress: bool = False, pseudonymise_key_file: Path | None = None,
-            ct_package: str | None = None) -> RunResult:
+            ct_package: str | None = None, meddra: Path | None = None, meddra_version: str | None = None) -> RunResult:
     """Read any input (records, SDTM, FHIR), convert through the canonical records, validate
     what is written, write it and ``issues.json`` into ``output``.
 
@@ -158,6 +158,7 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
                                    f"(this run: {kind} to {to})")
         key = privacy.read_key(pseudonymise_key_file)  # before anything is written
     sdtm_formats = parse_formats(formats or "xpt") if to == "sdtm" else []
+    dictionary = _meddra(meddra, meddra_version)  # a bad folder stops the run before any reading
     if to == "fhir":
         if (formats or "ndjson") not in FHIR_FORMATS:
             raise TrialbridgeError(f"FHIR output format must be one of {', '.join(FHIR_FORMATS)}, not {formats!r}")
@@ -196,7 +197,9 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
     reporter = _Progress(progress)
     with SortedSpill("input") as spill:
         job = engine.Job(source="fhir" if kind == "fhir" else ("sdtm" if kind == "sdtm" else "records"), target=to,
-                         ct_package=_ct_version())
+                         ct_package=_ct_version(), meddra=dictionary.folder if dictionary else None,
+                         meddra_version=meddra_version)
+        version = dictionary.version if dictionary else meddra_version
         groups: set[str] = set()  # one key per subject: the number of subjects to map
         if kind == "sdtm":
             datasets = sdtm_io.read_sdtm_folder(input_path, log)
@@ -210,7 +213,8 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
                             "(ResearchStudy, arms, sites) taken from the folder's own TS/TA/TE/TV/DM")
             result.study_id = study.study_id if study else (named or "")
             if to == "sdtm":  # a change of format: the datasets themselves are the output
-                result.written = _write_sdtm(datasets, study, output, sdtm_formats, log, result.study_id)
+                result.written = _write_sdtm(datasets, study, output, sdtm_formats, log, result.study_id,
+                                             meddra_version=version)
                 _account_sdtm_written(datasets, result.written, sdtm_formats, log)
                 return _finish(result, log, output, input_path, kind, to)
             _spill_sdtm(datasets, spill, job, groups, log, result.study_id, design_read)
@@ -230,6 +234,7 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
         sinks = engine.run(job, spill, log, workers=workers, engine=engine_name, scheduler=scheduler,
                            progress=reporter.advance)
     reporter.phase("write", None)
+    _report_meddra(sinks.meddra, dictionary, log)
     try:
         if job.source == "sdtm":
             spokes.report_unread([sinks.unread], job.sdtm_variables, job.sdtm_sources, log)
@@ -246,7 +251,8 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
         if to == "records":
             result.written = _write_records(sinks, output)
         elif to == "sdtm":
-            result.written = _write_sdtm_stream(sinks, study, output, sdtm_formats, log, result.study_id)
+            result.written = _write_sdtm_stream(sinks, study, output, sdtm_formats, log, result.study_id,
+                                                meddra_version=version)
         else:
             result.written = _write_fhir(sinks, study, log, output, formats or "ndjson", bundle_type, fhir_version)
     finally:
@@ -267,6 +273,43 @@ def _finish(result: RunResult, log: IssueLog, output: Path, input_path: Path, ki
                            **({"usubjid": usubjid} if usubjid else {}))
     result.written.append(write_issues(log, output_file(output, "issues.json")))
     return result
+
+
+# ----------------------------------------------------------------------------- MedDRA
+
+
+def _meddra(folder: Path | None, version: str | None):
+    """The --meddra dictionary (loaded once per process; a folder that is not a MedDRA ASCII
+    distribution is a usage error, one line), or None."""
+    if folder is None:
+        return None
+    from trialbridge.mappings.terminology import meddra
+
+    return meddra.load(str(Path(folder).resolve()), version)
+
+
+MEDDRA_HOW = ("give the licensed dictionary with --meddra DIR (its MedAscii folder), or the codes in the input "
+              "(adverse_events llt_code/pt_code columns, or a FHIR AdverseEvent.event coding with system "
+              "http://terminology.hl7.org/CodeSystem/mdr)")
+
+
+def _report_meddra(tally: Counter, dictionary, log: IssueLog) -> None:
+    """One line per input file of adverse events: how many have MedDRA codes, and how to
+    give them."""
+    for file in sorted({f for f, _ in tally}):
+        coded, missing = tally[(file, "coded")], tally[(file, "not coded")]
+        total, where_ = coded + missing, {"file": file or None}
+        if dictionary is not None:
+            log.info("MEDDRA-CODED", f"{coded} of {total} adverse event(s) coded with MedDRA {dictionary.version} "
+                     f"({dictionary.folder}); {missing} not coded (their MEDDRA-TERM-* / MEDDRA-CODE-* findings "
+                     "say why)", value=missing, **where_)
+        elif missing:
+            log.warning("MEDDRA-NOT-CODED", f"{missing} of {total} adverse event(s) have no MedDRA codes: AELLTCD, "
+                        "AEPTCD, AEHLTCD, AEHLGTCD, AEBDSYCD and AESOCCD stay empty (CDISC CORE-000024); "
+                        + MEDDRA_HOW, value=missing, **where_)
+    if dictionary is not None and tally and dictionary.version == "unspecified":
+        log.warning("MEDDRA-NO-VERSION", "the MedDRA folder has no meddra_release.asc: define.xml gives the "
+                    "version as unspecified; give --meddra-version", file=dictionary.folder)
 
 
 # ----------------------------------------------------------------------------- readers -> spill
@@ -543,14 +586,14 @@ def _write_records(sinks: engine.Sinks, output: Path) -> list[Path]:
 
 
 def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path, sdtm_formats: list[str],
-                log: IssueLog, study_id: str) -> list[Path]:
+                log: IssueLog, study_id: str, meddra_version: str | None = None) -> list[Path]:
     validate_datasets(datasets, log)
     created = creation_datetime()  # one creation time for every file of the run
     written = sdtm_io.write_datasets(datasets, output, sdtm_formats, log, study_id or "UNKNOWN", created=created)
     # define.xml describing exactly what was written, validated against the XSD and read back
     # to check it agrees with the datasets (lengths, labels, variables)
     dpath = define_xml.write_define(datasets, study, output_file(output, "define.xml"), log, formats=sdtm_formats,
-                                    created=created)
+                                    created=created, meddra_version=meddra_version)
     written.append(dpath)
     written.append(define_xml.write_stylesheet(output))
     meta = define_xml.read_define(dpath, log)
@@ -560,7 +603,7 @@ def _write_sdtm(datasets: dict[str, Dataset], study: Study | None, output: Path,
 
 
 def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_formats: list[str], log: IssueLog,
-                       study_id: str) -> list[Path]:
+                       study_id: str, meddra_version: str | None = None) -> list[Path]:
     """Every dataset streamed from its sink into its writers (all formats in one pass), the
     trial design datasets from the study; define.xml from the column statistics the workers
     gathered; nothing read back but define.xml itself."""
@@ -596,7 +639,7 @@ def _write_sdtm_stream(sinks: engine.Sinks, study: Study, output: Path, sdtm_for
         visitor.end()
     rules.finish()
     dpath = define_xml.write_define_from_stats(metas, stats, study, output_file(output, "define.xml"), log,
-                                               formats=sdtm_formats, created=created)
+                                               formats=sdtm_formats, created=created, meddra_version=meddra_version)
     written.append(dpath)
     written.append(define_xml.write_stylesheet(output))
     meta_read = define_xml.read_define(dpath, log)
@@ -776,7 +819,8 @@ def _ig_version(choice: str | None, define: Path, datasets: dict[str, Dataset], 
 
 
 def validate(path: Path, report: Path | None = None, *, rules: list[str] | None = None,
-             exclude: list[str] | None = None, sdtmig: str | None = None, ct_package: str | None = None) -> RunResult:
+             exclude: list[str] | None = None, sdtmig: str | None = None, ct_package: str | None = None,
+             meddra: Path | None = None, meddra_version: str | None = None) -> RunResult:
     """Check an SDTM folder (every rule of the catalogue, or those ``rules`` names less
     ``exclude``; its define.xml; every further copy of a dataset against the one validated)
     or FHIR output.  ``report``: .html, .json or .xlsx."""
@@ -789,6 +833,7 @@ def validate(path: Path, report: Path | None = None, *, rules: list[str] | None 
         check_file_target(report, [path], ours=b"trialbridge", source="data being validated")
     if path.is_dir():
         _check_manifest(path, log)
+    dictionary = _meddra(meddra, meddra_version)
     if kind == "fhir":
         resources = list(fhir_io.read_fhir(path, log))
         if r5.detect_versions(resources, log) == "R5":
@@ -823,6 +868,8 @@ def validate(path: Path, report: Path | None = None, *, rules: list[str] | None 
     compared = sorted(str(p) for paths in copies.values() for p in paths)
     ig, ig_source = _ig_version(sdtmig, path / "define.xml", datasets, log)
     validator = validate_datasets(datasets, log, only, ig)
+    if dictionary is not None and "AE" in datasets:
+        _check_ae_meddra(datasets["AE"], dictionary, log)
     define_status = _check_define(path / "define.xml", datasets, log)
     result = RunResult(log=log, kind=kind, study_id=_studyid(datasets) or "")
     statuses = rule_statuses(validator, log, only, exclude or [])
@@ -915,6 +962,38 @@ def _check_manifest(folder: Path, log: IssueLog) -> None:
     for name, how in manifest_differences(folder) or ():
         log.warning("OUT-MANIFEST-MISMATCH", f"{printable(name)} {_MANIFEST_SAYS[how]}", file=str(folder / name),
                     value=how)
+
+
+def _check_ae_meddra(ae: Dataset, dictionary, log: IssueLog) -> None:
+    """Each AE row's MedDRA variables against the dictionary: the row is coded again from
+    its LLT and PT codes (or, without them, its terms) and its body system's name, and every
+    MedDRA variable that comes out otherwise is MEDDRA-SDTM-DIFFERS."""
+    from trialbridge.mappings.sdtm import ae as ae_mapping
+    from trialbridge.mappings.terminology import meddra
+
+    fields = (*(f for f in ae_mapping.FIELDS if f.record in (*meddra.CODE_FIELDS, *meddra.NAME_FIELDS)),
+              *ae_mapping.SOC_FIELDS)
+    kept = ("llt_code", "pt_code", "decoded_term", "body_system")  # what the rest is derived from
+    file = ae.source or "AE"
+    for row_no, row in enumerate(ae.rows, start=1):
+        given = {f.record: derive_text(row.get(f.variable)) for f in fields}
+        rec = {k: given[k] for k in kept if given.get(k)}
+        rec["term"] = derive_text(row.get("AETERM"))
+        rec["_where"] = {"file": file, "record": row_no}
+        meddra.code_event(rec, dictionary, log)
+        if not rec.get("soc") and not rec.get("soc_code"):
+            rec["soc"], rec["soc_code"] = rec.get("body_system", ""), rec.get("body_system_code", "")
+        for f in fields:
+            have, want = given.get(f.record, ""), rec.get(f.record, "")
+            if meddra.normalise(have) != meddra.normalise(want):
+                log.warning("MEDDRA-SDTM-DIFFERS", f"{f.variable} is not what MedDRA {dictionary.version} gives "
+                            f"({want!r})", file=file, record=row_no, field=f.variable, value=have)
+
+
+def derive_text(value) -> str:
+    from trialbridge.mappings.derive import format_number
+
+    return format_number(value) if isinstance(value, (int, float)) else str(value or "").strip()
 
 
 def _check_define(path: Path, datasets: dict[str, Dataset], log: IssueLog) -> str:

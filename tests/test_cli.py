@@ -34,7 +34,9 @@ def test_convert_writes_one_file_per_dataset_in_lower_case(sdtm_out):
         assert {f"{domain}.xpt", f"{domain}.json", f"{domain}.csv"} <= names, domain
     assert "issues.json" in names and "define.xml" in names
     report = json.loads((sdtm_out / "issues.json").read_text())
-    assert report["summary"]["error"] == 0 and report["summary"]["warning"] == 0
+    assert report["summary"]["error"] == 0 and report["summary"]["warning"] == 1
+    # the one warning: the sample's adverse events carry no MedDRA codes and no --meddra was given
+    assert [i["code"] for i in report["issues"] if i["severity"] == "warning"] == ["MEDDRA-NOT-CODED"]
 
 
 def test_xpt_meets_fda_rules_read_with_pyreadstat_and_pandas(sdtm_out):

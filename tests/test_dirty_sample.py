@@ -22,10 +22,10 @@ def _readme_findings():
             _, file, row, _subject, field, value, code, severity, _ = cells
             field = None if field.startswith("(") else field
             expected.add((code, severity, file, int(row), field))
-        elif len(cells) == 8 and re.fullmatch(r"\d+", cells[0]):  # consequential findings
+        elif len(cells) == 8 and re.fullmatch(r"\d+|—", cells[0]):  # consequential and run findings
             _, file, row, field, value, code, severity, _ = cells
             file = None if file.startswith("(") else file
-            expected.add((code, severity, file, int(row) if row else None, field))
+            expected.add((code, severity, file, int(row) if row else None, field or None))
     return expected
 
 
@@ -37,7 +37,7 @@ def test_dirty_sample_gives_exactly_the_documented_findings(tmp_path):
     found = {(i["code"], i["severity"], i["file"].rsplit("/", 1)[-1] if i["file"] else None, i["record"], i["field"])
              for i in report["issues"]}
     expected = _readme_findings()
-    assert len(expected) == 13  # 8 planted, 4 consequential, 1 from the study configuration (TS DOSU)
+    assert len(expected) == 14  # 8 planted, 4 consequential, 1 from the study configuration (TS DOSU), 1 MedDRA
     assert found == expected
 
 

@@ -142,10 +142,10 @@ def test_vs(converted):
 
 def test_ae_sv_se_and_no_ds(converted):
     _, got, _ = converted
-    assert _pick(got["AE"], "USUBJID", "AESPID", "AETERM", "AEDECOD", "AESEV", "AESER", "AEREL", "AEOUT",
-                 "AESTDTC", "AESTDY", "EPOCH") == [
-        (U101, "AE-88", "Rash on both forearms", "Rash", "MILD", "N", "POSSIBLY RELATED", "RECOVERED/RESOLVED",
-         "2020-07-07T14:00:00-05:00", "2", "TREATMENT")]
+    assert _pick(got["AE"], "USUBJID", "AESPID", "AETERM", "AEDECOD", "AEPTCD", "AELLTCD", "AESEV", "AESER", "AEREL",
+                 "AEOUT", "AESTDTC", "AESTDY", "EPOCH") == [
+        (U101, "AE-88", "Rash on both forearms", "Rash", "10037844", "", "MILD", "N", "POSSIBLY RELATED",
+         "RECOVERED/RESOLVED", "2020-07-07T14:00:00-05:00", "2", "TREATMENT")]
     assert _pick(got["SUPPAE"], "USUBJID", "QNAM", "QVAL") == [(U101, "AETRTEM", "Y")]
     assert _pick(got["SV"], "USUBJID", "VISITNUM", "VISIT", "SVSTDTC", "SVENDTC", "SVSTDY") == [
         (U101, "1", "SCREENING", "2020-07-01T09:30:00-05:00", "2020-07-01T09:30:00-05:00", "-5"),

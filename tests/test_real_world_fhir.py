@@ -78,9 +78,10 @@ def test_hl7_examples_folder(tmp_path):
         "SDTM-REQ-MISSING": 1,  # AEDECOD: the example's event is coded in SNOMED CT only
         "TS-PARM-MISSING": 1,  # SENDTC: the one subject has no end of participation
         "TS-VALUE-CT-EXTENSION": 1,  # the study's TS DOSU IU/m2, a declared UNIT extension
+        "MEDDRA-NOT-CODED": 1,  # the same event: no MedDRA code (and no --meddra)
     })
     assert [i["value"] for i in report["issues"] if i["code"] == "TS-PARM-MISSING"] == ["SENDTC"]
-    assert report["summary"] == {"error": 2, "warning": 6, "info": 37}  # 29 + 3 + 4 assumed/not mapped + TS
+    assert report["summary"] == {"error": 2, "warning": 7, "info": 37}  # 29 + 3 + 4 assumed/not mapped + TS + MedDRA
     assert not [i for i in report["issues"] if i["severity"] == "error" and i["code"].startswith("FHIR-")]
     assert all(i["file"] for i in report["issues"])  # every finding names the file it is about
     dm = _csv(tmp_path / "dm.csv")

@@ -1,8 +1,10 @@
 """Adverse event record <-> FHIR R4 AdverseEvent.
 
 Mapped: ae_number -> identifier (system https://trialbridge.org/fhir/sid/ae-number); term -> event.text;
-decoded_term -> event.coding (system MedDRA ``http://terminology.hl7.org/CodeSystem/mdr``,
-display only: the records carry the preferred-term name, not its MedDRA code);
+decoded_term, pt_code -> the first event.coding of system MedDRA
+``http://terminology.hl7.org/CodeSystem/mdr`` (code when known, display the PT name); llt,
+llt_code -> a second MedDRA coding (read back the same way:
+the first MedDRA coding is the PT, a second the LLT);
 category -> category.text; start -> date (partial dates YYYY / YYYY-MM are valid R4
 dateTimes and are written as given); serious -> seriousness (serious / non-serious, then the
 NCIt code of the NY term, text as
@@ -12,7 +14,8 @@ relatedness -> suspectEntity.causality.assessment (relatedness table), with
 suspectEntity.instance a display-only reference to the study treatment.  end (R4 has no
 resolution date; a dateTime), body_system, grade, serious_criteria (strings), action_taken (the
 NCIt coding of its CDISC ACN term) -> trialbridge extensions.
-actuality is ``actual``.
+actuality is ``actual``.  Not written to FHIR: the MedDRA levels above the PT (hlt, hlgt and
+the SOC codes), which the dictionary derives again from the PT (``--meddra``).
 
 Coded values keep the record's value in CodeableConcept.text and are read back from it, so
 they round-trip exactly.  Read from a FHIR source without text, the code maps through the
@@ -50,8 +53,15 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     if record.get("category"):
         res["category"] = [{"text": record["category"]}]
     event: dict = {}
-    if record.get("decoded_term"):
-        event["coding"] = [{"system": MEDDRA, "display": record["decoded_term"]}]
+    codings = []
+    if record.get("decoded_term") or record.get("pt_code"):
+        codings.append(clean({"system": MEDDRA, "code": record.get("pt_code"), "display": record.get("decoded_term")}))
+    if record.get("llt") or record.get("llt_code"):
+        if not codings:
+            codings.append({"system": MEDDRA})  # no PT: an empty first place keeps the LLT second
+        codings.append(clean({"system": MEDDRA, "code": record.get("llt_code"), "display": record.get("llt")}))
+    if codings:
+        event["coding"] = codings
     event["text"] = record["term"]
     res["event"] = event
     res["subject"] = {"reference": f"Patient/{patient_id(ctx.study_id, sid)}"}
@@ -76,6 +86,10 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     return res
 
 
+def _code(value) -> str | None:
+    return str(value).strip() if value not in (None, "") else None
+
+
 def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
     """The adverse event record.  An event that did not happen (actuality ``potential``: a
     near miss) is out of scope.  ae_number (AESPID) is our ae-number identifier, else the
@@ -91,6 +105,9 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
         ident = next((i for i in ident if isinstance(i, dict) and is_uri(i.get("system"), AE_NUMBER_SYSTEM)),
                      ident[0] if ident else {})
     event = resource.get("event") or {}
+    meddra = [c for c in event.get("coding", []) or [] if isinstance(c, dict) and is_uri(c.get("system"), MEDDRA)]
+    pt = meddra[0] if meddra else {}
+    llt = meddra[1] if len(meddra) > 1 else {}
     seriousness = resource.get("seriousness") or {}
     serious = seriousness.get("text") or next(
         (SERIOUS_BY_CODE.get(str(c.get("code")).casefold()) for c in seriousness.get("coding", []) if c.get("system") == SERIOUSNESS_SYSTEM),
@@ -105,7 +122,10 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
         "ae_number": ident.get("value") if is_uri(ident.get("system"), AE_NUMBER_SYSTEM) or ctx.facts is not None
         and ident.get("value") else (resource.get("id") if ctx.facts is not None else None),
         "term": event.get("text") or next((c.get("display") for c in event.get("coding", [])), None),
-        "decoded_term": next((c.get("display") for c in event.get("coding", []) or [] if c.get("system") == MEDDRA), None),
+        "decoded_term": pt.get("display"),
+        "pt_code": _code(pt.get("code")),
+        "llt": llt.get("display"),
+        "llt_code": _code(llt.get("code")),
         "category": next((c.get("text") for c in resource.get("category", []) or [] if c.get("text")), None),
         "start": get_datetime(resource, "date"),
         "serious": serious,

@@ -5,7 +5,10 @@ flags: Y for each criterion named, N for the others when AESER = Y, empty when t
 event is not serious.  AETRTEM (treatment-emergent, SUPPAE, QORIG DERIVED) is Y when
 the event starts on or after the first dose (an event on the day of first dose without a
 time counts as on/after it, and its EPOCH is the treatment's).  Protocol category of
-adverse reaction goes to AECAT.  AEBODSYS = AESOC = the primary system organ class given.
+adverse reaction goes to AECAT.  The MedDRA names and codes (AELLT … AESOCCD) are the
+record's (given, or filled from the dictionary with ``--meddra``:
+mappings/terminology/meddra.py); AESOC/AESOCCD are the body system's unless the record names
+a primary SOC apart from it (``soc``/``soc_code``).
 
 Not round-tripped: a criterion given with a synonym comes back as its canonical word; an
 AESPID that does not identify one event of the subject (foreign data) is replaced by AESEQ
@@ -29,8 +32,16 @@ SUPP_QNAMS = ("AETRTEM",)  # SUPPAE qualifiers from_sdtm reads
 FIELDS = (
     Field("ae_number", "AESPID"),
     Field("term", "AETERM"),
+    Field("llt", "AELLT"),
+    Field("llt_code", "AELLTCD", kind="number"),
     Field("decoded_term", "AEDECOD"),
+    Field("pt_code", "AEPTCD", kind="number"),
+    Field("hlt", "AEHLT"),
+    Field("hlt_code", "AEHLTCD", kind="number"),
+    Field("hlgt", "AEHLGT"),
+    Field("hlgt_code", "AEHLGTCD", kind="number"),
     Field("body_system", "AEBODSYS"),
+    Field("body_system_code", "AEBDSYCD", kind="number"),
     Field("category", "AECAT"),
     Field("severity", "AESEV", table="severity"),
     Field("grade", "AETOXGR"),
@@ -55,7 +66,7 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         info = ctx.subjects[sid]
         row = base_row(ctx, DOMAIN, sid)
         forward(rec, FIELDS, ctx, row)
-        row["AESOC"] = row["AEBODSYS"]
+        _soc(ctx, rec, row)
         row["AESER"] = ny(rec.get("serious"))
         if rec.get("serious") and not row["AESER"]:
             ctx.log.error("TERM-UNMAPPED-NY", "serious is not Y/N; AESER left empty", **where(rec, "serious"),
@@ -66,6 +77,18 @@ def to_sdtm(ctx: Context) -> list[dict[str, Any]]:
         row["EPOCH"] = ctx.epoch(sid, row["AESTDTC"], undecided="later")  # as treatment_emergent decides
         rows.append(row)
     return rows
+
+
+SOC_FIELDS = (Field("soc", "AESOC"), Field("soc_code", "AESOCCD", kind="number"))
+
+
+def _soc(ctx: Context, rec: dict[str, Any], row: dict[str, Any]) -> None:
+    """AESOC/AESOCCD: the record's primary SOC when it names one apart from its body system,
+    else the body system (AESOC = AEBODSYS)."""
+    if rec.get("soc") or rec.get("soc_code"):
+        forward(rec, SOC_FIELDS, ctx, row)
+    else:
+        row["AESOC"], row["AESOCCD"] = row["AEBODSYS"], row["AEBDSYCD"]
 
 
 def _criteria(ctx: Context, rec: dict[str, Any], row: dict[str, Any]) -> None:
@@ -128,6 +151,8 @@ def from_sdtm(datasets: dict, study) -> list[dict[str, Any]]:
     for row in ae.rows:
         rec: dict[str, Any] = {"subject_id": subject_id_of(dm, row["USUBJID"])}
         backward(row, FIELDS, rec)
+        if (row.get("AESOC") or "", row.get("AESOCCD")) != (row.get("AEBODSYS") or "", row.get("AEBDSYCD")):
+            backward(row, SOC_FIELDS, rec)
         # ae_number identifies the event within the subject: AESPID when it does, else AESEQ
         if not rec.get("ae_number") or spid_count[(row["USUBJID"], rec["ae_number"])] > 1:
             rec["ae_number"] = derive.format_number(row.get("AESEQ"))

@@ -33,9 +33,9 @@ DATASET_JSON_VERSION = "1.1.0"
 XPT_MAX_CHAR = 200
 XPT_MAX_LABEL = 40
 XPT_MAX_NAME = 8
-# Num variables that Dataset-JSON types "integer" when every value is integral
+# Num variables that Dataset-JSON types "integer" when every value is integral (counters, days, MedDRA codes)
 PLAIN_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?").fullmatch
-INTEGER_NAME = re.compile(r"(SEQ|DY|AGE|TAETORD|VISITNUM|TPTNUM|NUM)$")
+INTEGER_NAME = re.compile(r"(SEQ|DY|AGE|TAETORD|VISITNUM|TPTNUM|NUM|LLTCD|PTCD|HLTCD|HLGTCD|BDSYCD|SOCCD)$")
 
 
 def _missing_num(value: Any) -> bool:
