@@ -176,7 +176,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
             result = _convert(input_path, kind, to, stage, log, sdtm_formats=sdtm_formats, formats=formats,
                               study_ref=study_ref, bundle_type=bundle_type, fhir_version=fhir_version,
                               input_fhir_version=input_fhir_version, link_subjects=link_subjects, workers=workers,
-                              engine_name=engine_name, scheduler=scheduler, progress=progress, key=key)
+                              engine_name=engine_name, scheduler=scheduler, progress=progress, key=key,
+                              dictionary=dictionary, meddra_version=meddra_version)
         except OSError as exc:
             if exc.errno not in WRITE_ERRNOS:  # anything else is a bug of ours and stays one
                 raise
@@ -190,7 +191,8 @@ def convert(input_path: Path, to: str, output: Path, *, formats: str | None = No
 def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: IssueLog, *, sdtm_formats: list[str],
              formats: str | None, study_ref: str | None, bundle_type: str, fhir_version: str,
              input_fhir_version: str, link_subjects: Path | None, workers: int | None, engine_name: str,
-             scheduler: str | None, progress: bool, key: bytes | None = None) -> RunResult:
+             scheduler: str | None, progress: bool, key: bytes | None = None, dictionary=None,
+             meddra_version: str | None = None) -> RunResult:
     """The conversion itself, every file written into the staging folder ``stage.path``."""
     output = stage.path
     result = RunResult(log=log, kind=kind)

@@ -241,7 +241,9 @@ def subject_values(records: Records) -> list[tuple[str, str]]:
 @lru_cache(maxsize=1)
 def scanned_fields() -> dict[str, tuple[tuple[str, bool], ...]]:
     """Record type -> ``(field, free text)`` of the fields scanned: text not held to a fixed
-    form (pattern, enum, date), not the study, site or subject id, not identifying itself.
+    form (pattern, enum, date, a dictionary's code such as a MedDRA LLT code — checked against
+    its dictionary, and a run of digits that can look like the end of a phone number), not
+    the study, site or subject id, not identifying itself.
     Free text (``x-free-text`` in the schema) is scanned for every kind of value; the other
     fields (coded: severity, MedDRA terms, routes …) for phones and identifiers only."""
     out = {}
@@ -249,7 +251,7 @@ def scanned_fields() -> dict[str, tuple[tuple[str, bool], ...]]:
         props = rtype.schema["properties"]
         out[name] = tuple((f, bool(p.get("x-free-text"))) for f, p in props.items()
                           if f not in NOT_SCANNED and not p.get("x-identifying") and "pattern" not in p
-                          and "enum" not in p and not p.get("x-iso8601"))
+                          and "enum" not in p and not p.get("x-iso8601") and not p.get("x-dictionary-code"))
     return out
 
 
