@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any, Iterable, Iterator
 
 import trialbridge.mappings.fhir as fhir_pkg
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import Records, public, record_types, where
 from trialbridge.converters.core.issues import TrialbridgeError
 from trialbridge.mappings.fhir import (LEGACY_EXT, LEGACY_SID, OUT_OF_SCOPE, SCOPE_TABLE, SID, SUBJECT_ID_SYSTEM,
@@ -490,6 +491,34 @@ def subject_records(resources: list[dict], study, log, facts: StudyFacts, *, lin
     return records
 
 
+def bad_dates(name: str, rec: dict) -> list[tuple[str, str]]:
+    """(field, text) of the record's dates that are not ISO 8601 in the hub's grammar (the
+    one check the records readers apply, so a FHIR date that no CSV could carry is not
+    taken either: ``2020-06-05T08:30:00+25:00``, ``2020-02-30``)."""
+    props = record_types()[name].schema.get("properties", {})
+    return [(k, str(v)) for k, v in rec.items() if v and props.get(k, {}).get("x-iso8601")
+            and not iso8601.is_valid(str(v), intervals=False, unknown_parts=False)]
+
+
+def element_of(res: Any, text: str, path: str = "") -> str | None:
+    """The path of the element of ``res`` whose value is ``text`` (``effectivePeriod.start``),
+    to name it in a finding; None when no element holds it."""
+    if isinstance(res, dict):
+        for k, v in res.items():
+            if v == text and not isinstance(v, (dict, list)):
+                return path + k
+            if isinstance(v, (dict, list)) and k != "contained":
+                found = element_of(v, text, f"{path}{k}.")
+                if found:
+                    return found
+    elif isinstance(res, list):
+        for n, v in enumerate(res):
+            found = element_of(v, text, f"{path[:-1]}[{n}].")
+            if found:
+                return found
+    return None
+
+
 def _set_outcomes(outcomes: list[str] | None, status: list[str]) -> None:
     if outcomes is not None:
         outcomes[:] = status
@@ -522,6 +551,13 @@ def _read_one(res: dict, file: str | None, ctx: FhirContext, records: Records) -
         if missing:
             c.issue("error", "FHIR-INCOMPLETE", f"no {', '.join(missing)} for the {name} record; not converted",
                     field=missing[0])
+            continue
+        bad = bad_dates(name, rec)
+        for key, text in bad:
+            c.issue("error", "FHIR-DATE-INVALID", f"{element_of(res, text) or key} {text!r} is no date and time "
+                    f"(ISO 8601: a real calendar day, hours 00-23, offsets -12:00 to +14:00); the {name} record "
+                    "is not converted", field=element_of(res, text) or key, value=text)
+        if bad:
             continue
         records[name].append({**rec, "_where": dict(c.where)})
         kept += 1
@@ -602,6 +638,14 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
         return _not_enrolled(resources, files, status, ctx)
     index, loc = where
     rec["study_id"] = study.study_id
+    for key, text in bad_dates("subject", rec):  # the person stays a subject; the date is not taken
+        source = next((r for r in (resources[index], resources[p] if p is not None else None)
+                       if r is not None and element_of(r, text)), resources[index])
+        ctx.log.error("FHIR-DATE-INVALID", f"{element_of(source, text) or key} {text!r} is no date (ISO 8601: a "
+                      f"real calendar day); the subject's {key.replace('_', ' ')} is left empty",
+                      file=files[resources.index(source)], record=rid(source), field=element_of(source, text) or key,
+                      value=text)
+        rec[key] = None
     for name in ("consent_date", "sex"):
         if not rec.get(name):
             ctx.log.warning("FHIR-SUBJECT-INCOMPLETE", f"subject has no {name.replace('_', ' ')} "

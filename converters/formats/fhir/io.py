@@ -153,28 +153,147 @@ def read_fhir_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
         for p in _export_files(path, log):
             yield from read_fhir_entries(p, log)
         return
-    if path.suffix == ".ndjson":
-        try:
-            with open(path, "rb") as fh:
-                for n, line in enumerate(fh, start=1):
-                    line = line.strip()
-                    if line:
-                        log.count_row(str(path), "read")
-                        yield FhirEntry(str(path), n, line)
-        except OSError as exc:
-            raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+    if is_ndjson(path):
+        yield from _ndjson_entries(path, log)
         return
     try:
-        data = jsoncodec.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
         raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+    if text.startswith(_BOM):
+        text = text[len(_BOM):]
+    try:
+        data = jsoncodec.loads(text)
+    except jsoncodec.JsonDepthError as exc:
+        raise TrialbridgeError(f"{path}: not read: {exc} (no FHIR resource nests that deep); nothing converted") \
+            from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        ended = "unexpected end" in str(exc) or "EOF" in str(exc)
+        why = "the file ends in the middle of the JSON (cut off in transfer?)" if ended else "not valid JSON"
+        raise TrialbridgeError(f"{path}: {why}: {exc}; one Bundle is one JSON document, so nothing of it is "
+                               "converted") from exc
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
         yield from _bundle_entries(data, str(path), log, counter=[0])
     elif isinstance(data, dict) and data.get("resourceType"):
         log.count_row(str(path), "read")
         yield FhirEntry(str(path), 1, jsoncodec.dumps(data), None, data)
+    elif isinstance(data, list):
+        raise TrialbridgeError(f"{path}: a JSON array of {len(data)} item(s) at top level is not FHIR: give a Bundle "
+                               "(resourceType Bundle, its resources in entry[].resource) or NDJSON (one resource "
+                               "per line)")
     else:
-        raise TrialbridgeError(f"{path}: neither a FHIR Bundle nor a resource")
+        raise TrialbridgeError(f"{path}: neither a FHIR Bundle nor a resource (a JSON object needs a resourceType)")
+
+
+# Bounds on what one NDJSON file may make us hold or unpack.  A line is one resource: beyond
+# MAX_LINE_BYTES it is skipped unread (a Binary with a large attachment is the only real
+# resource near that size).  A gzip member that unpacks to more than GZIP_MAX_RATIO times its
+# compressed size (after the first GZIP_RATIO_FROM bytes: small files compress well) or to
+# more than GZIP_MAX_BYTES is a decompression bomb, not an export: reading stops there.
+# Real Bulk Data NDJSON compresses 5 to 20 times.  Environment variables override each (tests).
+MAX_LINE_BYTES = 64 * 2**20
+GZIP_MAX_RATIO = 200
+GZIP_RATIO_FROM = 16 * 2**20
+GZIP_MAX_BYTES = 64 * 2**30
+NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
+_BOM = b"\xef\xbb\xbf"
+
+
+def _limit(name: str, default: int) -> int:
+    import os
+
+    text = os.environ.get(f"TRIALBRIDGE_FHIR_{name}")
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise TrialbridgeError(f"TRIALBRIDGE_FHIR_{name}={text!r}: not a number") from None
+
+
+def is_ndjson(path: Path) -> bool:
+    """An NDJSON file, plain or gzip-compressed as Bulk Data servers send it."""
+    return path.name.lower().endswith(NDJSON_SUFFIXES)
+
+
+def ndjson_head(path: Path, size: int = 4096) -> bytes:
+    """The first bytes of an NDJSON file (unpacked when it is gzip); b"" when unreadable."""
+    import gzip
+    import zlib
+
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                return fh.read(size)
+        with open(path, "rb") as fh:
+            return fh.read(size)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
+def _ndjson_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
+    """The lines of an NDJSON file (``.ndjson``, or ``.ndjson.gz`` unpacked as it is read):
+    a UTF-8 BOM, CRLF line ends and blank lines are taken as they come; a line longer than
+    MAX_LINE_BYTES is rejected unread (FHIR-LINE-TOO-LONG); a gzip file that is damaged
+    (FHIR-GZIP) or unpacks beyond the bounds (FHIR-GZIP-BOMB) is read up to there, named."""
+    import gzip
+    import zlib
+
+    file = str(path)
+    max_line = _limit("MAX_LINE_BYTES", MAX_LINE_BYTES)
+    compressed = path.name.lower().endswith(".gz")
+    max_ratio, ratio_from = _limit("GZIP_MAX_RATIO", GZIP_MAX_RATIO), _limit("GZIP_RATIO_FROM", GZIP_RATIO_FROM)
+    max_bytes = _limit("GZIP_MAX_BYTES", GZIP_MAX_BYTES)
+    unpacked = 0
+    n = 0
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+    with raw:
+        fh = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        try:
+            while True:
+                line = fh.readline(max_line + 1)
+                if not line:
+                    break
+                n += 1
+                unpacked += len(line)
+                too_long = len(line) > max_line and not line.endswith(b"\n")
+                while too_long and line and not line.endswith(b"\n"):  # the rest of the line, unread
+                    line = fh.readline(max_line + 1)
+                    unpacked += len(line)
+                    if compressed and _bomb(unpacked, raw.tell(), max_ratio, ratio_from, max_bytes):
+                        break
+                if compressed and _bomb(unpacked, raw.tell(), max_ratio, ratio_from, max_bytes):
+                    log.error("FHIR-GZIP-BOMB", f"the file unpacks to more than {_ratio_text(unpacked, raw.tell())}"
+                              f" (bounds: {max_ratio} times its compressed size, {max_bytes} bytes): a decompression "
+                              f"bomb, not an export; read up to line {n - 1}, the rest is not read", file=file,
+                              record=n, value=unpacked)
+                    return
+                if too_long:
+                    log.count_row(file, "read")
+                    log.error("FHIR-LINE-TOO-LONG", f"line is longer than {max_line} bytes; not read (one resource "
+                              "per line: is this NDJSON?)", file=file, record=n, value=max_line)
+                    log.count_row(file, "rejected")
+                    continue
+                if n == 1 and line.startswith(_BOM):
+                    line = line[len(_BOM):]
+                line = line.strip()
+                if line:
+                    log.count_row(file, "read")
+                    yield FhirEntry(file, n, line)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            log.error("FHIR-GZIP", f"the gzip file is damaged or cut off after line {n}: {exc}; the rest is not read",
+                      file=file, record=n + 1, value=str(exc)[:80])
+        except OSError as exc:
+            raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+
+
+def _bomb(unpacked: int, packed: int, max_ratio: int, ratio_from: int, max_bytes: int) -> bool:
+    return unpacked > max_bytes or (unpacked > ratio_from and unpacked > max_ratio * max(packed, 1))
+
+
+def _ratio_text(unpacked: int, packed: int) -> str:
+    return f"{unpacked} bytes from {packed} compressed"
 
 
 def _bundle_entries(bundle: dict, file: str, log: IssueLog, counter: list[int]) -> Iterator[FhirEntry]:
@@ -291,13 +410,17 @@ def _is_manifest(path: Path) -> bool:
 
 
 def _count_lines(path: Path) -> int:
+    """Resources (non-blank lines) in an NDJSON file; a gzip file is counted by reading it
+    the way it is read for conversion (bounded; its findings are given then, not here)."""
+    if path.name.lower().endswith(".gz"):
+        return sum(1 for _ in _ndjson_entries(path, IssueLog()))
     with open(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())
 
 
 def _fhir_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".ndjson", ".json") and not p.name.startswith(".")
+    files = sorted(p for p in folder.iterdir() if (p.suffix == ".json" or is_ndjson(p)) and not p.name.startswith(".")
                    and p.name != "issues.json")  # our own findings file beside the output
     if not files:
-        raise TrialbridgeError(f"{folder}: no .ndjson or .json files")
+        raise TrialbridgeError(f"{folder}: no .ndjson, .ndjson.gz or .json files")
     return files
