@@ -359,11 +359,23 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
                     log.count_row(entry.file, "rejected")
                     continue
             if not isinstance(res, dict):
-                log.error("FHIR-JSON", f"line is not a resource: a JSON {type(res).__name__}", file=entry.file,
-                          record=entry.record)
+                kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(res), "number")
+                log.error("FHIR-JSON", f"line is not a resource: a JSON {kind}", file=entry.file, record=entry.record,
+                          value=kind)
                 log.count_row(entry.file, "rejected")
                 continue
             rtype = res.get("resourceType")
+            if not isinstance(rtype, str) or not rtype:
+                log.error("FHIR-JSON", "resource has no resourceType: what it is cannot be known; not converted",
+                          file=entry.file, record=_entry_name(res, entry), field="resourceType", value=rtype)
+                log.count_row(entry.file, "rejected")
+                continue
+            if rtype == "Patient" and not res.get("id") and not entry.full_url:
+                log.error("FHIR-PATIENT-NO-ID", "Patient has no id (and no fullUrl): no resource can name it, so "
+                          "neither it nor anything of its person is converted", file=entry.file, record=entry.record,
+                          field="id")
+                log.count_row(entry.file, "rejected")
+                continue
             survey.take(res)
             if rtype == "ResearchStudy":
                 study_level.append((entry.full_url, jsoncodec.loads(raw)))
@@ -424,6 +436,12 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
         if not job.links:
             raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
     return study
+
+
+def _entry_name(res: dict, entry) -> str | int:
+    """How a finding names an input resource that cannot be called Type/id: its id, else its
+    place in the file."""
+    return f"id {res['id']}" if isinstance(res.get("id"), str) and res.get("id") else entry.record
 
 
 def _report_repeats(ids: SortedSpill, files: list[str], log: IssueLog) -> None:

@@ -64,11 +64,14 @@ def test_hl7_examples_folder(tmp_path):
         assert counts == ({"read": 1, "converted": 1, "rejected": 0, "out_of_scope": 0} if name in HL7_CONVERTED
                           else {"read": read, "converted": 0, "rejected": 0, "out_of_scope": read}), name
     assert _totals(report) == {"read": 46, "converted": 9, "rejected": 0, "out_of_scope": 37}
-    # out of scope, at info level: one FHIR-NOT-ENROLLED per file holding resources of Patients not
-    # enrolled (3 Bundles, 14 MedicationAdministrations, 10 Observations, 2 Patients); Medication
+    # out of scope: one FHIR-NOT-ENROLLED (info) per file holding resources of Patients f001 and
+    # f201, which are in the folder with no ResearchSubject (1 Bundle, 10 Observations, 2 Patients);
+    # one FHIR-PATIENT-NOT-IN-INPUT (warning) per file whose resources name a Patient the folder does
+    # not hold: pat1 (14 MedicationAdministrations), pat2 (the lipids Bundle, 5), 347 (bundle-example's
+    # MedicationRequest); Medication
     # (not the study drug), Organization, Practitioner
     assert codes == Counter({
-        "FHIR-NOT-ENROLLED": 29, "FHIR-OUT-OF-SCOPE-TYPE": 3, "FHIR-STUDY-ASSUMED": 1,
+        "FHIR-NOT-ENROLLED": 13, "FHIR-PATIENT-NOT-IN-INPUT": 16, "FHIR-OUT-OF-SCOPE-TYPE": 3, "FHIR-STUDY-ASSUMED": 1,
         "FHIR-SUBJECT-ID-ASSUMED": 1, "FHIR-ASSUMED": 1, "FHIR-ELEMENT-NOT-MAPPED": 1,
         "FHIR-SEARCHSET-INCOMPLETE": 1,  # bundle-example: 1 of 3 matches, a next link
         "FHIR-SUBJECT-INCOMPLETE": 1,  # the ResearchSubject has no period: no consent date
@@ -77,7 +80,7 @@ def test_hl7_examples_folder(tmp_path):
         "DM-UNKNOWN-ARM": 1,  # a candidate with no assignedArm
         "SDTM-REQ-MISSING": 1,  # AEDECOD: the example's event is coded in SNOMED CT only
     })
-    assert report["summary"] == {"error": 2, "warning": 5, "info": 36}  # 29 + 3 + 4 assumed/not mapped
+    assert report["summary"] == {"error": 2, "warning": 21, "info": 20}  # 5 + 16 absent Patients; 13 + 3 + 4 assumed/not mapped
     assert not [i for i in report["issues"] if i["severity"] == "error" and i["code"].startswith("FHIR-")]
     assert all(i["file"] for i in report["issues"])  # every finding names the file it is about
     dm = _csv(tmp_path / "dm.csv")

@@ -668,7 +668,17 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
 
 def _not_enrolled(resources: list[dict], files: list, status: list[str], ctx: FhirContext) -> None:
     """A person with no ResearchSubject in the study (and not linked): out of scope, counted
-    per file and resource type."""
+    per file and resource type.  Resources that name a Patient the input does not hold (a
+    reference to nothing) are named too: one warning per file and Patient reference."""
+    if not any(r.get("resourceType") in ("Patient", "ResearchSubject") for r in resources):
+        missing: dict[tuple, list] = {}
+        for k, res in enumerate(resources):
+            ref = references.person_reference(res)
+            if ref and status[k] != OUT_OF_SCOPE:
+                missing.setdefault((files[k], ref), []).append(rid(res))
+                status[k] = OUT_OF_SCOPE  # named below, not counted as a Patient's who is not enrolled
+        for (file, ref), names in missing.items():  # one line per file at the end (report_scope)
+            count_scope(ctx.log, "no-patient", file, ref, min(names), n=len(names))
     for k, res in enumerate(resources):
         if status[k] != OUT_OF_SCOPE:
             status[k] = OUT_OF_SCOPE
@@ -740,6 +750,19 @@ def report_scope(log) -> None:
                 log.info("FHIR-NOT-ENROLLED", f"{types.get('Patient', 0)} Patient(s) with no ResearchSubject in the "
                          f"study (nor linked by medical record number): their {sum(types.values())} resource(s) are "
                          f"out of scope ({detail})", file=file or None, value=sum(types.values()))
+            continue
+        if kind == "no-patient":  # per file: resources naming Patients the input does not hold
+            absent: dict[str, list] = {}
+            for key, n in counts.items():
+                file, ref, first = key.split("\t", 2)
+                absent.setdefault(file, []).append((ref, first, n))
+            for file, refs in sorted(absent.items()):
+                refs.sort()
+                total = sum(n for _r, _f, n in refs)
+                log.warning("FHIR-PATIENT-NOT-IN-INPUT", f"{total} resource(s) name {len(refs)} Patient(s) the input "
+                            f"does not hold ({', '.join(r for r, _f, _n in refs[:3])}{' …' if len(refs) > 3 else ''}): "
+                            "they belong to no known subject and are not converted", file=file or None,
+                            record=refs[0][1], field="subject", value=refs[0][0])
             continue
         for key, n in sorted(counts.items()):
             file, rtype, value = key.split("\t", 2)

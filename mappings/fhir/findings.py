@@ -83,7 +83,10 @@ def value(resource: dict, ctx: FhirContext, where: str = "") -> tuple[str | None
     cc = resource.get("valueCodeableConcept")
     if isinstance(cc, dict):
         text = cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []
-                                       if c.get("display") or c.get("code")), None)
+                                       if isinstance(c, dict) and (c.get("display") or c.get("code"))), None)
+        if text is None:
+            ctx.issue("warning", "FHIR-VALUE-NOT-MAPPED", f"{where}valueCodeableConcept has no text, display or code: "
+                      "the result is left empty", field=f"{where}valueCodeableConcept", value=str(cc)[:200])
         return text, None
     if resource.get("valueInteger") is not None:
         return str(resource["valueInteger"]), None
