@@ -596,11 +596,17 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
     if p is not None:
         status[p] = CONVERTED
     if candidates:
+        # one person enrolled twice: the first enrolment (earliest period.start; then input
+        # order) is the subject, whatever order the files come in; a later one is named
+        candidates.sort(key=lambda c: (iso8601.sort_key((resources[c[0]].get("period") or {}).get("start")), c[0]))
         i, site = candidates[0]
+        first_start = (resources[i].get("period") or {}).get("start")
         for j, _site in candidates[1:]:
             c = _ctx_for(ctx, resources[j], files[j])
             c.issue("warning", "FHIR-SEVERAL-RESEARCHSUBJECTS", f"the Patient has another ResearchSubject in the study "
-                    f"({rid(resources[i])}); this one is not converted", field="individual")
+                    f"({rid(resources[i])}" + (f", enrolled from {first_start}" if first_start else "")
+                    + "), which is read as the subject; this one is not converted (no second subject)",
+                    field="individual", value=_subject_identifier(resources[j]))
             status[j] = REJECTED
         rs = resources[i]
         c = _ctx_for(ctx, rs, files[i])
@@ -664,6 +670,14 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
         return None
     status[index] = CONVERTED
     return {**{k: v for k, v in rec.items() if v not in (None, "")}, "_where": dict(loc)}, index
+
+
+def _subject_identifier(res: dict) -> str | None:
+    """The first identifier value of a ResearchSubject (to name a second enrolment)."""
+    for ident in res.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            return str(ident["value"])
+    return None
 
 
 def _not_enrolled(resources: list[dict], files: list, status: list[str], ctx: FhirContext) -> None:
