@@ -356,6 +356,10 @@ def _export_files(folder: Path, log: IssueLog) -> list[Path]:
     files = _fhir_files(folder)
     manifests = [p for p in files if p.suffix == ".json" and _is_manifest(p)]
     if not manifests:
+        for p in sorted(folder.iterdir()):  # what is there and not read is said, never skipped unseen
+            if p.is_file() and p not in files and not p.name.startswith(".") and p.name != "issues.json":
+                log.warning("FHIR-FILE-NOT-READ", "file in the FHIR input folder is not .json, .ndjson or .ndjson.gz "
+                            "(a .json.gz, .zip or .bz2 must be unpacked first); not read", file=str(p))
         return files
     if len(manifests) > 1:
         raise TrialbridgeError(f"{folder}: several Bulk Data manifests ({', '.join(p.name for p in manifests)}); "
