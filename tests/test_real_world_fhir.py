@@ -71,7 +71,8 @@ def test_hl7_examples_folder(tmp_path):
     # MedicationRequest); Medication
     # (not the study drug), Organization, Practitioner
     assert codes == Counter({
-        "FHIR-NOT-ENROLLED": 13, "FHIR-PATIENT-NOT-IN-INPUT": 16, "FHIR-OUT-OF-SCOPE-TYPE": 3, "FHIR-STUDY-ASSUMED": 1,
+        "FHIR-NOT-ENROLLED": 13, "FHIR-PATIENT-NOT-IN-INPUT": 16, "FHIR-OUT-OF-SCOPE-TYPE": 3,
+        "FHIR-STUDY-ASSUMED": 1, "FHIR-FILE-NOT-READ": 2,  # license.html, version.info: named (info), not read
         "FHIR-SUBJECT-ID-ASSUMED": 1, "FHIR-ASSUMED": 1, "FHIR-ELEMENT-NOT-MAPPED": 1,
         "FHIR-SEARCHSET-INCOMPLETE": 1,  # bundle-example: 1 of 3 matches, a next link
         "FHIR-SUBJECT-INCOMPLETE": 1,  # the ResearchSubject has no period: no consent date
@@ -80,7 +81,7 @@ def test_hl7_examples_folder(tmp_path):
         "DM-UNKNOWN-ARM": 1,  # a candidate with no assignedArm
         "SDTM-REQ-MISSING": 1,  # AEDECOD: the example's event is coded in SNOMED CT only
     })
-    assert report["summary"] == {"error": 2, "warning": 21, "info": 20}  # 5 + 16 absent Patients; 13 + 3 + 4 assumed/not mapped
+    assert report["summary"] == {"error": 2, "warning": 21, "info": 22}  # 5 + 16 absent Patients; 13 + 3 + 4 assumed/not mapped + 2 files not read
     assert not [i for i in report["issues"] if i["severity"] == "error" and i["code"].startswith("FHIR-")]
     assert all(i["file"] for i in report["issues"])  # every finding names the file it is about
     dm = _csv(tmp_path / "dm.csv")
@@ -138,8 +139,8 @@ def test_synthea_bundles_are_out_of_scope_not_errors(tmp_path):
     assert {f.rsplit("/", 1)[-1]: c for f, c in report["rows"].items()} == {
         name: {"read": n, "converted": 0, "rejected": 0, "out_of_scope": n} for name, n in SYNTHEA.items()}
     assert codes == Counter({"FHIR-NOT-ENROLLED": 4, "FHIR-OUT-OF-SCOPE-TYPE": 10, "FHIR-DUPLICATE-DIFFERS": 20,
-                             "FHIR-NO-SUBJECTS": 1})
-    assert report["summary"] == {"error": 0, "warning": 1, "info": 34}
+                             "FHIR-NO-SUBJECTS": 1, "FHIR-FILE-NOT-READ": 1})  # LICENSE-iris-fhir-template
+    assert report["summary"] == {"error": 0, "warning": 1, "info": 35}
     assert all(i["file"] for i in report["issues"])
     assert _csv(tmp_path / "dm.csv") == []
 

@@ -358,8 +358,11 @@ def _export_files(folder: Path, log: IssueLog) -> list[Path]:
     if not manifests:
         for p in sorted(folder.iterdir()):  # what is there and not read is said, never skipped unseen
             if p.is_file() and p not in files and not p.name.startswith(".") and p.name != "issues.json":
-                log.warning("FHIR-FILE-NOT-READ", "file in the FHIR input folder is not .json, .ndjson or .ndjson.gz "
-                            "(a .json.gz, .zip or .bz2 must be unpacked first); not read", file=str(p))
+                data_like = any(part in p.name.lower() for part in (".json", ".ndjson")) or \
+                    p.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar", ".tgz")
+                log.add("warning" if data_like else "info", "FHIR-FILE-NOT-READ", "file in the FHIR input folder is "
+                        "not .json, .ndjson or .ndjson.gz" + (" (unpack a .json.gz, .zip or .bz2 first)" if data_like
+                                                            else "") + "; not read", file=str(p))
         return files
     if len(manifests) > 1:
         raise TrialbridgeError(f"{folder}: several Bulk Data manifests ({', '.join(p.name for p in manifests)}); "
