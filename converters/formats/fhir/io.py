@@ -197,6 +197,7 @@ GZIP_RATIO_FROM = 16 * 2**20
 GZIP_MAX_BYTES = 64 * 2**30
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
 _BOM = b"\xef\xbb\xbf"
+_BLOCK = 1 << 16  # bytes read (unpacked) at a time: small enough to stay in the CPU cache
 
 
 def _limit(name: str, default: int) -> int:
@@ -216,16 +217,22 @@ def is_ndjson(path: Path) -> bool:
 
 def ndjson_head(path: Path, size: int = 4096) -> bytes:
     """The first bytes of an NDJSON file (unpacked when it is gzip); b"" when unreadable."""
-    import gzip
     import zlib
 
+    head = b""
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                return fh.read(size)
         with open(path, "rb") as fh:
-            return fh.read(size)
-    except (OSError, EOFError, zlib.error):
+            if not path.name.lower().endswith(".gz"):
+                return fh.read(size)
+            try:
+                for out in _gunzip_blocks(fh, size):  # what a cut file holds before the cut counts
+                    head += out
+                    if len(head) >= size:
+                        break
+            except (_GzipCut, zlib.error):
+                pass
+            return head[:size]
+    except OSError:
         return b""
 
 
@@ -233,8 +240,9 @@ def _ndjson_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
     """The lines of an NDJSON file (``.ndjson``, or ``.ndjson.gz`` unpacked as it is read):
     a UTF-8 BOM, CRLF line ends and blank lines are taken as they come; a line longer than
     MAX_LINE_BYTES is rejected unread (FHIR-LINE-TOO-LONG); a gzip file that is damaged
-    (FHIR-GZIP) or unpacks beyond the bounds (FHIR-GZIP-BOMB) is read up to there, named."""
-    import gzip
+    (FHIR-GZIP) or unpacks beyond the bounds (FHIR-GZIP-BOMB) is read up to there, named.
+    Read in blocks, so memory holds one block and at most one line, and the bounds are
+    checked once per block whatever the lines look like."""
     import zlib
 
     file = str(path)
@@ -242,50 +250,114 @@ def _ndjson_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
     compressed = path.name.lower().endswith(".gz")
     max_ratio, ratio_from = _limit("GZIP_MAX_RATIO", GZIP_MAX_RATIO), _limit("GZIP_RATIO_FROM", GZIP_RATIO_FROM)
     max_bytes = _limit("GZIP_MAX_BYTES", GZIP_MAX_BYTES)
-    unpacked = 0
-    n = 0
+    block = min(_BLOCK, max(max_line, 1))
+    unpacked, n = 0, 0
+    pending: list[bytes] = []  # the start of a line whose end is in a later block
+    pending_len = 0
+    skipping = False  # inside a line already longer than max_line: its bytes are dropped
     try:
         raw = open(path, "rb")
     except OSError as exc:
         raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+
+    def line_entry(line: bytes) -> Iterator[FhirEntry]:
+        if n == 1 and line.startswith(_BOM):
+            line = line[len(_BOM):]
+        line = line.strip()
+        if line:
+            log.count_row(file, "read")
+            yield FhirEntry(file, n, line)
+
+    def too_long() -> None:
+        log.count_row(file, "read")
+        log.error("FHIR-LINE-TOO-LONG", f"line is longer than {max_line} bytes; not read (one resource per line: "
+                  "is this NDJSON?)", file=file, record=n, value=max_line)
+        log.count_row(file, "rejected")
+
     with raw:
-        fh = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        blocks = _gunzip_blocks(raw, block) if compressed else iter(lambda: raw.read(block), b"")
         try:
-            while True:
-                line = fh.readline(max_line + 1)
-                if not line:
-                    break
-                n += 1
-                unpacked += len(line)
-                too_long = len(line) > max_line and not line.endswith(b"\n")
-                while too_long and line and not line.endswith(b"\n"):  # the rest of the line, unread
-                    line = fh.readline(max_line + 1)
-                    unpacked += len(line)
-                    if compressed and _bomb(unpacked, raw.tell(), max_ratio, ratio_from, max_bytes):
-                        break
+            for chunk in blocks:
+                unpacked += len(chunk)
+                lines = chunk.split(b"\n")
+                for k, part in enumerate(lines[:-1]):
+                    n += 1
+                    if k and (not part or part.isspace()):  # blank lines: nothing to read (fast)
+                        continue
+                    if skipping or (k == 0 and pending_len + len(part) > max_line):
+                        skipping, pending, pending_len = False, [], 0
+                        too_long()
+                        continue
+                    if k == 0 and pending:
+                        line = b"".join(pending) + part
+                        pending, pending_len = [], 0
+                    else:
+                        line = part
+                    if len(line) > max_line:
+                        too_long()
+                        continue
+                    if n == 1 and line.startswith(_BOM):
+                        line = line[len(_BOM):]
+                    line = line.strip()
+                    if line:
+                        log.count_row(file, "read")
+                        yield FhirEntry(file, n, line)
+                if not skipping and lines[-1]:
+                    pending.append(lines[-1])  # parts, joined once the line ends (no quadratic copying)
+                    pending_len += len(lines[-1])
+                    if pending_len > max_line:
+                        skipping, pending, pending_len = True, [], 0
+                # the block in hand is read; no further block of a bomb is unpacked
                 if compressed and _bomb(unpacked, raw.tell(), max_ratio, ratio_from, max_bytes):
                     log.error("FHIR-GZIP-BOMB", f"the file unpacks to more than {_ratio_text(unpacked, raw.tell())}"
-                              f" (bounds: {max_ratio} times its compressed size, {max_bytes} bytes): a decompression "
-                              f"bomb, not an export; read up to line {n - 1}, the rest is not read", file=file,
-                              record=n, value=unpacked)
+                              f" (bounds: {max_ratio} times its compressed size past {ratio_from} bytes, "
+                              f"{max_bytes} bytes in all): a decompression bomb, not an export; read up to line "
+                              f"{n}, the rest is not read", file=file, record=n + 1, value=unpacked)
                     return
-                if too_long:
-                    log.count_row(file, "read")
-                    log.error("FHIR-LINE-TOO-LONG", f"line is longer than {max_line} bytes; not read (one resource "
-                              "per line: is this NDJSON?)", file=file, record=n, value=max_line)
-                    log.count_row(file, "rejected")
-                    continue
-                if n == 1 and line.startswith(_BOM):
-                    line = line[len(_BOM):]
-                line = line.strip()
-                if line:
-                    log.count_row(file, "read")
-                    yield FhirEntry(file, n, line)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        except (_GzipCut, zlib.error) as exc:
             log.error("FHIR-GZIP", f"the gzip file is damaged or cut off after line {n}: {exc}; the rest is not read",
                       file=file, record=n + 1, value=str(exc)[:80])
+            return
         except OSError as exc:
             raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+        if skipping:
+            n += 1
+            too_long()
+        elif pending:
+            n += 1
+            yield from line_entry(b"".join(pending))
+
+
+class _GzipCut(Exception):
+    """A gzip stream that ends before its end marker (a download cut off)."""
+
+
+def _gunzip_blocks(raw, block: int) -> Iterator[bytes]:
+    """The unpacked bytes of a gzip file (any number of members), at most ``block`` at a time:
+    what a damaged or cut stream held before the damage comes out before the error."""
+    import zlib
+
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    started = False
+    while True:
+        data = inflate.unconsumed_tail or raw.read(64 * 1024)
+        if not data:
+            if started and not inflate.eof:
+                raise _GzipCut("the compressed stream ends before its end marker")
+            return
+        started = True
+        out = inflate.decompress(data, block)
+        if out:
+            yield out
+        if inflate.eof:
+            rest = inflate.unused_data
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            started = False
+            if rest.strip(b"\0"):
+                started = True
+                out = inflate.decompress(rest, block)
+                if out:
+                    yield out
 
 
 def _bomb(unpacked: int, packed: int, max_ratio: int, ratio_from: int, max_bytes: int) -> bool:
