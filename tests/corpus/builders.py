@@ -41,6 +41,8 @@ def fhir_name_in_ae_text(family: str = "Okonkwo") -> bytes:
     bundle = {"resourceType": "Bundle", "type": "collection",
               "entry": [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in entries]}
     return json.dumps(bundle, indent=1).encode("utf-8")
+
+
 def deep_bundle(depth: int = 100_000) -> bytes:
     """A FHIR Bundle whose one entry holds an element nested ``depth`` arrays deep."""
     return (b'{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": '
