@@ -34,6 +34,7 @@ from trialbridge.converters.core import privacy
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import RECORD_ORDER, Records, record_types
 from trialbridge.converters.core.spill import SortedSpill, sort_key
+from trialbridge.mappings import chronology
 
 SEP = b"\x00"
 
@@ -110,6 +111,7 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
     # included: redacted in the records before they are mapped, scrubbed from the group's log
     identifying += privacy.subject_values(records)
     privacy.redact_records(records, identifying, log)
+    chronology.check(records, log)  # where every source's records meet, before any target
     extra["meddra"] = code_meddra(job, records, log)
     out = _map_group(job, records, log, extra)
     privacy.scrub_log(log, identifying)

@@ -65,14 +65,19 @@ def detect_input(path: Path) -> str:
     if path.is_file():
         if odm_io.is_odm(path):
             return "odm"
-        if path.suffix.lower() in (".ndjson", ".json") and _is_fhir_json(path):
+        if (path.suffix.lower() == ".json" or fhir_io.is_ndjson(path)) and _is_fhir_json(path):
             return "fhir"
+        if path.suffix.lower() == ".json" or fhir_io.is_ndjson(path):
+            raise TrialbridgeError(f"{path}: {_not_fhir_reason(path)}")
     elif records_io.is_records_folder(path):
         return "records"
     else:
         files = [p for p in path.iterdir() if p.is_file() and p.name != "issues.json"]
-        if any(p.suffix.lower() in (".ndjson", ".json") and _is_fhir_json(p) for p in files):
+        if any((p.suffix.lower() == ".json" or fhir_io.is_ndjson(p)) and _is_fhir_json(p) for p in files):
             return "fhir"
+        ndjson = [p for p in files if fhir_io.is_ndjson(p)]
+        if ndjson and all(not fhir_io.ndjson_head(p).strip(b"\xef\xbb\xbf \t\r\n") for p in ndjson):
+            return "fhir"  # a Bulk Data export with nothing in it: said so by the FHIR intake
         if any(p.suffix.lower() in sdtm_io.READ_PREFERENCE for p in files):
             return "sdtm"
     if path.is_file() and path.suffix.lower() in records_io.SUFFIXES and record_type_for_file(path.stem):
@@ -85,12 +90,22 @@ def detect_input(path: Path) -> str:
 def _is_fhir_json(path: Path) -> bool:
     """A .json / .ndjson file whose (first) object has a resourceType — not Dataset-JSON,
     whose NDJSON form also exists (read only the first bytes)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4096)
-    except OSError:
-        return False
+    head = fhir_io.ndjson_head(path)
     return b'"resourceType"' in head and not b'"datasetJSONVersion"' in head
+
+
+def _not_fhir_reason(path: Path) -> str:
+    """Why a .json / .ndjson file given as the input is not read as FHIR, in words."""
+    head = fhir_io.ndjson_head(path).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head:
+        return "the file is empty (or unreadable): no FHIR resources to convert"
+    if head[:1] not in (b"{", b"["):
+        shown = head[:40].decode("utf-8", "replace").splitlines()[0]
+        return f"not JSON (it begins {shown!r}): a FHIR Bundle (.json) or NDJSON (.ndjson) is expected"
+    if head[:1] == b"[":
+        return ("a JSON array at top level is not FHIR: give a Bundle (an object with resourceType Bundle and "
+                "its resources in entry[].resource) or NDJSON (one resource per line)")
+    return "a JSON object with no resourceType near its start: neither a FHIR Bundle nor a resource"
 
 
 def parse_formats(text: str) -> list[str]:
@@ -246,7 +261,8 @@ def _convert(input_path: Path, kind: str, to: str, stage: OutputStage, log: Issu
             _report_fhir_versions(sinks, log)
             _report_fhir_unmapped_codes(log)
             assemble.report_scope(log)
-            if not any(name in sinks.tables for name in ("DM", "subject", "Patient")):
+            if not any(name in sinks.tables for name in ("DM", "subject", "Patient")) and \
+                    not any(i.code == "FHIR-EMPTY-INPUT" for i in log.issues):
                 log.warning("FHIR-NO-SUBJECTS", f"no subject of study {study.study_id} in the input: no ResearchSubject "
                             "in it (nor a Patient linked by medical record number with --link-subjects); nothing "
                             "was converted", file=str(input_path))
@@ -475,11 +491,23 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
                     log.count_row(entry.file, "rejected")
                     continue
             if not isinstance(res, dict):
-                log.error("FHIR-JSON", f"line is not a resource: a JSON {type(res).__name__}", file=entry.file,
-                          record=entry.record)
+                kind = {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(res), "number")
+                log.error("FHIR-JSON", f"line is not a resource: a JSON {kind}", file=entry.file, record=entry.record,
+                          value=kind)
                 log.count_row(entry.file, "rejected")
                 continue
             rtype = res.get("resourceType")
+            if not isinstance(rtype, str) or not rtype:
+                log.error("FHIR-JSON", "resource has no resourceType: what it is cannot be known; not converted",
+                          file=entry.file, record=_entry_name(res, entry), field="resourceType", value=rtype)
+                log.count_row(entry.file, "rejected")
+                continue
+            if rtype == "Patient" and not res.get("id") and not entry.full_url:
+                log.error("FHIR-PATIENT-NO-ID", "Patient has no id (and no fullUrl): no resource can name it, so "
+                          "neither it nor anything of its person is converted", file=entry.file, record=entry.record,
+                          field="id")
+                log.count_row(entry.file, "rejected")
+                continue
             survey.take(res)
             if rtype == "ResearchStudy":
                 study_level.append((entry.full_url, jsoncodec.loads(raw)))
@@ -518,6 +546,14 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
         ids.close()
         waiting.close()
     job.input_fhir_version = input_fhir_version
+    if not n and not study_level and not medications:  # nothing but entries that are no resources
+        entries = sum(c.get("read", 0) for c in log.accounting.values())
+        what = (f"{entries} entr{'y' if entries == 1 else 'ies'}, none of them a resource" if entries else
+                "no entry" if input_path.is_file() and not fhir_io.is_ndjson(input_path) else "no lines")
+        if not study_ref:
+            raise TrialbridgeError(f"{input_path}: the input holds no FHIR resources ({what}); nothing to convert")
+        log.error("FHIR-EMPTY-INPUT", f"the input holds no FHIR resources ({what}); nothing was converted",
+                  file=str(input_path), value=entries)
     study = _study(study_ref, assemble.study_id_named(study_level), log, required=True)
     job.files = list(files)
     dialect = dialects.choose(study, survey.systems)
@@ -533,6 +569,12 @@ def _spill_fhir(input_path: Path, spill: SortedSpill, job: engine.Job, groups: s
         if not job.links:
             raise TrialbridgeError(f"{link_subjects}: no subject with a medical_record_number to link by")
     return study
+
+
+def _entry_name(res: dict, entry) -> str | int:
+    """How a finding names an input resource that cannot be called Type/id: its id, else its
+    place in the file."""
+    return f"id {res['id']}" if isinstance(res.get("id"), str) and res.get("id") else entry.record
 
 
 def _report_repeats(ids: SortedSpill, files: list[str], log: IssueLog) -> None:

@@ -343,8 +343,11 @@ def fhir_group_to_records(job, items, log: IssueLog, identifying: list | None = 
         assemble.check_resources(resources, job.study, log, job.facts, files=files, outcomes=outcomes)
     for issues, outcome in zip(checks, outcomes):
         for issue in issues:  # a resource out of scope: its schema problems reach no output
+            # ... but a resourceType R4 does not define is a misspelt or foreign resource whose
+            # content is lost: a warning, whatever it would have mapped to
+            severity = "warning" if issue.code == "FHIR-UNKNOWN-TYPE" else "info"
             log.issues.append(issue if outcome != OUT_OF_SCOPE or issue.severity == "info" else
-                              Issue("info", issue.code, f"(resource out of scope) {issue.message}", issue.file,
+                              Issue(severity, issue.code, f"(resource out of scope) {issue.message}", issue.file,
                                     issue.record, issue.field, issue.value, issue.usubjid, issue.seq))
     for file, outcome in zip(files, outcomes):
         log.count_row(file, outcome)

@@ -178,8 +178,9 @@ def test_identifiers_omitted_by_default(sample_records, study):
 
 
 def test_what_is_not_the_study_is_out_of_scope_and_counted(study):
-    """Codes outside the study's tables, resources of Patients not enrolled and types with no
-    mapping are counted at info level (with system, code and count), never errors."""
+    """Codes outside the study's tables and types with no mapping are counted at info level
+    (with system, code and count), a resource of a Patient not in the input is a warning; never
+    errors."""
     log = IssueLog()
     pat = {"resourceType": "Patient", "id": "p1", "identifier": [{"system": "urn:trialbridge:fhir:subject-id",
                                                                    "value": "900"}], "gender": "female"}
@@ -194,7 +195,12 @@ def test_what_is_not_the_study_is_out_of_scope_and_counted(study):
     assert codes["FHIR-OUT-OF-SCOPE-CODE"].value == f"{LOINC}|0000-0" and codes["FHIR-OUT-OF-SCOPE-CODE"].severity == "info"
     assert codes["FHIR-OUT-OF-SCOPE-CODE"].message.startswith("1 Observation resource(s) with code")
     assert codes["FHIR-OUT-OF-SCOPE-TYPE"].message.startswith("2 Condition resource(s)")
-    assert codes["FHIR-NOT-ENROLLED"].value == 1 and "AdverseEvent 1" in codes["FHIR-NOT-ENROLLED"].message
+    # the AdverseEvent names a Patient the input does not hold: a reference to nothing, said so
+    absent = codes["FHIR-PATIENT-NOT-IN-INPUT"]
+    assert (absent.severity, absent.record, absent.field, absent.value) == ("warning", "AdverseEvent/a1", "subject",
+                                                                         "Patient/missing")
+    assert absent.message.startswith("1 resource(s) name 1 Patient(s) the input does not hold (Patient/missing)")
+    assert "FHIR-NOT-ENROLLED" not in codes
     # our own older output: a trial subject id on the Patient and no ResearchSubject
     assert codes["FHIR-NO-RESEARCHSUBJECT"].severity == "warning"
     assert [r["subject_id"] for r in records["subject"]] == ["900"]

@@ -64,11 +64,15 @@ def test_hl7_examples_folder(tmp_path):
         assert counts == ({"read": 1, "converted": 1, "rejected": 0, "out_of_scope": 0} if name in HL7_CONVERTED
                           else {"read": read, "converted": 0, "rejected": 0, "out_of_scope": read}), name
     assert _totals(report) == {"read": 46, "converted": 9, "rejected": 0, "out_of_scope": 37}
-    # out of scope, at info level: one FHIR-NOT-ENROLLED per file holding resources of Patients not
-    # enrolled (3 Bundles, 14 MedicationAdministrations, 10 Observations, 2 Patients); Medication
+    # out of scope: one FHIR-NOT-ENROLLED (info) per file holding resources of Patients f001 and
+    # f201, which are in the folder with no ResearchSubject (1 Bundle, 10 Observations, 2 Patients);
+    # one FHIR-PATIENT-NOT-IN-INPUT (warning) per file whose resources name a Patient the folder does
+    # not hold: pat1 (14 MedicationAdministrations), pat2 (the lipids Bundle, 5), 347 (bundle-example's
+    # MedicationRequest); Medication
     # (not the study drug), Organization, Practitioner
     assert codes == Counter({
-        "FHIR-NOT-ENROLLED": 29, "FHIR-OUT-OF-SCOPE-TYPE": 3, "FHIR-STUDY-ASSUMED": 1,
+        "FHIR-NOT-ENROLLED": 13, "FHIR-PATIENT-NOT-IN-INPUT": 16, "FHIR-OUT-OF-SCOPE-TYPE": 3,
+        "FHIR-STUDY-ASSUMED": 1, "FHIR-FILE-NOT-READ": 2,  # license.html, version.info: named (info), not read
         "FHIR-SUBJECT-ID-ASSUMED": 1, "FHIR-ASSUMED": 1, "FHIR-ELEMENT-NOT-MAPPED": 1,
         "FHIR-SEARCHSET-INCOMPLETE": 1,  # bundle-example: 1 of 3 matches, a next link
         "FHIR-SUBJECT-INCOMPLETE": 1,  # the ResearchSubject has no period: no consent date
@@ -81,7 +85,8 @@ def test_hl7_examples_folder(tmp_path):
         "MEDDRA-NOT-CODED": 1,  # the same event: no MedDRA code (and no --meddra)
     })
     assert [i["value"] for i in report["issues"] if i["code"] == "TS-PARM-MISSING"] == ["SENDTC"]
-    assert report["summary"] == {"error": 2, "warning": 7, "info": 37}  # 29 + 3 + 4 assumed/not mapped + TS + MedDRA
+    # 5 + 16 absent Patients + TS SENDTC + MedDRA; 13 + 3 + 4 assumed/not mapped + 2 files not read + TS DOSU
+    assert report["summary"] == {"error": 2, "warning": 23, "info": 23}
     assert not [i for i in report["issues"] if i["severity"] == "error" and i["code"].startswith("FHIR-")]
     assert all(i["file"] for i in report["issues"])  # every finding names the file it is about
     dm = _csv(tmp_path / "dm.csv")
@@ -139,10 +144,11 @@ def test_synthea_bundles_are_out_of_scope_not_errors(tmp_path):
     assert {f.rsplit("/", 1)[-1]: c for f, c in report["rows"].items()} == {
         name: {"read": n, "converted": 0, "rejected": 0, "out_of_scope": n} for name, n in SYNTHEA.items()}
     assert codes == Counter({"FHIR-NOT-ENROLLED": 4, "FHIR-OUT-OF-SCOPE-TYPE": 10, "FHIR-DUPLICATE-DIFFERS": 20,
-                             "FHIR-NO-SUBJECTS": 1, "TS-PARM-MISSING": 1, "TS-VALUE-CT-EXTENSION": 1})
+                             "FHIR-NO-SUBJECTS": 1, "TS-PARM-MISSING": 1, "TS-VALUE-CT-EXTENSION": 1,
+                             "FHIR-FILE-NOT-READ": 1})  # LICENSE-iris-fhir-template
     # no subject: ACTSUB is 0, and there is no study end date to derive
     assert [i["value"] for i in report["issues"] if i["code"] == "TS-PARM-MISSING"] == ["SENDTC"]
-    assert report["summary"] == {"error": 0, "warning": 2, "info": 35}
+    assert report["summary"] == {"error": 0, "warning": 2, "info": 36}
     assert all(i["file"] for i in report["issues"])
     assert _csv(tmp_path / "dm.csv") == []
 

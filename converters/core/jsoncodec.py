@@ -199,7 +199,7 @@ def loads(data: bytes | str) -> Any:
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc) or "recursion" in str(exc):
             raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
-        if "infinity when parsed as double" in str(exc):  # 1e400: valid JSON, beyond a double
+        if "infinity" in str(exc):  # a number beyond a double (1e400): valid JSON, exact path
             return _exact_only(data)
         raise JsonSyntaxError(str(exc)) from None
     if _bracket_count(data) > MAX_DEPTH and _depth_exceeds(fast, MAX_DEPTH):  # cheap bound first
@@ -213,15 +213,23 @@ def loads(data: bytes | str) -> Any:
         return fast  # every number token is the text its float is written as
     if _spaced(source, again) and not needs_exact(data):
         return fast  # not compact (pretty-printed, several lines): the regex decides
+    return _loads_exact(data, depth_checked=True)
+
+
+def _loads_exact(data: bytes | str, depth_checked: bool = False) -> Any:
+    """The exact path: numbers with a fraction or exponent as Decimal (any magnitude)."""
     negative_zero = (_NEGATIVE_ZERO if isinstance(data, bytes) else _NEGATIVE_ZERO_STR).search(data)
     decoder = _exact_decoder_negative_zero if negative_zero else _exact_decoder
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return decoder.decode(text)
+        obj = decoder.decode(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise JsonSyntaxError(str(exc)) from None
-    except RecursionError:  # cannot happen: depth was checked above
+    except RecursionError:
         raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    if not depth_checked and _bracket_count(data) > MAX_DEPTH and _depth_exceeds(obj, MAX_DEPTH):
+        raise JsonDepthError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return obj
 
 
 def _exact_only(data: bytes | str) -> Any:

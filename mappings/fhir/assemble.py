@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any, Iterable, Iterator
 
 import trialbridge.mappings.fhir as fhir_pkg
+from trialbridge.converters.core import iso8601
 from trialbridge.converters.core.records import Records, public, record_types, where
 from trialbridge.converters.core.issues import TrialbridgeError
 from trialbridge.mappings.fhir import (LEGACY_EXT, LEGACY_SID, OUT_OF_SCOPE, SCOPE_TABLE, SID, SUBJECT_ID_SYSTEM,
@@ -490,6 +491,34 @@ def subject_records(resources: list[dict], study, log, facts: StudyFacts, *, lin
     return records
 
 
+def bad_dates(name: str, rec: dict) -> list[tuple[str, str]]:
+    """(field, text) of the record's dates that are not ISO 8601 in the hub's grammar (the
+    one check the records readers apply, so a FHIR date that no CSV could carry is not
+    taken either: ``2020-06-05T08:30:00+25:00``, ``2020-02-30``)."""
+    props = record_types()[name].schema.get("properties", {})
+    return [(k, str(v)) for k, v in rec.items() if v and props.get(k, {}).get("x-iso8601")
+            and not iso8601.is_valid(str(v), intervals=False, unknown_parts=False)]
+
+
+def element_of(res: Any, text: str, path: str = "") -> str | None:
+    """The path of the element of ``res`` whose value is ``text`` (``effectivePeriod.start``),
+    to name it in a finding; None when no element holds it."""
+    if isinstance(res, dict):
+        for k, v in res.items():
+            if v == text and not isinstance(v, (dict, list)):
+                return path + k
+            if isinstance(v, (dict, list)) and k != "contained":
+                found = element_of(v, text, f"{path}{k}.")
+                if found:
+                    return found
+    elif isinstance(res, list):
+        for n, v in enumerate(res):
+            found = element_of(v, text, f"{path[:-1]}[{n}].")
+            if found:
+                return found
+    return None
+
+
 def _set_outcomes(outcomes: list[str] | None, status: list[str]) -> None:
     if outcomes is not None:
         outcomes[:] = status
@@ -522,6 +551,13 @@ def _read_one(res: dict, file: str | None, ctx: FhirContext, records: Records) -
         if missing:
             c.issue("error", "FHIR-INCOMPLETE", f"no {', '.join(missing)} for the {name} record; not converted",
                     field=missing[0])
+            continue
+        bad = bad_dates(name, rec)
+        for key, text in bad:
+            c.issue("error", "FHIR-DATE-INVALID", f"{element_of(res, text) or key} {text!r} is no date and time "
+                    f"(ISO 8601: a real calendar day, hours 00-23, offsets -12:00 to +14:00); the {name} record "
+                    "is not converted", field=element_of(res, text) or key, value=text)
+        if bad:
             continue
         records[name].append({**rec, "_where": dict(c.where)})
         kept += 1
@@ -560,11 +596,17 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
     if p is not None:
         status[p] = CONVERTED
     if candidates:
+        # one person enrolled twice: the first enrolment (earliest period.start; then input
+        # order) is the subject, whatever order the files come in; a later one is named
+        candidates.sort(key=lambda c: (iso8601.sort_key((resources[c[0]].get("period") or {}).get("start")), c[0]))
         i, site = candidates[0]
+        first_start = (resources[i].get("period") or {}).get("start")
         for j, _site in candidates[1:]:
             c = _ctx_for(ctx, resources[j], files[j])
             c.issue("warning", "FHIR-SEVERAL-RESEARCHSUBJECTS", f"the Patient has another ResearchSubject in the study "
-                    f"({rid(resources[i])}); this one is not converted", field="individual")
+                    f"({rid(resources[i])}" + (f", enrolled from {first_start}" if first_start else "")
+                    + "), which is read as the subject; this one is not converted (no second subject)",
+                    field="individual", value=_subject_identifier(resources[j]))
             status[j] = REJECTED
         rs = resources[i]
         c = _ctx_for(ctx, rs, files[i])
@@ -602,6 +644,14 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
         return _not_enrolled(resources, files, status, ctx)
     index, loc = where
     rec["study_id"] = study.study_id
+    for key, text in bad_dates("subject", rec):  # the person stays a subject; the date is not taken
+        source = next((r for r in (resources[index], resources[p] if p is not None else None)
+                       if r is not None and element_of(r, text)), resources[index])
+        ctx.log.error("FHIR-DATE-INVALID", f"{element_of(source, text) or key} {text!r} is no date (ISO 8601: a "
+                      f"real calendar day); the subject's {key.replace('_', ' ')} is left empty",
+                      file=files[resources.index(source)], record=rid(source), field=element_of(source, text) or key,
+                      value=text)
+        rec[key] = None
     for name in ("consent_date", "sex"):
         if not rec.get(name):
             ctx.log.warning("FHIR-SUBJECT-INCOMPLETE", f"subject has no {name.replace('_', ' ')} "
@@ -622,9 +672,27 @@ def _membership(resources: list[dict], files: list, status: list[str], ctx: Fhir
     return {**{k: v for k, v in rec.items() if v not in (None, "")}, "_where": dict(loc)}, index
 
 
+def _subject_identifier(res: dict) -> str | None:
+    """The first identifier value of a ResearchSubject (to name a second enrolment)."""
+    for ident in res.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            return str(ident["value"])
+    return None
+
+
 def _not_enrolled(resources: list[dict], files: list, status: list[str], ctx: FhirContext) -> None:
     """A person with no ResearchSubject in the study (and not linked): out of scope, counted
-    per file and resource type."""
+    per file and resource type.  Resources that name a Patient the input does not hold (a
+    reference to nothing) are named too: one warning per file and Patient reference."""
+    if not any(r.get("resourceType") in ("Patient", "ResearchSubject") for r in resources):
+        missing: dict[tuple, list] = {}
+        for k, res in enumerate(resources):
+            ref = references.person_reference(res)
+            if ref and status[k] != OUT_OF_SCOPE:
+                missing.setdefault((files[k], ref), []).append(rid(res))
+                status[k] = OUT_OF_SCOPE  # named below, not counted as a Patient's who is not enrolled
+        for (file, ref), names in missing.items():  # one line per file at the end (report_scope)
+            count_scope(ctx.log, "no-patient", file, ref, min(names), n=len(names))
     for k, res in enumerate(resources):
         if status[k] != OUT_OF_SCOPE:
             status[k] = OUT_OF_SCOPE
@@ -696,6 +764,19 @@ def report_scope(log) -> None:
                 log.info("FHIR-NOT-ENROLLED", f"{types.get('Patient', 0)} Patient(s) with no ResearchSubject in the "
                          f"study (nor linked by medical record number): their {sum(types.values())} resource(s) are "
                          f"out of scope ({detail})", file=file or None, value=sum(types.values()))
+            continue
+        if kind == "no-patient":  # per file: resources naming Patients the input does not hold
+            absent: dict[str, list] = {}
+            for key, n in counts.items():
+                file, ref, first = key.split("\t", 2)
+                absent.setdefault(file, []).append((ref, first, n))
+            for file, refs in sorted(absent.items()):
+                refs.sort()
+                total = sum(n for _r, _f, n in refs)
+                log.warning("FHIR-PATIENT-NOT-IN-INPUT", f"{total} resource(s) name {len(refs)} Patient(s) the input "
+                            f"does not hold ({', '.join(r for r, _f, _n in refs[:3])}{' …' if len(refs) > 3 else ''}): "
+                            "they belong to no known subject and are not converted", file=file or None,
+                            record=refs[0][1], field="subject", value=refs[0][0])
             continue
         for key, n in sorted(counts.items()):
             file, rtype, value = key.split("\t", 2)

@@ -20,6 +20,7 @@ hospitals send them (the counterpart of ``mappings/sdtm/findings.py``).
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from trialbridge.converters.core import iso8601
@@ -70,13 +71,22 @@ def value(resource: dict, ctx: FhirContext, where: str = "") -> tuple[str | None
         number = number_text(q.get("value"))
         if number is None:
             return None, unit_of(q)
+        if not _representable(q.get("value")):
+            ctx.issue("error", "FHIR-NUMBER-RANGE", f"{where}valueQuantity.value {number} is beyond what a number in "
+                      f"SDTM can hold (a double, about 1.8e308); not converted", field=f"{where}valueQuantity.value",
+                      value=number[:40])
+            ctx.status = "rejected"
+            return None, None
         return (q.get("comparator") or "") + number, unit_of(q)
     if resource.get("valueString") is not None:
         return str(resource["valueString"]), None
     cc = resource.get("valueCodeableConcept")
     if isinstance(cc, dict):
         text = cc.get("text") or next((c.get("display") or c.get("code") for c in cc.get("coding") or []
-                                       if c.get("display") or c.get("code")), None)
+                                       if isinstance(c, dict) and (c.get("display") or c.get("code"))), None)
+        if text is None:
+            ctx.issue("warning", "FHIR-VALUE-NOT-MAPPED", f"{where}valueCodeableConcept has no text, display or code: "
+                      "the result is left empty", field=f"{where}valueCodeableConcept", value=str(cc)[:200])
         return text, None
     if resource.get("valueInteger") is not None:
         return str(resource["valueInteger"]), None
@@ -88,6 +98,15 @@ def value(resource: dict, ctx: FhirContext, where: str = "") -> tuple[str | None
                       "the result is left empty", field=f"{where}{element}", value=str(resource[element])[:200])
             return None, None
     return None, None
+
+
+def _representable(number: Any) -> bool:
+    """A JSON number a double holds (finite; 1e400 is valid JSON and read exactly, but no
+    numeric variable can take it)."""
+    try:
+        return math.isfinite(float(number))
+    except (TypeError, ValueError, OverflowError):
+        return True  # not a number at all: the schema check names it
 
 
 def not_done_reason(resource: dict) -> str | None:

@@ -148,8 +148,11 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
                   value=str(dosage.get(element) or dose or "")[:200] or None)
         return None
     if not start:
-        ctx.issue("error", "FHIR-NO-DATE", "MedicationAdministration has no effectiveDateTime or effectivePeriod.start; "
-                  "not converted", field="effective[x]")
+        other = sorted(k for k in resource if k.lower().startswith("occur"))  # R5's occurence[x] in an R4 shape
+        ctx.issue("error", "FHIR-NO-DATE", "MedicationAdministration has no effectiveDateTime or effectivePeriod.start"
+                  + (f" ({', '.join(other)} is R5's element, or no FHIR element, in a resource that is otherwise "
+                     "R4: give one version's shape)" if other else "") + "; not converted",
+                  field=other[0] if other else "effective[x]")
         return None
     return clean({
         "subject_id": subject_id,

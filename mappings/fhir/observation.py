@@ -250,4 +250,7 @@ def _result(element: dict, kind: str, entry: dict, base: dict, ctx: FhirContext,
     low, high, range_unit = findings.reference_range(element, ctx, base.get("collected"))
     out["ref_low"], out["ref_high"] = low, high
     out["unit"] = unit or range_unit
+    if out["result"] is not None and not unit and range_unit and isinstance(element.get("valueQuantity"), dict):
+        ctx.issue("warning", "FHIR-UNIT-FROM-RANGE", f"{where}valueQuantity has no unit; the unit of its reference "
+                  f"range ({range_unit}) is taken as the result's", field=f"{where}valueQuantity.unit", value=range_unit)
     return clean(out)

@@ -109,3 +109,27 @@ def noise(size: int = 3000, seed: int = 9) -> bytes:
     import random
 
     return random.Random(seed).randbytes(size)
+
+
+def deep_bundle(depth: int = 100_000) -> bytes:
+    """A FHIR Bundle whose one entry holds an element nested ``depth`` arrays deep."""
+    return (b'{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": '
+            b'{"resourceType": "Basic", "id": "deep", "extension": ' + b"[" * depth + b"]" * depth + b"}}]}")
+
+
+def gzip_bomb(spaces: int = 4 * 2**20) -> bytes:
+    """The one-subject NDJSON export, gzip-compressed, followed by one line of ``spaces``
+    blanks: a few KiB that unpack to megabytes (a decompression bomb's shape)."""
+    import gzip
+
+    text = (ROOT / "tests" / "corpus" / "fhir" / "inputs" / "one-subject.ndjson").read_bytes()
+    return gzip.compress(text + b" " * spaces + b"\n", mtime=0)
+
+
+def gzip_cut(keep: int = 600) -> bytes:
+    """The one-subject NDJSON export, gzip-compressed, cut after ``keep`` compressed bytes (a
+    download interrupted)."""
+    import gzip
+
+    text = (ROOT / "tests" / "corpus" / "fhir" / "inputs" / "one-subject.ndjson").read_bytes()
+    return gzip.compress(text, mtime=0)[:keep]

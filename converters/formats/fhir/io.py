@@ -153,28 +153,219 @@ def read_fhir_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
         for p in _export_files(path, log):
             yield from read_fhir_entries(p, log)
         return
-    if path.suffix == ".ndjson":
-        try:
-            with open(path, "rb") as fh:
-                for n, line in enumerate(fh, start=1):
-                    line = line.strip()
-                    if line:
-                        log.count_row(str(path), "read")
-                        yield FhirEntry(str(path), n, line)
-        except OSError as exc:
-            raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+    if is_ndjson(path):
+        yield from _ndjson_entries(path, log)
         return
     try:
-        data = jsoncodec.loads(path.read_bytes())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        text = path.read_bytes()
+    except OSError as exc:
         raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+    if text.startswith(_BOM):
+        text = text[len(_BOM):]
+    try:
+        data = jsoncodec.loads(text)
+    except jsoncodec.JsonDepthError as exc:
+        raise TrialbridgeError(f"{path}: not read: {exc} (no FHIR resource nests that deep); nothing converted") \
+            from exc
+    except (UnicodeDecodeError, ValueError) as exc:
+        ended = "unexpected end" in str(exc) or "EOF" in str(exc)
+        why = "the file ends in the middle of the JSON (cut off in transfer?)" if ended else "not valid JSON"
+        raise TrialbridgeError(f"{path}: {why}: {exc}; one Bundle is one JSON document, so nothing of it is "
+                               "converted") from exc
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
         yield from _bundle_entries(data, str(path), log, counter=[0])
     elif isinstance(data, dict) and data.get("resourceType"):
         log.count_row(str(path), "read")
         yield FhirEntry(str(path), 1, jsoncodec.dumps(data), None, data)
+    elif isinstance(data, list):
+        raise TrialbridgeError(f"{path}: a JSON array of {len(data)} item(s) at top level is not FHIR: give a Bundle "
+                               "(resourceType Bundle, its resources in entry[].resource) or NDJSON (one resource "
+                               "per line)")
     else:
-        raise TrialbridgeError(f"{path}: neither a FHIR Bundle nor a resource")
+        raise TrialbridgeError(f"{path}: neither a FHIR Bundle nor a resource (a JSON object needs a resourceType)")
+
+
+# Bounds on what one NDJSON file may make us hold or unpack.  A line is one resource: beyond
+# MAX_LINE_BYTES it is skipped unread (a Binary with a large attachment is the only real
+# resource near that size).  A gzip member that unpacks to more than GZIP_MAX_RATIO times its
+# compressed size (after the first GZIP_RATIO_FROM bytes: small files compress well) or to
+# more than GZIP_MAX_BYTES is a decompression bomb, not an export: reading stops there.
+# Real Bulk Data NDJSON compresses 5 to 20 times.  Environment variables override each (tests).
+MAX_LINE_BYTES = 64 * 2**20
+GZIP_MAX_RATIO = 200
+GZIP_RATIO_FROM = 16 * 2**20
+GZIP_MAX_BYTES = 64 * 2**30
+NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
+_BOM = b"\xef\xbb\xbf"
+_BLOCK = 1 << 16  # bytes read (unpacked) at a time: small enough to stay in the CPU cache
+
+
+def _limit(name: str, default: int) -> int:
+    import os
+
+    text = os.environ.get(f"TRIALBRIDGE_FHIR_{name}")
+    try:
+        return int(text) if text else default
+    except ValueError:
+        raise TrialbridgeError(f"TRIALBRIDGE_FHIR_{name}={text!r}: not a number") from None
+
+
+def is_ndjson(path: Path) -> bool:
+    """An NDJSON file, plain or gzip-compressed as Bulk Data servers send it."""
+    return path.name.lower().endswith(NDJSON_SUFFIXES)
+
+
+def ndjson_head(path: Path, size: int = 4096) -> bytes:
+    """The first bytes of an NDJSON file (unpacked when it is gzip); b"" when unreadable."""
+    import zlib
+
+    head = b""
+    try:
+        with open(path, "rb") as fh:
+            if not path.name.lower().endswith(".gz"):
+                return fh.read(size)
+            try:
+                for out in _gunzip_blocks(fh, size):  # what a cut file holds before the cut counts
+                    head += out
+                    if len(head) >= size:
+                        break
+            except (_GzipCut, zlib.error):
+                pass
+            return head[:size]
+    except OSError:
+        return b""
+
+
+def _ndjson_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
+    """The lines of an NDJSON file (``.ndjson``, or ``.ndjson.gz`` unpacked as it is read):
+    a UTF-8 BOM, CRLF line ends and blank lines are taken as they come; a line longer than
+    MAX_LINE_BYTES is rejected unread (FHIR-LINE-TOO-LONG); a gzip file that is damaged
+    (FHIR-GZIP) or unpacks beyond the bounds (FHIR-GZIP-BOMB) is read up to there, named.
+    Read in blocks, so memory holds one block and at most one line, and the bounds are
+    checked once per block whatever the lines look like."""
+    import zlib
+
+    file = str(path)
+    max_line = _limit("MAX_LINE_BYTES", MAX_LINE_BYTES)
+    compressed = path.name.lower().endswith(".gz")
+    max_ratio, ratio_from = _limit("GZIP_MAX_RATIO", GZIP_MAX_RATIO), _limit("GZIP_RATIO_FROM", GZIP_RATIO_FROM)
+    max_bytes = _limit("GZIP_MAX_BYTES", GZIP_MAX_BYTES)
+    block = min(_BLOCK, max(max_line, 1))
+    unpacked, n = 0, 0
+    pending: list[bytes] = []  # the start of a line whose end is in a later block
+    pending_len = 0
+    skipping = False  # inside a line already longer than max_line: its bytes are dropped
+    try:
+        raw = open(path, "rb")
+    except OSError as exc:
+        raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+
+    def line_entry(line: bytes) -> Iterator[FhirEntry]:
+        if n == 1 and line.startswith(_BOM):
+            line = line[len(_BOM):]
+        line = line.strip()
+        if line:
+            log.count_row(file, "read")
+            yield FhirEntry(file, n, line)
+
+    def too_long() -> None:
+        log.count_row(file, "read")
+        log.error("FHIR-LINE-TOO-LONG", f"line is longer than {max_line} bytes; not read (one resource per line: "
+                  "is this NDJSON?)", file=file, record=n, value=max_line)
+        log.count_row(file, "rejected")
+
+    with raw:
+        blocks = _gunzip_blocks(raw, block) if compressed else iter(lambda: raw.read(block), b"")
+        try:
+            for chunk in blocks:
+                unpacked += len(chunk)
+                lines = chunk.split(b"\n")
+                for k, part in enumerate(lines[:-1]):
+                    n += 1
+                    if k and (not part or part.isspace()):  # blank lines: nothing to read (fast)
+                        continue
+                    if skipping or (k == 0 and pending_len + len(part) > max_line):
+                        skipping, pending, pending_len = False, [], 0
+                        too_long()
+                        continue
+                    if k == 0 and pending:
+                        line = b"".join(pending) + part
+                        pending, pending_len = [], 0
+                    else:
+                        line = part
+                    if len(line) > max_line:
+                        too_long()
+                        continue
+                    if n == 1 and line.startswith(_BOM):
+                        line = line[len(_BOM):]
+                    line = line.strip()
+                    if line:
+                        log.count_row(file, "read")
+                        yield FhirEntry(file, n, line)
+                if not skipping and lines[-1]:
+                    pending.append(lines[-1])  # parts, joined once the line ends (no quadratic copying)
+                    pending_len += len(lines[-1])
+                    if pending_len > max_line:
+                        skipping, pending, pending_len = True, [], 0
+                # the block in hand is read; no further block of a bomb is unpacked
+                if compressed and _bomb(unpacked, raw.tell(), max_ratio, ratio_from, max_bytes):
+                    log.error("FHIR-GZIP-BOMB", f"the file unpacks to more than {_ratio_text(unpacked, raw.tell())}"
+                              f" (bounds: {max_ratio} times its compressed size past {ratio_from} bytes, "
+                              f"{max_bytes} bytes in all): a decompression bomb, not an export; read up to line "
+                              f"{n}, the rest is not read", file=file, record=n + 1, value=unpacked)
+                    return
+        except (_GzipCut, zlib.error) as exc:
+            log.error("FHIR-GZIP", f"the gzip file is damaged or cut off after line {n}: {exc}; the rest is not read",
+                      file=file, record=n + 1, value=str(exc)[:80])
+            return
+        except OSError as exc:
+            raise TrialbridgeError(f"{path}: cannot read: {exc}") from exc
+        if skipping:
+            n += 1
+            too_long()
+        elif pending:
+            n += 1
+            yield from line_entry(b"".join(pending))
+
+
+class _GzipCut(Exception):
+    """A gzip stream that ends before its end marker (a download cut off)."""
+
+
+def _gunzip_blocks(raw, block: int) -> Iterator[bytes]:
+    """The unpacked bytes of a gzip file (any number of members), at most ``block`` at a time:
+    what a damaged or cut stream held before the damage comes out before the error."""
+    import zlib
+
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    started = False
+    while True:
+        data = inflate.unconsumed_tail or raw.read(64 * 1024)
+        if not data:
+            if started and not inflate.eof:
+                raise _GzipCut("the compressed stream ends before its end marker")
+            return
+        started = True
+        out = inflate.decompress(data, block)
+        if out:
+            yield out
+        if inflate.eof:
+            rest = inflate.unused_data
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            started = False
+            if rest.strip(b"\0"):
+                started = True
+                out = inflate.decompress(rest, block)
+                if out:
+                    yield out
+
+
+def _bomb(unpacked: int, packed: int, max_ratio: int, ratio_from: int, max_bytes: int) -> bool:
+    return unpacked > max_bytes or (unpacked > ratio_from and unpacked > max_ratio * max(packed, 1))
+
+
+def _ratio_text(unpacked: int, packed: int) -> str:
+    return f"{unpacked} bytes from {packed} compressed"
 
 
 def _bundle_entries(bundle: dict, file: str, log: IssueLog, counter: list[int]) -> Iterator[FhirEntry]:
@@ -237,6 +428,13 @@ def _export_files(folder: Path, log: IssueLog) -> list[Path]:
     files = _fhir_files(folder)
     manifests = [p for p in files if p.suffix == ".json" and _is_manifest(p)]
     if not manifests:
+        for p in sorted(folder.iterdir()):  # what is there and not read is said, never skipped unseen
+            if p.is_file() and p not in files and not p.name.startswith(".") and p.name != "issues.json":
+                data_like = any(part in p.name.lower() for part in (".json", ".ndjson")) or \
+                    p.suffix.lower() in (".gz", ".zip", ".bz2", ".xz", ".zst", ".tar", ".tgz")
+                log.add("warning" if data_like else "info", "FHIR-FILE-NOT-READ", "file in the FHIR input folder is "
+                        "not .json, .ndjson or .ndjson.gz" + (" (unpack a .json.gz, .zip or .bz2 first)" if data_like
+                                                            else "") + "; not read", file=str(p))
         return files
     if len(manifests) > 1:
         raise TrialbridgeError(f"{folder}: several Bulk Data manifests ({', '.join(p.name for p in manifests)}); "
@@ -291,13 +489,17 @@ def _is_manifest(path: Path) -> bool:
 
 
 def _count_lines(path: Path) -> int:
+    """Resources (non-blank lines) in an NDJSON file; a gzip file is counted by reading it
+    the way it is read for conversion (bounded; its findings are given then, not here)."""
+    if path.name.lower().endswith(".gz"):
+        return sum(1 for _ in _ndjson_entries(path, IssueLog()))
     with open(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())
 
 
 def _fhir_files(folder: Path) -> list[Path]:
-    files = sorted(p for p in folder.iterdir() if p.suffix in (".ndjson", ".json") and not p.name.startswith(".")
+    files = sorted(p for p in folder.iterdir() if (p.suffix == ".json" or is_ndjson(p)) and not p.name.startswith(".")
                    and p.name != "issues.json")  # our own findings file beside the output
     if not files:
-        raise TrialbridgeError(f"{folder}: no .ndjson or .json files")
+        raise TrialbridgeError(f"{folder}: no .ndjson, .ndjson.gz or .json files")
     return files

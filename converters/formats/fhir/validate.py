@@ -25,6 +25,8 @@ used by :func:`converters.formats.fhir.versions.validate_r5`).
 """
 from __future__ import annotations
 
+import re
+
 from decimal import Decimal
 from functools import lru_cache
 from importlib import resources as package_files
@@ -138,6 +140,20 @@ def model_errors(resource: dict) -> list[str]:
     return []
 
 
+def element_named(message: str) -> str | None:
+    """The element a schema or model message is about, dotted (``effectivePeriod.start``,
+    ``component[0].code``); for an element that should not be there, its name."""
+    path, _, rest = message.partition(": ")
+    if path == "<root>" or not rest:
+        unexpected = re.search(r"'([^']+)' was unexpected|^([A-Za-z_][\w]*): Extra inputs", message)
+        return (unexpected.group(1) or unexpected.group(2)) if unexpected else None
+    parts = path.split("/")
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if part.isdigit() else (("." if out else "") + part)
+    return out
+
+
 def references(node: Any) -> Iterator[str]:
     """Every ``reference`` string inside a resource (contained resources included)."""
     if isinstance(node, dict):
@@ -178,13 +194,13 @@ def validate_resources(resources: Iterable[dict], log: IssueLog, model_check: bo
         for msg in schema_errors(res):
             invalid.add(rid)
             schema_bad = True
-            log.error("FHIR-SCHEMA", msg, record=rid)
+            log.error("FHIR-SCHEMA", msg, record=rid, field=element_named(msg))
         # model_check: True = every resource; "failed" = only those the fast schema check
         # rejected, for precise messages (design rule 5); False = none
         if model_check is True or (model_check == "failed" and schema_bad):
             for msg in model_errors(res):
                 invalid.add(rid)
-                log.error("FHIR-MODEL", msg, record=rid)
+                log.error("FHIR-MODEL", msg, record=rid, field=element_named(msg))
         contained = {f"#{c.get('id')}" for c in res.get("contained", []) or []}
         for ref in (references(res) if check_references else ()):
             if ref.startswith("#"):
