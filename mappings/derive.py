@@ -122,7 +122,9 @@ def converted_digits(text: str | None) -> int:
     number read off an analyser more often than a claim of one significant figure, and
     rounding its 442 umol/L to 400 would move it by up to 10 %."""
     n = significant_digits(text)
-    return max(MIN_CONVERTED_DIGITS, n) if n is not None else 10
+    # a float holds 15 significant digits for sure: a text with more (1050.1234567890123456…)
+    # keeps 15, and never more than the decimal context can round to
+    return min(15, max(MIN_CONVERTED_DIGITS, n)) if n is not None else 10
 
 
 def round_sig(value: float, digits: int = 10) -> float:
@@ -133,7 +135,10 @@ def round_sig(value: float, digits: int = 10) -> float:
         d = Decimal(repr(value))
     except InvalidOperation:
         return value
-    return float(round(d, digits - int(math.floor(math.log10(abs(value)))) - 1))
+    try:
+        return float(round(d, digits - int(math.floor(math.log10(abs(value)))) - 1))
+    except InvalidOperation:  # more digits than the decimal context holds: nothing to round away
+        return value
 
 
 def assign_seq(rows: list[dict[str, Any]], seq_var: str, sort_key) -> None:

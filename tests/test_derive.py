@@ -87,3 +87,5 @@ def test_converted_results_keep_the_source_precision():
     assert derive.round_sig(46.85289958, derive.converted_digits("0.53")) == 47.0
     assert derive.converted_digits("5") == 2  # at least two
     assert derive.converted_digits("<0.5") == 10  # not a number: no rounding asked
+    assert derive.converted_digits("1050.123456789012345678901234567") == 15  # what a float holds
+    assert derive.round_sig(1050.1234567890123, 40) == 1050.1234567890123  # beyond the decimal context: as is
