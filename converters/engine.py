@@ -32,7 +32,7 @@ import orjson
 
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import RECORD_ORDER, Records, record_types
-from trialbridge.converters.core.spill import SortedSpill, sort_key
+from trialbridge.converters.core.spill import SortedSpill, right_sized, sort_key
 
 SEP = b"\x00"
 
@@ -82,7 +82,8 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
     if job.source == "sdtm":
         rows = _sdtm_rows(job, items)
         if job.target == "sdtm":
-            return GroupResult({name: [((r.get("USUBJID") or "", n), orjson.dumps(r)) for n, r in enumerate(rs)]
+            return GroupResult({name: [((r.get("USUBJID") or "", n), right_sized(orjson.dumps(r)))
+                                       for n, r in enumerate(rs)]
                                 for name, rs in rows.items()}, log)
         records, extra["unread"] = spokes.sdtm_subject_to_records(rows, job.study, log)
     elif job.source == "fhir":
@@ -102,7 +103,8 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
         from trialbridge.converters.formats.sdtm.stats import ColumnStats
 
         tables = spokes.records_to_sdtm_rows(records, job.study, log)
-        out = {name: [((r["USUBJID"], n), orjson.dumps(r)) for n, r in enumerate(rows)] for name, rows in tables.items()}
+        out = {name: [((r["USUBJID"], n), right_sized(orjson.dumps(r))) for n, r in enumerate(rows)]
+               for name, rows in tables.items()}
         stats = {}
         for name, rows in tables.items():  # gathered here, in the worker, merged in any order
             stats[name] = ColumnStats(name)
@@ -112,7 +114,8 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
         out = {}
         for name, rows in records.items():
             key = record_types()[name].key
-            out[name] = [(sort_key([*(r.get(k, "") for k in key), n]), orjson.dumps(r)) for n, r in enumerate(rows)]
+            out[name] = [(sort_key([*(r.get(k, "") for k in key), n]), right_sized(orjson.dumps(r)))
+                         for n, r in enumerate(rows)]
     else:
         out = {}
         for n, (rtype, key, res) in enumerate(spokes.records_to_fhir_rows(records, job.study, log,
