@@ -220,13 +220,23 @@ def default_workers() -> int:
 # ------------------------------------------------------------------------------- sinks
 
 
+SINKS_BUDGET = 16 << 20  # payload bytes all sinks together hold in memory
+
+
 class Sinks:
     """One sorted spill per output table; takes group results in any order.  What groups
     report besides rows is merged as it arrives (sums and unions, so the order results arrive
     in does not matter): column statistics per SDTM dataset, FHIR versions seen, SDTM variables
-    no mapping read."""
+    no mapping read.
 
-    def __init__(self) -> None:
+    The sinks share one memory budget: each spill alone would hold up to its chunk size, and
+    a dozen SDTM datasets (SUPP-- included) that all grow with the input would then hold a
+    dozen chunks once the input is large enough to fill them (so memory still grew with the
+    input up to a dozen chunks).  Over ``budget`` payload bytes in all, the largest buffer is
+    written as a run.  Run boundaries never change the order rows come back in."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = SINKS_BUDGET if budget is None else budget
         self.tables: dict[str, SortedSpill] = {}
         self.stats: dict[str, Any] = {}
         self.versions: Counter = Counter()
@@ -241,6 +251,8 @@ class Sinks:
             if sink is None:
                 sink = self.tables[name] = SortedSpill(name.lower())
             sink.extend(rows)
+        if result.tables:
+            self._keep_to_budget()
         for name, stats in result.extra.get("stats", {}).items():
             if name in self.stats:
                 self.stats[name].merge(stats)
@@ -249,6 +261,13 @@ class Sinks:
         self.versions.update(result.extra.get("versions", {}))
         if "unread" in result.extra:
             spokes.merge_unread(self.unread, result.extra["unread"])
+
+    def _keep_to_budget(self) -> None:
+        held = sum(sink.buffered_bytes for sink in self.tables.values())
+        while held > self.budget:
+            largest = max(self.tables.values(), key=lambda sink: sink.buffered_bytes)
+            held -= largest.buffered_bytes
+            largest.flush()
 
     def rows(self, name: str) -> Iterator[dict]:
         sink = self.tables.get(name)

@@ -93,6 +93,16 @@ class SortedSpill:
             self._own_folder = True
         return self._folder
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Payload bytes held in memory now (the chunk not yet written as a run)."""
+        return self._bytes
+
+    def flush(self) -> None:
+        """Write the items held in memory as a run file now (a caller holding several spills
+        keeps their sum bounded so); the order items come back in does not change."""
+        self._flush()
+
     def _flush(self) -> None:
         if not self._buffer:
             return
