@@ -182,7 +182,9 @@ def fold_stats(results: list[GroupResult]) -> list[GroupResult]:
 
 def run_local(job: Job, groups: Iterable, workers: int = 1, *, chunk_items: int = 2000) -> Iterator[GroupResult]:
     """Results of every group, in group order.  ``workers`` > 1 runs groups in that many
-    processes, at most two chunks per worker in flight (memory stays bounded)."""
+    processes, at most two chunks per worker in flight (memory stays bounded).  The workers
+    are spawned (:data:`WORKER_START`): a script that calls this, directly or through
+    ``pipeline.convert``, needs the ``if __name__ == "__main__":`` guard."""
     if workers <= 1:
         for group, items in groups:
             yield process_group(job, group, items)
