@@ -20,6 +20,7 @@ Memory depends on the largest subject and the spill's chunk size, not on the inp
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import pickle
 from collections import Counter
@@ -33,7 +34,7 @@ import orjson
 from trialbridge.converters.core import privacy
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.records import RECORD_ORDER, Records, record_types
-from trialbridge.converters.core.spill import SortedSpill, sort_key
+from trialbridge.converters.core.spill import SortedSpill, right_sized, sort_key
 from trialbridge.mappings import chronology
 
 SEP = b"\x00"
@@ -90,7 +91,8 @@ def process_group(job: Job, group: str, items: list[tuple[tuple, bytes]]) -> Gro
     if job.source == "sdtm":
         rows = _sdtm_rows(job, items)
         if job.target == "sdtm":
-            return GroupResult({name: [((r.get("USUBJID") or "", n), orjson.dumps(r)) for n, r in enumerate(rs)]
+            return GroupResult({name: [((r.get("USUBJID") or "", n), right_sized(orjson.dumps(r)))
+                                       for n, r in enumerate(rs)]
                                 for name, rs in rows.items()}, log)
         records, extra["unread"] = spokes.sdtm_subject_to_records(rows, job.study, log)
     elif job.source == "fhir":
@@ -126,7 +128,8 @@ def _map_group(job: Job, records: Records, log: IssueLog, extra: dict[str, Any])
         from trialbridge.converters.formats.sdtm.stats import ColumnStats
 
         tables = spokes.records_to_sdtm_rows(records, job.study, log)
-        out = {name: [((r["USUBJID"], n), orjson.dumps(r)) for n, r in enumerate(rows)] for name, rows in tables.items()}
+        out = {name: [((r["USUBJID"], n), right_sized(orjson.dumps(r))) for n, r in enumerate(rows)]
+               for name, rows in tables.items()}
         stats = {}
         for name, rows in tables.items():  # gathered here, in the worker, merged in any order
             stats[name] = ColumnStats(name)
@@ -136,7 +139,8 @@ def _map_group(job: Job, records: Records, log: IssueLog, extra: dict[str, Any])
         out = {}
         for name, rows in records.items():
             key = record_types()[name].key
-            out[name] = [(sort_key([*(r.get(k, "") for k in key), n]), orjson.dumps(r)) for n, r in enumerate(rows)]
+            out[name] = [(sort_key([*(r.get(k, "") for k in key), n]), right_sized(orjson.dumps(r)))
+                         for n, r in enumerate(rows)]
     else:
         out = {}
         for n, (rtype, key, res) in enumerate(spokes.records_to_fhir_rows(records, job.study, log,
@@ -184,6 +188,13 @@ def _chunks(groups: Iterator, size: int) -> Iterator[list]:
 
 
 _WORKER_JOB: Job | None = None
+# Workers start as fresh interpreters that import only what mapping a group needs (the
+# engine, the spokes, the mapping modules, the FHIR schema when the input is FHIR), not
+# copies of this process: a forked worker starts with every page of its parent resident
+# (the whole pipeline imported, lxml and the define.xml and rules machinery, the reader's
+# buffers) and shows them all in its RSS however little it touches them.  Also the same on
+# every platform (macOS and Windows spawn anyway) and safe with threads in the parent.
+WORKER_START = "spawn"
 
 
 def _init_worker(job_bytes: bytes) -> None:
@@ -214,14 +225,16 @@ def fold_stats(results: list[GroupResult]) -> list[GroupResult]:
 
 def run_local(job: Job, groups: Iterable, workers: int = 1, *, chunk_items: int = 2000) -> Iterator[GroupResult]:
     """Results of every group, in group order.  ``workers`` > 1 runs groups in that many
-    processes, at most two chunks per worker in flight (memory stays bounded)."""
+    processes, at most two chunks per worker in flight (memory stays bounded).  The workers
+    are spawned (:data:`WORKER_START`): a script that calls this, directly or through
+    ``pipeline.convert``, needs the ``if __name__ == "__main__":`` guard."""
     if workers <= 1:
         for group, items in groups:
             yield process_group(job, group, items)
         return
     chunks = _item_chunks(groups, chunk_items)
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(pickle.dumps(job),)) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(WORKER_START),
+                             initializer=_init_worker, initargs=(pickle.dumps(job),)) as pool:
         pending = []
         for chunk in chunks:
             pending.append(pool.submit(_run_chunk, chunk))
@@ -252,13 +265,23 @@ def default_workers() -> int:
 # ------------------------------------------------------------------------------- sinks
 
 
+SINKS_BUDGET = 16 << 20  # payload bytes all sinks together hold in memory
+
+
 class Sinks:
     """One sorted spill per output table; takes group results in any order.  What groups
     report besides rows is merged as it arrives (sums and unions, so the order results arrive
     in does not matter): column statistics per SDTM dataset, FHIR versions seen, SDTM variables
-    no mapping read."""
+    no mapping read.
 
-    def __init__(self) -> None:
+    The sinks share one memory budget: each spill alone would hold up to its chunk size, and
+    a dozen SDTM datasets (SUPP-- included) that all grow with the input would then hold a
+    dozen chunks once the input is large enough to fill them (so memory still grew with the
+    input up to a dozen chunks).  Over ``budget`` payload bytes in all, the largest buffer is
+    written as a run.  Run boundaries never change the order rows come back in."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.budget = SINKS_BUDGET if budget is None else budget
         self.tables: dict[str, SortedSpill] = {}
         self.stats: dict[str, Any] = {}
         self.versions: Counter = Counter()
@@ -274,6 +297,8 @@ class Sinks:
             if sink is None:
                 sink = self.tables[name] = SortedSpill(name.lower())
             sink.extend(rows)
+        if result.tables:
+            self._keep_to_budget()
         for name, stats in result.extra.get("stats", {}).items():
             if name in self.stats:
                 self.stats[name].merge(stats)
@@ -283,6 +308,13 @@ class Sinks:
         self.meddra.update(result.extra.get("meddra", {}))
         if "unread" in result.extra:
             spokes.merge_unread(self.unread, result.extra["unread"])
+
+    def _keep_to_budget(self) -> None:
+        held = sum(sink.buffered_bytes for sink in self.tables.values())
+        while held > self.budget:
+            largest = max(self.tables.values(), key=lambda sink: sink.buffered_bytes)
+            held -= largest.buffered_bytes
+            largest.flush()
 
     def rows(self, name: str) -> Iterator[dict]:
         sink = self.tables.get(name)

@@ -112,3 +112,18 @@ def test_spill_with_more_runs_than_it_opens_at_once(monkeypatch):
     assert [k for k, _ in spill] == sorted(keys)
     assert len(spill._runs) == 3
     spill.close()
+
+
+def test_sinks_kept_to_their_budget_give_the_same_bytes(tmp_path, monkeypatch):
+    """Sinks over their shared budget write their largest buffer as a run: the output must
+    not change (SDTM datasets of the FHIR sample, one process, a budget of 2 KB)."""
+    from trialbridge.converters import engine, pipeline
+
+    pipeline.convert(FHIR_SAMPLE, "sdtm", tmp_path / "default", formats="xpt,dataset-json")
+    flushed = []
+    original = SortedSpill.flush
+    monkeypatch.setattr(engine, "SINKS_BUDGET", 2000)
+    monkeypatch.setattr(SortedSpill, "flush", lambda self: (flushed.append(self.name), original(self))[1])
+    pipeline.convert(FHIR_SAMPLE, "sdtm", tmp_path / "small", formats="xpt,dataset-json")
+    assert len(flushed) > 50 and {"lb", "dm"} <= set(flushed)
+    _same_tree(tmp_path / "default", tmp_path / "small")

@@ -77,3 +77,20 @@ def test_r5_decimals_validate_on_the_exact_path():
             "medication": {"concept": {"text": "x"}}, "subject": {"reference": "Patient/p"},
             "occurenceDateTime": "2020-06-05", "dosage": {"dose": {"value": Decimal("1.30")}}}
     assert fhir_validate.schema_errors(dose, "R5") == []
+
+
+def test_resource_types_share_one_compiled_schema_with_the_same_findings():
+    """Every type checks through one compiled schema per version; its findings are those of
+    a validator compiled for that type alone (contained resources included)."""
+    bad = {**OBSERVATION, "status": "guessed", "valueQuantity": {"value": "x"}, "extra": 1,
+           "contained": [{"resourceType": "Patient", "id": "c", "gender": "x"}]}
+    patient = {"resourceType": "Patient", "id": "p", "gender": "unknown-ish", "birthDate": "1970-13-01"}
+    for res in (bad, patient, OBSERVATION):
+        shared = fhir_validate.schema_validator(res["resourceType"])
+        alone = fhir_validate._standalone(res["resourceType"], "R4")
+        assert sorted((list(e.instance_path), e.message) for e in shared.iter_errors(res)) == \
+            sorted((list(e.instance_path), e.message) for e in alone.iter_errors(res))
+        assert shared.is_valid(res) == alone.is_valid(res) == (res is OBSERVATION)
+    assert {"Observation", "Patient"} <= set(fhir_validate._compiled_for("R4").types)
+    # a validator handed a resource of another type checks it as its own type, as before
+    assert not fhir_validate.schema_validator("Patient").is_valid(OBSERVATION)

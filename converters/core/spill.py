@@ -15,7 +15,8 @@ unique still gives the same output for the same input — callers that add items
 several workers make their keys unique (a row's subject plus its index in that subject).
 
 Payloads are ``bytes``: each caller chooses its encoding (orjson for rows, the original
-line for FHIR resources) so nothing is parsed or serialised here.
+line for FHIR resources) so nothing is parsed or serialised here, and memory is counted
+by their length (see :func:`right_sized`).
 """
 from __future__ import annotations
 
@@ -48,6 +49,14 @@ def sort_key(values: Iterable[Any]) -> tuple:
     return tuple(sortable(v) for v in values)
 
 
+def right_sized(data: bytes) -> bytes:
+    """A copy of ``data`` in an allocation of its own length.  ``orjson.dumps`` hands back
+    every document in an allocation of at least 4 KiB whatever its length, so a spill buffer
+    of short rows held as returned takes several times the bytes it counts.  Bytes read from
+    a file, unpickled, joined or sliced are right-sized already and need no copy."""
+    return bytes(memoryview(data))
+
+
 class SortedSpill:
     """Items ``(key, payload)`` added in any order, read back sorted by key."""
 
@@ -66,9 +75,8 @@ class SortedSpill:
 
     # -- writing ----------------------------------------------------------------------
     def add(self, key: Any, payload: bytes) -> None:
-        # a right-sized copy: orjson returns every document in a 4 KiB allocation whatever its
-        # length, which would make a buffer of short rows eight times its counted size
-        payload = bytes(memoryview(payload))
+        """Keep ``payload`` as given: its memory is counted as its length, so a caller whose
+        bytes come straight from ``orjson.dumps`` passes them through :func:`right_sized`."""
         self._buffer.append((key, payload))
         self.count += 1
         self._bytes += len(payload)
@@ -84,6 +92,16 @@ class SortedSpill:
             self._folder = Path(tempfile.mkdtemp(prefix="trialbridge-spill-"))
             self._own_folder = True
         return self._folder
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Payload bytes held in memory now (the chunk not yet written as a run)."""
+        return self._bytes
+
+    def flush(self) -> None:
+        """Write the items held in memory as a run file now (a caller holding several spills
+        keeps their sum bounded so); the order items come back in does not change."""
+        self._flush()
 
     def _flush(self) -> None:
         if not self._buffer:

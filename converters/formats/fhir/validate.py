@@ -1,8 +1,8 @@
 """Validate FHIR R4 resources: the official JSON schema, the fhir.resources models, references.
 
 * FHIR-SCHEMA (error): the resource fails the official R4 JSON schema
-  (``schemas/fhir/fhir.r4.schema.json``; one ``jsonschema_rs`` validator compiled per
-  resource type against ``{"$ref": "#/definitions/<Type>"}`` plus the definitions).
+  (``schemas/fhir/fhir.r4.schema.json``; compiled by ``jsonschema_rs`` once per version,
+  each resource sent to its type's definition; see :class:`_Compiled`).
   This is the fast check and the one that rejects bad codes (enums).  It runs on the parsed
   resource itself, never on a re-serialised copy: jsonschema-rs takes ``int``, ``float`` and
   ``decimal.Decimal`` numbers as they come from the codec (:mod:`converters.core.jsoncodec`);
@@ -46,29 +46,100 @@ SCHEMA_FILES = {"R4": "fhir.r4.schema.json", "R5": "fhir.r5.schema.json"}
 SCHEMA_ERRATA = {"R5": [('[eE][+-]?[0-9]{1,9}})?$', '[eE][+-]?[0-9]{1,9})?$')]}
 
 
-@lru_cache(maxsize=2)
 def _schema(version: str = "R4") -> dict:
+    """The published schema, parsed (about 9 MiB as Python objects; not kept: see
+    :class:`_Compiled`)."""
     text = package_files.files("trialbridge.schemas").joinpath("fhir", SCHEMA_FILES[version]).read_text("utf-8")
     for wrong, right in SCHEMA_ERRATA.get(version, []):
         text = text.replace(wrong, right)  # no backslash in either: same in JSON text
     return orjson.loads(text)
 
 
+@lru_cache(maxsize=2)
+def _types(version: str = "R4") -> frozenset[str]:
+    return frozenset(_schema(version)["discriminator"]["mapping"])
+
+
 def resource_types(version: str = "R4") -> list[str]:
-    return sorted(_schema(version)["discriminator"]["mapping"])
+    return sorted(_types(version))
+
+
+class _Compiled:
+    """One compiled validator per version for every resource type asked for so far.
+
+    A validator compiled from ``{"$ref": "#/definitions/<Type>"}`` compiles everything that
+    type can reach, and through ``contained`` (``ResourceList``: any resource) that is the
+    whole schema: about 17 MiB of compiled nodes per type, so seven types held 140 MiB in
+    every process that checks resources.  Here the types share one compiled tree: a root that
+    sends each resource to its own definition by its ``resourceType`` (``if``/``then``, the
+    one reason for Draft 7; the FHIR schema uses no keyword whose meaning differs between
+    Drafts 6 and 7).  It names only the types seen so far, since every ``if`` is tried on every
+    resource: a new type recompiles the root (about 0.05 s, the schema read again), so a run
+    compiles once per type as before.  Same findings, same messages and paths."""
+
+    def __init__(self, version: str):
+        self.version = version
+        self.types: tuple[str, ...] = ()
+        self.validator = None
+
+    def add(self, resource_type: str) -> None:
+        types = tuple(sorted({*self.types, resource_type}))
+        self.validator = None  # the old tree goes before the new one is built: one at a time
+        schema = _schema(self.version)
+        self.validator = jsonschema_rs.Draft7Validator({
+            "$schema": "http://json-schema.org/draft-07/schema#",
+            "definitions": schema["definitions"],
+            "allOf": [{"if": {"properties": {"resourceType": {"const": t}}, "required": ["resourceType"]},
+                       "then": {"$ref": f"#/definitions/{t}"}} for t in types]})
+        self.types = types
+
+
+@lru_cache(maxsize=2)
+def _compiled_for(version: str) -> _Compiled:
+    return _Compiled(version)
+
+
+class _TypeValidator:
+    """The validator of one resource type (what :func:`schema_validator` returns): checks a
+    resource of that type through the version's shared compiled schema."""
+
+    def __init__(self, resource_type: str, version: str):
+        self.resource_type = resource_type
+        self.version = version
+        self._shared = _compiled_for(version)
+        if resource_type not in self._shared.types:
+            self._shared.add(resource_type)
+
+    def _for(self, resource: Any):
+        if isinstance(resource, dict) and resource.get("resourceType") == self.resource_type:
+            return self._shared.validator
+        return _standalone(self.resource_type, self.version)  # another type given: checked as this type
+
+    def is_valid(self, resource: Any) -> bool:
+        return self._for(resource).is_valid(resource)
+
+    def iter_errors(self, resource: Any):
+        return self._for(resource).iter_errors(resource)
 
 
 def schema_validator(resource_type: str, version: str = "R4"):
-    """The compiled validator for one resource type (None when the version has no such type);
-    compiled once per type and version (about 0.1 s each)."""
+    """The validator for one resource type (None when the version has no such type); all
+    types of a version share one compiled schema (:class:`_Compiled`)."""
     return _compiled(resource_type, version)
 
 
 @lru_cache(maxsize=None)
 def _compiled(resource_type: str, version: str):
-    schema = _schema(version)
-    if resource_type not in schema["discriminator"]["mapping"]:
+    if resource_type not in _types(version):
         return None
+    return _TypeValidator(resource_type, version)
+
+
+@lru_cache(maxsize=4)
+def _standalone(resource_type: str, version: str):
+    """A validator of this type alone, for the odd call that hands a validator a resource of
+    another type (the definition's ``resourceType`` const then reports it, as it always did)."""
+    schema = _schema(version)
     return jsonschema_rs.Draft6Validator({"$schema": schema["$schema"], "$ref": f"#/definitions/{resource_type}",
                                           "definitions": schema["definitions"]})
 

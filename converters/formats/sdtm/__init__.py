@@ -65,18 +65,48 @@ datasets give the same bytes.
 """
 from __future__ import annotations
 
-from trialbridge.converters.formats.sdtm.csv import CsvWriter, iter_csv
-from trialbridge.converters.formats.sdtm.dataset_json import (
-    DatasetJsonWriter, DatasetNdjsonWriter, dataset_json_header, dataset_json_obj,
-    dataset_json_schema, iter_dataset_json, iter_dataset_ndjson, num_data_type, read_dataset_json)
-from trialbridge.converters.formats.sdtm.folder import iter_dataset, read_dataset, read_sdtm_folder, sdtm_files
-from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats, dataset_meta
-from trialbridge.converters.formats.sdtm.values import (
-    DATASET_JSON_VERSION, DEFAULT_CREATED, FORMATS, READ_PREFERENCE, SUFFIX, XPT_MAX_CHAR, XPT_MAX_LABEL,
-    XPT_MAX_NAME, _char, _missing_num, _num, _version, file_name, format_number, to_ascii)
-from trialbridge.converters.formats.sdtm.writers import (
-    DatasetWriters, open_dataset_writers, write_csv, write_dataset_json, write_datasets, write_xpt)
-from trialbridge.converters.formats.sdtm.xpt import XptWriter, ibm_from_ieee, ieee_from_ibm, iter_xpt
+import importlib
+
+# name -> the module of this package that defines it, imported on first use (PEP 562), so
+# that importing one module (``stats`` in a worker process) does not import them all:
+# ``xpt`` brings numpy and pyreadstat, some 30 MiB, which mapping a subject never needs.
+_WHERE = {
+    "CsvWriter": "csv", "iter_csv": "csv",
+    "DatasetJsonWriter": "dataset_json", "DatasetNdjsonWriter": "dataset_json",
+    "dataset_json_header": "dataset_json", "dataset_json_obj": "dataset_json",
+    "dataset_json_schema": "dataset_json", "iter_dataset_json": "dataset_json",
+    "iter_dataset_ndjson": "dataset_json", "num_data_type": "dataset_json",
+    "read_dataset_json": "dataset_json",
+    "iter_dataset": "folder", "read_dataset": "folder", "read_sdtm_folder": "folder", "sdtm_files": "folder",
+    "ColumnStats": "stats", "VarStats": "stats", "dataset_meta": "stats",
+    "DATASET_JSON_VERSION": "values", "DEFAULT_CREATED": "values", "FORMATS": "values",
+    "READ_PREFERENCE": "values", "SUFFIX": "values", "XPT_MAX_CHAR": "values", "XPT_MAX_LABEL": "values",
+    "XPT_MAX_NAME": "values", "_char": "values", "_missing_num": "values", "_num": "values",
+    "_version": "values", "file_name": "values", "format_number": "values", "to_ascii": "values",
+    "DatasetWriters": "writers", "open_dataset_writers": "writers", "write_csv": "writers",
+    "write_dataset_json": "writers", "write_datasets": "writers", "write_xpt": "writers",
+    "XptWriter": "xpt", "ibm_from_ieee": "xpt", "ieee_from_ibm": "xpt",
+    "iter_xpt": "xpt",
+}
+
+
+_MODULES = frozenset(_WHERE.values())
+
+
+def __getattr__(name: str):
+    if name in _MODULES:  # ``sdtm.xpt``: the submodule itself
+        return importlib.import_module(f"{__name__}.{name}")
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE, *_MODULES})
+
 
 __all__ = [
     "DATASET_JSON_VERSION", "DEFAULT_CREATED", "FORMATS", "READ_PREFERENCE", "SUFFIX",
