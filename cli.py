@@ -109,5 +109,64 @@ def validate(path: Path, report: Path | None) -> None:
     sys.exit(1 if result.log.has_errors else 0)
 
 
+# ----------------------------------------------------------------------------- sync with a FHIR server
+
+
+@main.group()
+def sync() -> None:
+    """Keep a FHIR server and the trial in step (docs/sync.md).  The bearer token comes from
+    --token-file or the TRIALBRIDGE_FHIR_TOKEN environment variable, never the command line."""
+
+
+def _server_options(fn):
+    fn = click.option("--server", required=True, help="FHIR base URL, e.g. https://ehr.example.org/fhir/R4.")(fn)
+    fn = click.option("--token-file", type=click.Path(path_type=Path), default=None,
+                      help="File holding the bearer token (else TRIALBRIDGE_FHIR_TOKEN).")(fn)
+    fn = click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+                      help="Seconds to wait for one answer.")(fn)
+    fn = click.option("--retries", type=click.IntRange(1, 20), default=6, show_default=True,
+                      help="Attempts per request on 429, 5xx and lost connections.")(fn)
+    fn = click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                      help="Summary as text or JSON.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(fn)
+    return fn
+
+
+def _client(server: str, token_file: Path | None, timeout: float, retries: int):
+    from trialbridge.converters.sync.client import FhirClient, RetryPolicy, read_token
+
+    return FhirClient(server, read_token(token_file), timeout=timeout, retry=RetryPolicy(attempts=retries))
+
+
+def _sync_report(summary, output_format: str) -> None:
+    import json
+
+    if output_format == "json":
+        click.echo(json.dumps(summary.as_json(), indent=2, sort_keys=False))
+    else:
+        from trialbridge.converters.sync import summary_lines
+
+        for line in summary_lines(summary):
+            click.echo(printable(line))
+    sys.exit(1 if summary.failures else 0)
+
+
+@sync.command("push")
+@click.argument("input_path", type=click.Path(path_type=Path))
+@_server_options
+@click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
+@click.option("--dry-run", is_flag=True, help="Read the server and say what would change; write nothing.")
+def sync_push(input_path: Path, server: str, token_file: Path | None, timeout: float, retries: int,
+              output_format: str, quiet: bool, study: str | None, dry_run: bool) -> None:
+    """Send the trial INPUT_PATH (records, SDTM, ODM, FHIR) to --server: created, updated,
+    unchanged or failed per resource type; a second identical push changes nothing."""
+    from trialbridge.converters.sync.push import push
+
+    with _client(server, token_file, timeout, retries) as client:
+        summary = push(input_path, client, study_ref=study, dry_run=dry_run,
+                       progress=not quiet and sys.stderr.isatty())
+    _sync_report(summary, output_format)
+
+
 if __name__ == "__main__":
     main()
