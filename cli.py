@@ -148,7 +148,10 @@ def _sync_report(summary, output_format: str) -> None:
 
         for line in summary_lines(summary):
             click.echo(printable(line))
-    sys.exit(1 if summary.failures else 0)
+        for issue in [i for i in summary.log.sorted() if i.severity != "info"][:20]:
+            where = ":".join(str(x) for x in (issue.file, issue.record) if x not in (None, ""))
+            click.echo(printable(f"  {issue.severity:7} {issue.code:26} {where}: {issue.message}"))
+    sys.exit(1 if summary.failures or summary.log.has_errors else 0)
 
 
 @sync.command("push")
@@ -165,6 +168,44 @@ def sync_push(input_path: Path, server: str, token_file: Path | None, timeout: f
     with _client(server, token_file, timeout, retries) as client:
         summary = push(input_path, client, study_ref=study, dry_run=dry_run,
                        progress=not quiet and sys.stderr.isatty())
+    _sync_report(summary, output_format)
+
+
+@sync.command("pull")
+@_server_options
+@click.option("--study", "study", required=True, help="Study id as the server's ResearchStudy.identifier has it.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Records folder; a folder of an earlier pull is brought up to date from its watermark.")
+@click.option("--since", default=None, help="First pull only: what changed on the server since this instant "
+              "(ISO 8601, e.g. 2021-03-01T00:00:00Z); later pulls go on from the stored watermark.")
+@click.option("--code", "codes", multiple=True, help="Observation codes to pull (system|code, repeatable; default all).")
+def sync_pull(server: str, token_file: Path | None, timeout: float, retries: int, output_format: str, quiet: bool,
+              study: str, output: Path, since: str | None, codes: tuple[str, ...]) -> None:
+    """Read the study's subjects' labs, doses, visits and AEs from --server into a records folder."""
+    from trialbridge.converters.sync.pull import pull
+
+    with _client(server, token_file, timeout, retries) as client:
+        summary = pull(client, study, output, since=since, codes=list(codes) or None,
+                       progress=not quiet and sys.stderr.isatty())
+    _sync_report(summary, output_format)
+
+
+@sync.command("export")
+@_server_options
+@click.option("--study", "study", required=True, help="Study id as the server's ResearchStudy.identifier has it.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Folder for the NDJSON files and their manifest (read by convert as it is).")
+@click.option("--group", default=None, help="Export this Group's members (Group/<id>/$export) instead of the "
+              "study's Patients listed one by one.")
+@click.option("--since", default=None, help="Only resources changed since this instant (_since).")
+def sync_export(server: str, token_file: Path | None, timeout: float, retries: int, output_format: str, quiet: bool,
+                study: str, output: Path, group: str | None, since: str | None) -> None:
+    """Bulk Data $export of the study's subjects from --server into a folder of NDJSON files."""
+    from trialbridge.converters.sync.export import export
+
+    show = (lambda p: click.echo(f"export in progress: {p}", err=True)) if not quiet and sys.stderr.isatty() else None
+    with _client(server, token_file, timeout, retries) as client:
+        summary = export(client, study, output, group=group, since=since, progress=show)
     _sync_report(summary, output_format)
 
 

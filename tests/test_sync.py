@@ -304,3 +304,219 @@ def test_usage_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(main, ["sync", "push", str(SAMPLE), "--server", "http://127.0.0.1:9/fhir",
                                        "--token-file", str(tmp_path / "none"), "-q"])
     assert result.exit_code == 2 and "cannot read the token file" in result.output
+
+
+# ----------------------------------------------------------------------------- pull
+
+
+def run_pull(server, token_file, output, *args):
+    return CliRunner().invoke(main, ["sync", "pull", "--server", server["fhir"], "--study", "NCT04387942",
+                                     "-o", str(output), "--token-file", str(token_file), "--output-format", "json",
+                                     "-q", *map(str, args)])
+
+
+def _decimal_or_none(text):
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return None
+
+
+def _sdtm(source, out):
+    done = CliRunner().invoke(main, ["convert", str(source), "--to", "sdtm", "--format", "csv", "-o", str(out), "-q"])
+    assert done.exit_code == 0, done.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def pulled(pushed, fhir_server, token_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pull") / "records"
+    result = run_pull(fhir_server, token_file, out)
+    assert result.exit_code == 0, result.output
+    return {"out": out, "summary": json.loads(result.output)}
+
+
+def test_a_pull_reads_every_subjects_data_into_records(pulled):
+    summary = pulled["summary"]
+    assert summary["counts"] == {t: {"created": n, "updated": 0, "unchanged": 0, "failed": 0}
+                                 for t, n in SAMPLE_COUNTS.items()}
+    assert summary["since"] is None and summary["failures"] == []
+    state = json.loads((pulled["out"] / "sync-state.json").read_text())
+    assert state["watermark"] == summary["watermark"] and state["study"] == "NCT04387942"
+    # the test Patients pushed above have no ResearchSubject: not pulled
+    assert sum(1 for _ in open(pulled["out"] / "sync-fhir-Patient.ndjson")) == 59
+
+
+def test_pulled_records_give_the_samples_sdtm(pulled, tmp_path):
+    """Same SDTM as from the sample, but for one thing the server does: Medplum keeps FHIR
+    decimals as JavaScript numbers, so 1.30 comes back as 1.3 (docs/sync.md)."""
+    ours = _sdtm(pulled["out"], tmp_path / "pulled")
+    theirs = _sdtm(SAMPLE, tmp_path / "sample")
+    names = sorted(p.name for p in theirs.glob("*.csv"))
+    assert names == sorted(p.name for p in ours.glob("*.csv"))
+    identical, trailing_zero_cells = [], 0
+    for name in names:
+        a = list(csv.reader(open(theirs / name, newline="", encoding="utf-8")))
+        b = list(csv.reader(open(ours / name, newline="", encoding="utf-8")))
+        assert len(a) == len(b), name
+        if a == b:
+            identical.append(name)
+            continue
+        for row_a, row_b in zip(a, b):
+            for x, y in zip(row_a, row_b, strict=True):
+                if x != y:  # only a decimal's trailing zeros, nothing else
+                    assert "." in x and x.rstrip("0").rstrip(".") == y and _decimal_or_none(x) == _decimal_or_none(y), (name, x, y)
+                    trailing_zero_cells += 1
+    assert identical == ["ae.csv", "dm.csv", "ds.csv", "ex.csv", "se.csv", "suppae.csv", "suppdm.csv", "sv.csv",
+                         "ta.csv", "te.csv", "ti.csv", "ts.csv", "tv.csv"]
+    # every cell of the sample's own input with a trailing-zero decimal is one such cell or more
+    assert trailing_zero_cells > 0
+
+
+def _new_results(tmp_path, rows, sample_fhir):
+    """What convert --to fhir builds for the sample plus ``rows`` of new lab results: the new
+    Observations only."""
+    trial = tmp_path / "trial"
+    shutil.copytree(SAMPLE, trial)
+    with open(trial / "lab_results.csv", "a", encoding="utf-8") as fh:
+        fh.writelines(r + "\n" for r in rows)
+    fhir = tmp_path / "fhir"
+    done = CliRunner().invoke(main, ["convert", str(trial), "--to", "fhir", "-o", str(fhir), "-q"])
+    assert done.exit_code == 0, done.output
+    known = {json.loads(x)["id"] for x in open(sample_fhir / "Observation.ndjson")}
+    new = [r for r in (json.loads(x) for x in open(fhir / "Observation.ndjson")) if r["id"] not in known]
+    assert len(new) == len(rows)
+    folder = tmp_path / "new"
+    folder.mkdir()
+    (folder / "Observation.ndjson").write_text("\n".join(json.dumps(r) for r in new) + "\n", "utf-8")
+    return folder
+
+
+def _lab_rows(path) -> int:
+    return sum(1 for _ in open(path / "lab_results.csv", encoding="utf-8")) - 1
+
+
+def test_an_incremental_pull_fetches_only_the_new_results(pushed, pulled, fhir_server, token_file, tmp_path):
+    out = tmp_path / "records"
+    shutil.copytree(pulled["out"], out)
+    before_rows = _lab_rows(out)
+    assert before_rows == 2827
+    new = _new_results(tmp_path / "a", ["001,MONTH 6,2020-11-27T09:00,ALT,31,U/L,5,40,SERUM,,A20060099",
+                                        "001,MONTH 6,2020-11-27T09:00,AST,22,U/L,15,50,SERUM,,A20060099"],
+                       pushed["folder"])
+    with _client(fhir_server) as client:
+        assert push_resources(client, new).counts["Observation"] == {"created": 2}
+    result = run_pull(fhir_server, token_file, out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["since"] == pulled["summary"]["watermark"]
+    assert summary["counts"]["Observation"] == {"created": 2, "updated": 0, "unchanged": 0, "failed": 0}
+    for rtype in ("Encounter", "MedicationAdministration", "AdverseEvent"):
+        assert summary["counts"][rtype] == {"created": 0, "updated": 0, "unchanged": 0, "failed": 0}
+    # the study and its subjects are read whole each time: unchanged
+    assert summary["counts"]["Patient"] == {"created": 0, "updated": 0, "unchanged": 59, "failed": 0}
+    assert _lab_rows(out) == before_rows + 2
+    with open(out / "lab_results.csv", encoding="utf-8") as fh:
+        added = [r for r in csv.DictReader(fh) if r["collected"].startswith("2020-11-27T09:00")]
+    assert sorted((r["subject_id"], r["test"], r["result"]) for r in added) == [("001", "ALT", "31"),
+                                                                               ("001", "AST", "22")]
+
+
+def test_a_server_that_goes_away_mid_pull_loses_and_doubles_nothing(pushed, pulled, fhir_server, token_file,
+                                                                    tmp_path):
+    out = tmp_path / "records"
+    shutil.copytree(pulled["out"], out)
+    state_before = (out / "sync-state.json").read_bytes()
+    labs_before = (out / "lab_results.csv").read_bytes()
+    new = _new_results(tmp_path / "b", ["002,MONTH 6,2020-12-01T09:00,ALT,19,U/L,5,40,SERUM,,A20060098"],
+                       pushed["folder"])
+    with _client(fhir_server) as client:
+        assert push_resources(client, new).counts["Observation"] == {"created": 1}
+    # the server answers the study searches, then every connection drops (more than retried)
+    admin(fhir_server, "faults", count=50, drop=True, after=3)
+    failed = run_pull(fhir_server, token_file, out, "--retries", "2")
+    admin(fhir_server, "faults", count=0)
+    assert failed.exit_code == 2 and "Traceback" not in failed.output
+    assert "failed 2 times (RemoteProtocolError); run again to resume" in failed.output
+    assert (out / "sync-state.json").read_bytes() == state_before  # nothing published
+    assert (out / "lab_results.csv").read_bytes() == labs_before
+    again = run_pull(fhir_server, token_file, out)
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.output)
+    assert summary["since"] == json.loads(state_before)["watermark"]  # resumed from the old watermark
+    # every result added since the first pull (this one, and any an earlier test added): each once
+    extra = len(versions(fhir_server, "Observation")) - 4207
+    assert extra >= 1
+    assert summary["counts"]["Observation"] == {"created": extra, "updated": 0, "unchanged": 0, "failed": 0}
+    ids = [json.loads(x)["id"] for x in open(out / "sync-fhir-Observation.ndjson")]
+    assert len(ids) == len(set(ids)) == 4207 + extra
+    assert _lab_rows(out) == 2827 + extra
+
+
+def test_paging_by_offset_gives_the_same_records(pulled, fhir_server, tmp_path):
+    from trialbridge.converters.sync.pull import pull
+
+    client = FhirClient(fhir_server["fhir"], TOKEN, limits=Limits(page_size=25, batch_reads=40),
+                        retry=RetryPolicy(attempts=3, backoff=0.05))
+    with client:
+        summary = pull(client, "NCT04387942", tmp_path / "records")
+    extra = len(versions(fhir_server, "Observation")) - 4207
+    assert summary.totals()["created"] == 5211 + extra
+    assert summary.counts["Observation"]["created"] == 4207 + extra
+    assert _lab_rows(tmp_path / "records") == 2827 + extra
+    assert (tmp_path / "records" / "adverse_events.csv").read_bytes() == \
+        (pulled["out"] / "adverse_events.csv").read_bytes()
+
+
+# ----------------------------------------------------------------------------- Bulk Data $export
+
+
+def run_export(server, token_file, output, *args):
+    return CliRunner().invoke(main, ["sync", "export", "--server", server["fhir"], "--study", "NCT04387942",
+                                     "-o", str(output), "--token-file", str(token_file), "--output-format", "json",
+                                     "-q", *map(str, args)])
+
+
+def test_export_then_sdtm_is_the_same_as_pull(pulled, fhir_server, token_file, tmp_path):
+    out = tmp_path / "fhir"
+    result = run_export(fhir_server, token_file, out)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    extra = len(versions(fhir_server, "Observation")) - 4207  # results the pull tests added
+    assert summary["counts"] == {t: {"created": n + (extra if t == "Observation" else 0), "updated": 0,
+                                     "unchanged": 0, "failed": 0} for t, n in SAMPLE_COUNTS.items()}
+    assert summary["job_deleted"] is True and stats(fhir_server)["jobs"] == 0
+    assert summary["files"] == ["AdverseEvent-1.ndjson", "Encounter-1.ndjson", "MedicationAdministration-1.ndjson",
+                                "Observation-1.ndjson", "Patient-1.ndjson", "ResearchSubject-1.ndjson"]
+    # the same records as a pull of the same server state, hence the same SDTM
+    records = tmp_path / "pulled"
+    assert run_pull(fhir_server, token_file, records).exit_code == 0
+    a, b = _sdtm(out, tmp_path / "sdtm-export"), _sdtm(records, tmp_path / "sdtm-pull")
+    names = sorted(p.name for p in a.glob("*.csv"))
+    assert len(names) == 17 and names == sorted(p.name for p in b.glob("*.csv"))
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_export_of_a_group_since_an_instant(pushed, pulled, fhir_server, token_file, tmp_path):
+    """A Group of subjects 003 and 004; since the first pull, one new result for 003 and one for
+    005 (not in the group): the export holds 003's alone."""
+    patients = {p["identifier"][0]["value"]: f"Patient/{p['id']}"
+                for p in (json.loads(x) for x in open(pulled["out"] / "sync-fhir-Patient.ndjson"))}
+    group = {"resourceType": "Group", "id": "two", "type": "person", "actual": True,
+             "member": [{"entity": {"reference": patients[s]}} for s in ("003", "004")]}
+    new = _new_results(tmp_path / "c", ["003,MONTH 6,2020-12-02T09:00,ALT,29,U/L,5,40,SERUM,,A20060097",
+                                        "005,MONTH 6,2020-12-17T09:00,ALT,33,U/L,5,40,SERUM,,A20060096"],
+                       pushed["folder"])
+    with _client(fhir_server) as client:
+        assert client.send("PUT", "Group/two", group).status_code in (200, 201)
+        assert push_resources(client, new).counts["Observation"] == {"created": 2}
+    since = pulled["summary"]["watermark"]
+    result = run_export(fhir_server, token_file, tmp_path / "fhir", "--group", "two", "--since", since)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert {t: c["created"] for t, c in summary["counts"].items()} == {"Observation": 1, "ResearchStudy": 2}
+    [obs] = [json.loads(x) for x in open(tmp_path / "fhir" / "Observation-1.ndjson")]
+    assert obs["subject"]["reference"] == patients["003"] and obs["valueQuantity"]["value"] == 29

@@ -2,6 +2,9 @@
 
 * :mod:`.client` — the REST client (httpx, retries with tenacity, limits, token).
 * :mod:`.push` — records -> FHIR (as ``convert --to fhir``) -> the server, idempotently.
+* :mod:`.pull` — the server -> a records folder through the real-world FHIR reader,
+  incrementally (watermark in the folder).
+* :mod:`.export` — Bulk Data ``$export`` into a folder the FHIR reader takes.
 
 The FHIR server is one more reader and writer of FHIR: push writes what the FHIR writer
 builds, pull reads what the server holds through the real-world FHIR reader.
@@ -29,5 +32,7 @@ def summary_lines(summary) -> list[str]:
         lines.append(f"  failed {f.resource_type}/{f.resource_id}: HTTP {f.status}: {f.outcome}")
     if len(summary.failures) > 50:
         lines.append(f"  ... and {len(summary.failures) - 50} more failures")
-    lines.append(f"{summary.requests} request(s), {summary.retries} retried")
+    found = summary.log.counts()
+    lines.append(f"{summary.requests} request(s), {summary.retries} retried; findings: {found.get('error', 0)} "
+                 f"error(s), {found.get('warning', 0)} warning(s), {found.get('info', 0)} info")
     return lines

@@ -77,6 +77,7 @@ class SyncSummary:
                 "totals": {k: self.totals().get(k, 0) for k in OUTCOMES},
                 "failures": [vars(f) for f in self.failures],
                 **({"planned": [list(p) for p in self.planned]} if self.dry_run else {}),
+                "findings": {k: self.log.counts().get(k, 0) for k in ("error", "warning", "info")},
                 "requests": self.requests, "retries": self.retries, **self.extra}
 
 

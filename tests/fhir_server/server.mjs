@@ -12,9 +12,10 @@
 //  * meta (versionId, lastUpdated) is always the server's own;
 //  * limits like a hosted server's: a transaction holding any conditional entry may hold at
 //    most 8 entries, and at most 50 writes in all (batches have no cap);
-//  * an index on identifier, subject/patient/individual references and _id, so the searches
-//    the client makes do not scan thousands of resources (results are still checked by
-//    Medplum's own matchesSearchRequest);
+//  * an index on identifier, subject/patient/individual/study references and _id, so the
+//    searches the client makes do not scan thousands of resources (hits are still checked by
+//    Medplum's own matchesSearchRequest); results in _lastUpdated order, only the page asked
+//    for is copied;
 //  * a bearer token when the environment variable FHIR_TEST_TOKEN is set (401 otherwise);
 //    the token is never printed.
 // Ours, not Medplum's (the router has no $export): Bulk Data kick-off / poll / download,
@@ -66,7 +67,7 @@ function check(resource) {
   }
 }
 
-const REFERENCE_FIELDS = ['subject', 'patient', 'individual'];
+const REFERENCE_FIELDS = ['subject', 'patient', 'individual', 'study'];
 
 class TestRepository extends MemoryRepository {
   constructor() {
@@ -124,10 +125,11 @@ class TestRepository extends MemoryRepository {
   }
 
   async search(request) {
+    if (request.sortRules?.length || request.include || request.revInclude) return super.search(request);
     const ids = this.candidates(request);
-    if (ids === undefined) return super.search(request);
     const stored = this.resources.get(request.resourceType) ?? new Map();
-    const found = ids.map((id) => stored.get(id)).filter((r) => r && matchesSearchRequest(r, request));
+    const pool = ids === undefined ? [...stored.values()] : ids.map((id) => stored.get(id));
+    const found = pool.filter((r) => r && matchesSearchRequest(r, request));
     found.sort((a, b) => a.meta.lastUpdated.localeCompare(b.meta.lastUpdated) || a.id.localeCompare(b.id));
     const page = found.slice(request.offset ?? 0, (request.offset ?? 0) + (request.count ?? 20));
     return {
@@ -276,14 +278,27 @@ async function fhir(req, res, url, rest) {
   }
   const origin = `http://${req.headers.host}`;
   // Bulk Data: kick-off, status, file, delete
-  if (rest.endsWith('$export') && req.method === 'GET') {
+  if (rest.endsWith('$export') && (req.method === 'GET' || (req.method === 'POST' && rest === '/Patient/$export'))) {
     let patients;
+    if (req.method === 'POST') { // the IG's POST form: a Parameters resource (_type, _since, patient)
+      let body;
+      try {
+        body = await readBody(req);
+      } catch {
+        return send(res, 400, outcome('structure', 'the body is not JSON'));
+      }
+      if (body?.resourceType !== 'Parameters') return send(res, 400, outcome('invalid', 'a Parameters body is required'));
+      const refs = [];
+      for (const p of body.parameter ?? []) {
+        if (p.name === 'patient' && p.valueReference?.reference) refs.push(p.valueReference.reference);
+        else if (p.name === '_type' || p.name === '_since') url.searchParams.set(p.name, p.valueString ?? p.valueInstant ?? '');
+      }
+      if (refs.length) patients = new Set(refs);
+    }
     const m = /^\/Group\/([^/]+)\/\$export$/.exec(rest);
     if (m) {
       patients = groupPatients(m[1]);
       if (!patients) return send(res, 404, outcome('not-found', `Group/${m[1]} not found`));
-    } else if (rest === '/Patient/$export' && url.searchParams.get('patient')) {
-      patients = new Set(url.searchParams.get('patient').split(','));
     } else if (rest !== '/$export' && rest !== '/Patient/$export') {
       return send(res, 404, outcome('not-found', 'no such export'));
     }
