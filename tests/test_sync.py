@@ -520,3 +520,20 @@ def test_export_of_a_group_since_an_instant(pushed, pulled, fhir_server, token_f
     assert {t: c["created"] for t, c in summary["counts"].items()} == {"Observation": 1, "ResearchStudy": 2}
     [obs] = [json.loads(x) for x in open(tmp_path / "fhir" / "Observation-1.ndjson")]
     assert obs["subject"]["reference"] == patients["003"] and obs["valueQuantity"]["value"] == 29
+
+
+def test_a_server_that_caps_pages_is_followed_by_its_next_links(pulled, fhir_server, tmp_path):
+    """Pages of at most 10 whatever _count asks, a `next` link and no total (test switch):
+    only following the links gets everything."""
+    from trialbridge.converters.sync.pull import pull
+
+    admin(fhir_server, "paging", maxCount=10)
+    try:
+        with FhirClient(fhir_server["fhir"], TOKEN, limits=Limits(page_size=25)) as client:
+            summary = pull(client, "NCT04387942", tmp_path / "records")
+    finally:
+        admin(fhir_server, "paging", maxCount=0)
+    extra = len(versions(fhir_server, "Observation")) - 4207
+    assert summary.counts["Observation"]["created"] == 4207 + extra
+    assert summary.counts["ResearchSubject"]["created"] == 59
+    assert _lab_rows(tmp_path / "records") == 2827 + extra

@@ -148,6 +148,41 @@ const router = new FhirRouter();
 let faults = { count: 0, status: 500, retryAfter: undefined, drop: false };
 const requests = { total: 0, byMethod: {} };
 
+// ----------------------------------------------------------------------------- paging (test-only switch)
+// POST /admin/paging {"maxCount": 10}: searches in batches return at most that many entries
+// whatever _count asks, with a `next` link and no `total`, as many hosted servers do; a client
+// that does not follow `next` misses the rest.  {"maxCount": 0} turns it off.
+let paging = { maxCount: 0 };
+
+function capSearches(bundle) {
+  const out = [];
+  for (const [i, entry] of (bundle.entry ?? []).entries()) {
+    const req = entry.request ?? {};
+    if (req.method !== 'GET' || !String(req.url ?? '').includes('?')) continue;
+    const [path, qs] = req.url.split('?');
+    const params = new URLSearchParams(qs);
+    params.set('_count', String(Math.min(Number(params.get('_count') ?? paging.maxCount), paging.maxCount)));
+    req.url = `${path}?${params}`;
+    out.push({ index: i, path, params });
+  }
+  return out;
+}
+
+function linkPages(bundle, searches, origin) {
+  for (const { index, path, params } of searches) {
+    const page = bundle.entry[index]?.resource;
+    if (page?.resourceType !== 'Bundle' || page.type !== 'searchset') continue;
+    const offset = Number(params.get('_offset') ?? 0);
+    const count = Number(params.get('_count'));
+    if (offset + count < (page.total ?? 0)) {
+      const next = new URLSearchParams(params);
+      next.set('_offset', String(offset + count));
+      page.link = [{ relation: 'next', url: `${origin}${base}/${path}?${next}` }];
+    }
+    delete page.total;
+  }
+}
+
 // ----------------------------------------------------------------------------- bundles
 function isConditional(entry) {
   const req = entry.request ?? {};
@@ -241,6 +276,10 @@ async function admin(req, res, path) {
     faults = { count: body.count ?? 1, status: body.status ?? 500, retryAfter: body.retryAfter, drop: !!body.drop,
       after: body.after ?? 0 };
     return send(res, 200, faults);
+  }
+  if (path === '/admin/paging') {
+    paging = { maxCount: Number(body.maxCount ?? 0) };
+    return send(res, 200, paging);
   }
   if (path === '/admin/reset') {
     repo = new TestRepository();
@@ -343,12 +382,14 @@ async function fhir(req, res, url, rest) {
     const refused = checkBundle(body);
     if (refused) return send(res, 400, refused);
   }
+  const searches = paging.maxCount && req.method === 'POST' && body?.type === 'batch' ? capSearches(body) : [];
   const headers = {};
   for (const [k, v] of Object.entries(req.headers)) if (k !== 'authorization') headers[k] = v;
   const [result, resource] = await router.handleRequest(
     { method: req.method, url: (rest || '/') + url.search, pathname: '', body, params: {}, query: {}, headers },
     repo,
   );
+  if (searches.length && resource?.entry) linkPages(resource, searches, origin);
   const code = getStatus(result);
   const extra = {};
   if (resource?.meta?.versionId) extra.ETag = `W/"${resource.meta.versionId}"`;
