@@ -175,5 +175,105 @@ def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, e
     sys.exit(1 if any(i.severity in failing for i in result.log.issues) else 0)
 
 
+# ----------------------------------------------------------------------------- sync with a FHIR server
+
+
+@main.group()
+def sync() -> None:
+    """Keep a FHIR server and the trial in step (docs/sync.md).  The bearer token comes from
+    --token-file or the TRIALBRIDGE_FHIR_TOKEN environment variable, never the command line."""
+
+
+def _server_options(fn):
+    fn = click.option("--server", required=True, help="FHIR base URL, e.g. https://ehr.example.org/fhir/R4.")(fn)
+    fn = click.option("--token-file", type=click.Path(path_type=Path), default=None,
+                      help="File holding the bearer token (else TRIALBRIDGE_FHIR_TOKEN).")(fn)
+    fn = click.option("--timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+                      help="Seconds to wait for one answer.")(fn)
+    fn = click.option("--retries", type=click.IntRange(1, 20), default=6, show_default=True,
+                      help="Attempts per request on 429, 5xx and lost connections.")(fn)
+    fn = click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                      help="Summary as text or JSON.")(fn)
+    fn = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")(fn)
+    return fn
+
+
+def _client(server: str, token_file: Path | None, timeout: float, retries: int):
+    from trialbridge.converters.sync.client import FhirClient, RetryPolicy, read_token
+
+    return FhirClient(server, read_token(token_file), timeout=timeout, retry=RetryPolicy(attempts=retries))
+
+
+def _sync_report(summary, output_format: str) -> None:
+    import json
+
+    if output_format == "json":
+        click.echo(json.dumps(summary.as_json(), indent=2, sort_keys=False))
+    else:
+        from trialbridge.converters.sync import summary_lines
+
+        for line in summary_lines(summary):
+            click.echo(printable(line))
+        for issue in [i for i in summary.log.sorted() if i.severity != "info"][:20]:
+            where = ":".join(str(x) for x in (issue.file, issue.record) if x not in (None, ""))
+            click.echo(printable(f"  {issue.severity:7} {issue.code:26} {where}: {issue.message}"))
+    sys.exit(1 if summary.failures or summary.log.has_errors else 0)
+
+
+@sync.command("push")
+@click.argument("input_path", type=click.Path(path_type=Path))
+@_server_options
+@click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
+@click.option("--dry-run", is_flag=True, help="Read the server and say what would change; write nothing.")
+def sync_push(input_path: Path, server: str, token_file: Path | None, timeout: float, retries: int,
+              output_format: str, quiet: bool, study: str | None, dry_run: bool) -> None:
+    """Send the trial INPUT_PATH (records, SDTM, ODM, FHIR) to --server: created, updated,
+    unchanged or failed per resource type; a second identical push changes nothing."""
+    from trialbridge.converters.sync.push import push
+
+    with _client(server, token_file, timeout, retries) as client:
+        summary = push(input_path, client, study_ref=study, dry_run=dry_run,
+                       progress=not quiet and sys.stderr.isatty())
+    _sync_report(summary, output_format)
+
+
+@sync.command("pull")
+@_server_options
+@click.option("--study", "study", required=True, help="Study id as the server's ResearchStudy.identifier has it.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Records folder; a folder of an earlier pull is brought up to date from its watermark.")
+@click.option("--since", default=None, help="First pull only: what changed on the server since this instant "
+              "(ISO 8601, e.g. 2021-03-01T00:00:00Z); later pulls go on from the stored watermark.")
+@click.option("--code", "codes", multiple=True, help="Observation codes to pull (system|code, repeatable; default all).")
+def sync_pull(server: str, token_file: Path | None, timeout: float, retries: int, output_format: str, quiet: bool,
+              study: str, output: Path, since: str | None, codes: tuple[str, ...]) -> None:
+    """Read the study's subjects' labs, doses, visits and AEs from --server into a records folder."""
+    from trialbridge.converters.sync.pull import pull
+
+    with _client(server, token_file, timeout, retries) as client:
+        summary = pull(client, study, output, since=since, codes=list(codes) or None,
+                       progress=not quiet and sys.stderr.isatty())
+    _sync_report(summary, output_format)
+
+
+@sync.command("export")
+@_server_options
+@click.option("--study", "study", required=True, help="Study id as the server's ResearchStudy.identifier has it.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="Folder for the NDJSON files and their manifest (read by convert as it is).")
+@click.option("--group", default=None, help="Export this Group's members (Group/<id>/$export) instead of the "
+              "study's Patients listed one by one.")
+@click.option("--since", default=None, help="Only resources changed since this instant (_since).")
+def sync_export(server: str, token_file: Path | None, timeout: float, retries: int, output_format: str, quiet: bool,
+                study: str, output: Path, group: str | None, since: str | None) -> None:
+    """Bulk Data $export of the study's subjects from --server into a folder of NDJSON files."""
+    from trialbridge.converters.sync.export import export
+
+    show = (lambda p: click.echo(f"export in progress: {p}", err=True)) if not quiet and sys.stderr.isatty() else None
+    with _client(server, token_file, timeout, retries) as client:
+        summary = export(client, study, output, group=group, since=since, progress=show)
+    _sync_report(summary, output_format)
+
+
 if __name__ == "__main__":
     main()

@@ -45,7 +45,7 @@ from trialbridge.converters.formats import records as records_io  # noqa: E402
 from trialbridge.converters.formats.fhir import io as fhir_io
 from trialbridge.converters.core.issues import IssueLog  # noqa: E402
 from trialbridge.mappings import terminology  # noqa: E402
-from trialbridge.mappings.fhir import EXT, LOINC, NCIT, UCUM  # noqa: E402
+from trialbridge.mappings.fhir import EXT, LOINC, NCIT, RESOURCE_KEY_SYSTEM, UCUM  # noqa: E402
 from trialbridge.mappings.fhir.patient import MRN_SYSTEM  # noqa: E402
 from trialbridge.mappings.study import load_study  # noqa: E402
 
@@ -82,6 +82,11 @@ def _convert_quantity(q: dict | None, old_unit: str, new_unit: str, factor: Deci
 def hospitalise(res: dict) -> dict:
     """One resource as the hospital would send it (see module docstring)."""
     rtype = res["resourceType"]
+    # trialbridge's own resource-key identifiers are not what a hospital sends
+    if isinstance(res.get("identifier"), list) and any(i.get("system") == RESOURCE_KEY_SYSTEM for i in res["identifier"]):
+        res["identifier"] = [i for i in res["identifier"] if i.get("system") != RESOURCE_KEY_SYSTEM]
+        if not res["identifier"]:
+            del res["identifier"]
     if rtype == "Patient":
         for ident in res.get("identifier", []):
             if ident.get("system") == MRN_SYSTEM:

@@ -80,6 +80,10 @@ EXT_LOCAL_DATETIME = EXT + "local-datetime"
 SUBJECT_ID_SYSTEM = SID + "subject-id"
 USUBJID_SYSTEM = SID + "usubjid"
 AE_NUMBER_SYSTEM = SID + "ae-number"
+# the business identifier of resources that have no natural one of their own (Observation,
+# MedicationAdministration, Encounter): value = the resource id, uuid5 of its natural key, so a
+# server that assigns its own ids still finds by identifier what an earlier push wrote
+RESOURCE_KEY_SYSTEM = SID + "resource-key"
 UCUM = "http://unitsofmeasure.org"
 LOINC = "http://loinc.org"
 # NCI Thesaurus, in which NCI EVS publishes CDISC CT (HL7 Terminology, CodeSystem v3-nciThesaurus)
@@ -534,3 +538,12 @@ def subject_of(resource: dict, ctx: FhirContext, element: str = "subject") -> st
 def clean(record: dict) -> dict:
     """Drop empty values (records hold only what was recorded)."""
     return {k: v for k, v in record.items() if v not in (None, "")}
+
+
+def add_resource_key(resource: dict) -> dict:
+    """Give ``resource`` (whose id is uuid5 of its natural key) the business identifier
+    ``RESOURCE_KEY_SYSTEM | <id>``, before any other identifiers it has."""
+    ident = {"system": RESOURCE_KEY_SYSTEM, "value": resource["id"]}
+    others = [i for i in resource.get("identifier") or [] if i.get("system") != RESOURCE_KEY_SYSTEM]
+    resource["identifier"] = [ident, *others]
+    return resource

@@ -26,7 +26,7 @@ record fields.
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import (EXT, OUT_OF_SCOPE, FhirContext, clean, extension, get_datetime, read_extensions,
+from trialbridge.mappings.fhir import (add_resource_key, EXT, OUT_OF_SCOPE, FhirContext, clean, extension, get_datetime, read_extensions,
                                        set_datetime, subject_of)
 from trialbridge.mappings.fhir.ids import resource_id
 from trialbridge.mappings.fhir.patient import patient_id
@@ -51,6 +51,7 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
     sid = record["subject_id"]
     res: dict = {"resourceType": "Encounter", "id": encounter_id(ctx.study_id, record),
                  "extension": [extension("visit", record["visit"], ctx)]}
+    add_resource_key(res)
     status = record.get("status") or ""
     res["status"] = STATUS.get(status.strip().upper(), "")
     if not res["status"]:

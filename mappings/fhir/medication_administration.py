@@ -18,7 +18,7 @@ text comes back as the CDISC term of its SNOMED code.
 """
 from __future__ import annotations
 
-from trialbridge.mappings.fhir import (FhirContext, clean, coded, decode, extensions, get_datetime, number_text, quantity,
+from trialbridge.mappings.fhir import (add_resource_key, FhirContext, clean, coded, decode, extensions, get_datetime, number_text, quantity,
                            quantity_unit, read_extensions, set_datetime, subject_of, table_cdisc_coding)
 from trialbridge.mappings.fhir import encounter
 from trialbridge.mappings.fhir.ids import resource_id
@@ -44,6 +44,7 @@ def to_fhir(record: dict, ctx: FhirContext) -> dict:
         "id": resource_id("MedicationAdministration", ctx.study_id, sid, record["start"], record["treatment"]),
         "contained": [medication],
     }
+    add_resource_key(res)
     ext = extensions(record, EXTRA, ctx)
     if ext:
         res["extension"] = ext

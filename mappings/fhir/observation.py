@@ -27,7 +27,7 @@ an Observation whose code is neither in the lab_tests nor the cell_phenotypes ta
 from __future__ import annotations
 
 from trialbridge.mappings import terminology
-from trialbridge.mappings.fhir import (COMPARATOR, LEGACY_CPTESTCD_SYSTEM, LEGACY_LBTESTCD_SYSTEM, LOINC, NCIT,
+from trialbridge.mappings.fhir import (add_resource_key, COMPARATOR, LEGACY_CPTESTCD_SYSTEM, LEGACY_LBTESTCD_SYSTEM, LOINC, NCIT,
                                        FhirContext, cdisc_coding, clean, exact_decimal, quantity, set_datetime,
                                        subject_of, table_cdisc_coding)
 from trialbridge.mappings.fhir import encounter, findings
@@ -78,6 +78,7 @@ def to_fhir(record: dict, ctx: FhirContext, kind: str | None = None) -> dict:
     kind = kind or ctx.record_type or "lab_result"
     sid = record["subject_id"]
     res: dict = {"resourceType": "Observation", "id": observation_id(kind, ctx.study_id, record)}
+    add_resource_key(res)
     if record.get("specimen"):
         specimen: dict = {"resourceType": "Specimen", "id": "specimen"}
         if record.get("accession"):
