@@ -135,5 +135,24 @@ def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, e
     sys.exit(1 if any(i.severity in failing for i in result.log.issues) else 0)
 
 
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The review page (.html).")
+@click.option("--study", "study", default=None,
+              help="Study id or configuration YAML (default: the bundled configuration of the study DM names, if any).")
+@click.option("--issues", type=click.Path(path_type=Path), default=None,
+              help="Take the findings from this issues.json instead of validating the folder.")
+def report(folder: Path, output: Path, study: str | None, issues: Path | None) -> None:
+    """Write a study review page of an SDTM FOLDER: enrolment and disposition, a swimmer plot,
+    trajectories by visit, AEs by SOC and PT, each beside its validation findings.  One
+    self-contained HTML file (nothing is fetched when it is viewed)."""
+    from trialbridge.converters.review import review_folder
+
+    result = review_folder(folder, output, study_ref=study, issues=issues)
+    plots = ", ".join(f"{k} {v}" for k, v in sorted(result.plots.items()))
+    click.echo(printable(f"review page of {folder} (study {result.study_id}) written to {output}"))
+    click.echo(printable(f"plots (data points): {plots}; findings: {result.findings} ({result.findings_source})"))
+
+
 if __name__ == "__main__":
     main()
