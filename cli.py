@@ -154,5 +154,22 @@ def report(folder: Path, output: Path, study: str | None, issues: Path | None) -
     click.echo(printable(f"plots (data points): {plots}; findings: {result.findings} ({result.findings_source})"))
 
 
+@main.command("init-study")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The study configuration to write (e.g. mappings/studies/<id>.yaml).")
+def init_study(source: Path, output: Path) -> None:
+    """Draft a study configuration from an SDTM folder's trial design (TS, TA, TE, TV, TI, DM,
+    SV, EX; its define.xml too) or from a define.xml.  What could not be inferred is listed
+    under todo: in the file."""
+    from trialbridge.converters.pipeline import init_study as run
+
+    result = run(source, output)
+    click.echo(printable(f"study {result.study_id}: configuration drafted to {output}"))
+    click.echo(f"{len(result.todo)} thing(s) to check or fill in (todo: in the file):")
+    for line in result.todo:
+        click.echo(printable(f"  - {line}"))
+
+
 if __name__ == "__main__":
     main()
