@@ -32,7 +32,7 @@ from trialbridge.converters.core.datasets import Dataset
 from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.formats import sdtm as sdtm_io
 from trialbridge.converters.review import summary
-from trialbridge.converters.review.page import render_page
+from trialbridge.converters.review.page import build_page, render_page
 
 from tests.browser import CHROMIUM, visit
 
@@ -210,3 +210,29 @@ def test_page_has_no_subject_identifying_values(sample_sdtm):
     text = render_page(datasets, [], study=None, title="t", findings_source="none")[0].decode()
     births = {str(r.get("BRTHDTC")) for r in datasets["DM"].rows if r.get("BRTHDTC")}
     assert births and not any(b in text for b in births)
+
+
+def test_the_cdisc_pilot_without_configuration():
+    """Third-party SDTM, no study configuration: 306 subjects in DM, 254 with RFSTDTC (52
+    screen failures have none); their 591 doses, 3507 of the 3559 visits (the screen failures
+    have the other 52) and 1191 AEs, of which 26 have neither AESTDY nor an AESTDTC a study day
+    can be counted from.  The folder has no findings dataset with visits, so no trajectories."""
+    from tests.conftest import reference
+
+    datasets = sdtm_io.read_sdtm_folder(reference("sdtm", "cdiscpilot01"), IssueLog())
+    swim = summary.swimmer(datasets, None)
+    assert len(swim.lanes) == 254 and swim.relapse_variable is None
+    assert Counter(la.arm for la in swim.lanes) == {"Placebo": 86, "Xanomeline High Dose": 84,
+                                                    "Xanomeline Low Dose": 84}
+    assert sum(len(la.doses) for la in swim.lanes) == 591
+    assert sum(len(la.visits) for la in swim.lanes) == 3507
+    assert sum(len(evs) for la in swim.lanes for evs in la.adverse_events.values()) == 1191 - 26
+    assert swim.undated == {"AE": 26}
+    enrol = summary.enrolment(datasets, None)
+    assert enrol.total["subjects"] == 306 and enrol.total["treated"] == 254
+    assert enrol.total["disposition"]["SCREEN FAILURE"] == 52 and enrol.total["disposition"]["COMPLETED"] == 110
+    assert summary.trajectory_tests(datasets, None) == []
+    root, counts = build_page(
+        datasets, [], study=None, title="pilot", findings_source="none")
+    # disposition bars of a nonzero count: Placebo 9 terms, Screen Failure 1, High 7, Low 7
+    assert counts == {"plot-disposition": 24, "plot-swimmer": 254 + 591 + 3507 + 1165}

@@ -61,7 +61,7 @@ th{background:#f3f5f7}td.num{text-align:right}tr.soc td{font-weight:bold;backgro
 .findings.none{color:#57606a}
 details{margin:4px 0}summary{cursor:pointer}
 .note{color:#57606a;font-style:italic}
-.plot{width:100%}
+.plot{width:100%}.wide{overflow-x:auto}
 """
 
 
@@ -319,7 +319,8 @@ def build_page(datasets: dict[str, Dataset], issues: list[dict], *, study=None, 
     # enrolment and disposition
     fig = disposition_figure(enrol)
     counts["plot-disposition"] = sum(1 for t in fig["data"] for y in t["y"] if y)
-    section("enrolment", SECTIONS[0][1], SECTIONS[0][2], enrolment_table(enrol), *_plot("plot-disposition", fig))
+    section("enrolment", SECTIONS[0][1], SECTIONS[0][2], E.DIV(enrolment_table(enrol), E.CLASS("wide")),
+            *_plot("plot-disposition", fig))
 
     # swimmer
     fig = swimmer_figure(swim)
