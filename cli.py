@@ -175,6 +175,42 @@ def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, e
     sys.exit(1 if any(i.severity in failing for i in result.log.issues) else 0)
 
 
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The review page (.html).")
+@click.option("--study", "study", default=None,
+              help="Study id or configuration YAML (default: the bundled configuration of the study DM names, if any).")
+@click.option("--issues", type=click.Path(path_type=Path), default=None,
+              help="Take the findings from this issues.json instead of validating the folder.")
+def report(folder: Path, output: Path, study: str | None, issues: Path | None) -> None:
+    """Write a study review page of an SDTM FOLDER: enrolment and disposition, a swimmer plot,
+    trajectories by visit, AEs by SOC and PT, each beside its validation findings.  One
+    self-contained HTML file (nothing is fetched when it is viewed)."""
+    from trialbridge.converters.review import review_folder
+
+    result = review_folder(folder, output, study_ref=study, issues=issues)
+    plots = ", ".join(f"{k} {v}" for k, v in sorted(result.plots.items()))
+    click.echo(printable(f"review page of {folder} (study {result.study_id}) written to {output}"))
+    click.echo(printable(f"plots (data points): {plots}; findings: {result.findings} ({result.findings_source})"))
+
+
+@main.command("init-study")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The study configuration to write (e.g. mappings/studies/<id>.yaml).")
+def init_study(source: Path, output: Path) -> None:
+    """Draft a study configuration from an SDTM folder's trial design (TS, TA, TE, TV, TI, DM,
+    SV, EX; its define.xml too) or from a define.xml.  What could not be inferred is listed
+    under todo: in the file."""
+    from trialbridge.converters.pipeline import init_study as run
+
+    result = run(source, output)
+    click.echo(printable(f"study {result.study_id}: configuration drafted to {output}"))
+    click.echo(f"{len(result.todo)} thing(s) to check or fill in (todo: in the file):")
+    for line in result.todo:
+        click.echo(printable(f"  - {line}"))
+
+
 # ----------------------------------------------------------------------------- sync with a FHIR server
 
 

@@ -1131,3 +1131,53 @@ def write_issues(log: IssueLog, path: Path) -> Path:
     with atomic_open(path, "wb") as fh:
         fh.write(orjson.dumps(log.to_json_obj(), option=orjson.OPT_INDENT_2) + b"\n")
     return path
+
+
+DRAFT_HEADER = """\
+# Study configuration drafted by trialbridge init-study from {source} ({what}),
+# checked against schemas/config/study.schema.json.  What the input did not say is generic here
+# and listed under todo: at the end: check each line, fill in the fact, delete the line.
+"""
+
+
+@dataclass
+class DraftResult:
+    path: Path
+    study_id: str
+    todo: list[str]
+
+
+def init_study(source: Path, output: Path) -> DraftResult:
+    """Draft a study configuration (``mappings/study.py`` :func:`draft_study`) from an SDTM
+    folder (its define.xml too when it has one) or from a define.xml alone, and write it as
+    YAML to ``output``; the draft is loaded back through :func:`load_study` before this returns."""
+    import yaml
+
+    from trialbridge.converters.formats.define import define_facts
+    from trialbridge.mappings.study import draft_study
+
+    log = IssueLog()
+    if source.is_dir():
+        define = source / "define.xml"
+        datasets = sdtm_io.read_sdtm_folder(source, log)
+        if not datasets:
+            raise TrialbridgeError(f"{source}: no SDTM datasets found")
+        what = "SDTM folder" + (" and its define.xml" if define.exists() else "")
+    elif source.is_file() and source.suffix.lower() == ".xml":
+        define, datasets, what = source, {}, "define.xml"
+    else:
+        raise TrialbridgeError(f"{source}: give an SDTM folder or a define.xml")
+    check_file_target(output, [source], ours=b"trialbridge init-study", what="study configuration",
+                      source="input")
+    facts = define_facts(define, log) if define.exists() else {}
+    if define.exists() and not facts:
+        raise TrialbridgeError(f"{define}: cannot read define.xml: "
+                               f"{next((i.message for i in log.issues if i.severity == 'error'), 'not XML')}")
+    config = draft_study(datasets, facts)
+    text = DRAFT_HEADER.format(source=source.name, what=what) + yaml.safe_dump(
+        config, sort_keys=False, allow_unicode=True, width=100, default_flow_style=False)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(output, "w") as fh:
+        fh.write(text)
+    load_study(output)
+    return DraftResult(output, config["study_id"], config.get("todo", []))

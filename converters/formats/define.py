@@ -1083,3 +1083,32 @@ def _check_variable(log, file, name, var: Variable, vs: VarStats, dv: DefineVari
     for v in sorted(set(vs.values) - allowed):
         _add(log, "DEFINE-CODELIST-VALUE", f"{name}.{var.name}: value {v!r} ({vs.values[v]} record(s)) is not "
              f"in define codelist {cl.oid}", value=v, **where)
+
+
+def define_facts(path: str | Path, log: IssueLog) -> dict[str, Any]:
+    """What a define.xml (any ODM and Define-XML version: elements matched by local name) says
+    about the study for drafting its configuration: ``study_name``, ``study_description``,
+    ``protocol_name`` and ``codelists`` (codelist Name -> [(CodedValue, Decode text)] in
+    document order); ``{}`` when it cannot be read (the reason is in ``log``)."""
+    tree = parse_define(path, log)
+    if tree is None:
+        return {}
+
+    def local(el) -> str:
+        return etree.QName(el).localname if isinstance(el.tag, str) else ""
+
+    facts: dict[str, Any] = {"codelists": {}}
+    for el in tree.getroot().iter():
+        name = local(el)
+        if name in ("StudyName", "StudyDescription", "ProtocolName"):
+            key = {"StudyName": "study_name", "StudyDescription": "study_description",
+                   "ProtocolName": "protocol_name"}[name]
+            facts.setdefault(key, (el.text or "").strip())
+        elif name == "CodeList" and el.get("Name"):
+            items = []
+            for item in el:
+                if local(item) in ("CodeListItem", "EnumeratedItem") and item.get("CodedValue") is not None:
+                    decode = next((t.text or "" for t in item.iter() if local(t) == "TranslatedText"), "")
+                    items.append((item.get("CodedValue").strip(), decode.strip()))
+            facts["codelists"].setdefault(el.get("Name").strip().upper(), items)
+    return facts

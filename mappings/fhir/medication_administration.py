@@ -132,7 +132,10 @@ def from_fhir(resource: dict, ctx: FhirContext) -> dict | None:
     medication, code = medication_of(resource, ctx)
     treatment = code.get("text") or next((c.get("display") or c.get("code") for c in code.get("coding", [])), None)
     configured = (ctx.study.config.get("treatment") or {}).get("name")
-    if ctx.facts is not None and configured and treatment != configured:
+    # a treatment the study's fhir: treatment: names lists is a study treatment of its own name
+    # (a placebo-controlled study names both): EXTRT keeps it
+    named = " ".join(str(treatment or "").split()).casefold() in ctx.dialect.treatment_names
+    if ctx.facts is not None and configured and treatment != configured and not named:
         ctx.not_mapped("medication", f"{treatment!r} read as the study treatment {configured!r} (EXTRT)")
         treatment = configured
     period = resource.get("effectivePeriod") or {}
