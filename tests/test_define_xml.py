@@ -401,6 +401,12 @@ def test_supp_datasets_name_their_parent_domain(sample_define):
     domains = {ig.get("Name"): ig.get("Domain") for ig in root.iter(f"{{{ODM_NS}}}ItemGroupDef")}
     assert {k: v for k, v in domains.items() if k.startswith("SUPP")} == {"SUPPAE": "AE", "SUPPDM": "DM", "SUPPEX": "EX"}
     assert domains["LB"] == "LB" and domains["TS"] == "TS"
+    # and their ItemRefs carry SUPPQUAL's roles (CORE-001081 reports a SUPP-- variable without one)
+    suppdm = next(ig for ig in root.iter(f"{{{ODM_NS}}}ItemGroupDef") if ig.get("Name") == "SUPPDM")
+    roles = {ref.get("ItemOID").split(".")[-1]: ref.get("Role") for ref in suppdm.iter(f"{{{ODM_NS}}}ItemRef")}
+    assert roles == {"STUDYID": "Identifier", "RDOMAIN": "Identifier", "USUBJID": "Identifier", "IDVAR": "Identifier",
+                     "IDVARVAL": "Identifier", "QNAM": "Topic", "QLABEL": "Synonym Qualifier", "QVAL": "Result Qualifier",
+                     "QORIG": "Record Qualifier", "QEVAL": "Record Qualifier"}
 
 
 def test_define_opens_as_a_page_with_cdiscs_stylesheet(tmp_path):

@@ -90,8 +90,9 @@ def test_configured_codes_and_formats(sample_sdtm):
     ts = ts_rows(datasets)
     code = {p: (r["TSVALCD"], r["TSVCDREF"], r["TSVCDVER"]) for p, r in ts.items()}
     assert code["INDIC"] == ("191306005", "SNOMED", "2025-02-01")
+    assert code["TDIGRP"] == ("191306005", "SNOMED", "2025-02-01")  # the diagnosis group is the disorder (CORE-000564)
     assert code["REGID"] == ("NCT04387942", "ClinicalTrials.gov", "")
-    assert code["FCNTRY"] == ("CHN", "ISO 3166", "")
+    assert code["FCNTRY"] == ("CHN", "ISO 3166-1 alpha-3", "")  # the name CORE-000339 asks for
     iso = {p for p, c in code.items() if c == ("", "ISO 8601", "")}
     assert iso == {"AGEMAX", "AGEMIN", "LENGTH", "SSTDTC", "SENDTC"}
     # not coded, and the study file says why: no UNII for an unnamed rhIL-2 product, no

@@ -459,7 +459,9 @@ class _Builder:
                 "Mandatory": "Yes" if var.core == "Req" else "No",
                 "KeySequence": key_seq.get(var.name),
                 "MethodOID": method if origin == "Derived" else None,
-                "Role": _ROLES.get(var.role[:4]) if var.role and not ds.name.startswith("SUPP") else None,
+                # SUPP-- too: SUPPQUAL's roles (STUDYID … IDVARVAL Identifier, QNAM Topic, QLABEL
+                # Synonym Qualifier, QVAL Result Qualifier, QORIG/QEVAL Record Qualifier); CORE-001081
+                "Role": _ROLES.get(var.role[:4]) if var.role else None,
             })
             if method and origin == "Derived":
                 self.methods.add(method)
