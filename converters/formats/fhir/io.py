@@ -296,12 +296,7 @@ def _ndjson_entries(path: Path, log: IssueLog) -> Iterator[FhirEntry]:
                     if len(line) > max_line:
                         too_long()
                         continue
-                    if n == 1 and line.startswith(_BOM):
-                        line = line[len(_BOM):]
-                    line = line.strip()
-                    if line:
-                        log.count_row(file, "read")
-                        yield FhirEntry(file, n, line)
+                    yield from line_entry(line)
                 if not skipping and lines[-1]:
                     pending.append(lines[-1])  # parts, joined once the line ends (no quadratic copying)
                     pending_len += len(lines[-1])

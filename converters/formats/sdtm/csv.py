@@ -19,7 +19,7 @@ from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.records import csv_encoding
 from trialbridge.converters.formats.sdtm.values import (
-    PLAIN_DECIMAL, SMALLEST_NORMAL, RowBatch, _keys_for, format_number, read_num)
+    PLAIN_DECIMAL, SMALLEST_NORMAL, RowBatch, _keys_for, format_number, read_num, report_repeated_column)
 
 
 class CsvWriter:
@@ -62,9 +62,7 @@ def iter_csv(path: Path, log: IssueLog) -> tuple[Dataset, Iterator[dict[str, Any
     variables, places, seen = [], [], {}
     for index, col in enumerate(header):
         if col in seen:
-            log.error("SDTM-DUPLICATE-COLUMN", f"{path.name}: column {col!r} appears again as column {index + 1} "
-                      f"(first as column {seen[col] + 1}); the first is read, this one is not",
-                      file=path.name, field=col, value=index + 1)
+            report_repeated_column(log, path, col, index, seen[col])
             continue
         seen[col] = index
         sv = spec.var(col)

@@ -34,7 +34,8 @@ from trialbridge.converters.core.sdtm_spec import load_spec
 from trialbridge.converters.formats.sdtm.stats import ColumnStats, VarStats
 from trialbridge.converters.core.clock import creation_datetime
 from trialbridge.converters.formats.sdtm.values import (
-    DATASET_JSON_VERSION, DEFAULT_CREATED, INTEGER_NAME, RowBatch, _char, _enrich, _keys_for, _num, _version)
+    DATASET_JSON_VERSION, DEFAULT_CREATED, INTEGER_NAME, RowBatch, _char, _enrich, _keys_for, _num, _version,
+    report_repeated_column)
 from trialbridge.mappings.derive import number_problem, to_number
 
 MAX_SCHEMA_ISSUES = 20
@@ -221,9 +222,7 @@ def _meta(obj: dict, path: Path, log: IssueLog) -> tuple[Dataset, list[int]]:
             continue
         cname = str(col.get("name") or f"COL{n + 1}")
         if cname in seen:
-            log.error("SDTM-DUPLICATE-COLUMN", f"{path.name}: column {cname!r} appears again as column {n + 1} "
-                      f"(first as column {seen[cname] + 1}); the first is read, this one is not",
-                      file=path.name, field=cname, value=n + 1)
+            report_repeated_column(log, path, cname, n, seen[cname])
             continue
         seen[cname] = n
         typ = "Char" if col.get("dataType", "string") in _CHAR_TYPES else "Num"

@@ -149,3 +149,11 @@ class RowBatch:
             col = self._numbers[name] = [None if v is None or v == "" or v != v else float(v)
                                          for v in self.column(name)]
         return col
+
+
+def report_repeated_column(log, path, name: str, index: int, first: int) -> None:
+    """SDTM-DUPLICATE-COLUMN: a column name given again (0-based ``index``, first seen at
+    ``first``): the first is read, this one is not (the SDTM CSV and Dataset-JSON readers)."""
+    log.error("SDTM-DUPLICATE-COLUMN", f"{path.name}: column {name!r} appears again as column {index + 1} "
+              f"(first as column {first + 1}); the first is read, this one is not",
+              file=path.name, field=name, value=index + 1)
