@@ -1,5 +1,7 @@
 """trialbridge command line: parse options, call one function of ``converters``, print,
-set the exit code (0 ok, 1 data errors found, 2 usage or I/O failure, 3 internal error)."""
+set the exit code (0 ok, 1 findings at or above --fail-on, 2 usage or I/O failure, 3 internal
+error).  Every command has examples in its --help (-h), says what to do next, and colours only
+on a terminal (never with NO_COLOR)."""
 from __future__ import annotations
 
 import sys
@@ -32,13 +34,13 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
         except click.UsageError as exc:  # unknown option, missing --to, a value out of range …
             command = exc.ctx.command_path if exc.ctx is not None else (prog_name or "trialbridge")
-            click.secho(f"error: {printable(_one_line(exc.format_message()))} (see '{command} --help')", fg="red", err=True)
+            click.secho(f"error: {printable(_one_line(exc.format_message()))} (see '{command} --help')", fg="red", err=True, color=_colour())
             sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            click.secho(f"error: {printable(_one_line(exc.format_message()))}", fg="red", err=True)
+            click.secho(f"error: {printable(_one_line(exc.format_message()))}", fg="red", err=True, color=_colour())
             sys.exit(exc.exit_code)
         except click.Abort:
-            click.secho("aborted", fg="red", err=True)
+            click.secho("aborted", fg="red", err=True, color=_colour())
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -48,7 +50,7 @@ class Group(click.Group):
         except TrialbridgeError as exc:
             if ctx.params.get("verbose"):
                 traceback.print_exc()
-            click.secho(f"error: {printable(exc)}", fg="red", err=True)
+            click.secho(f"error: {printable(exc)}", fg="red", err=True, color=_colour())
             ctx.exit(exc.exit_code)
         except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort, SystemExit):
             raise
@@ -56,14 +58,55 @@ class Group(click.Group):
             if ctx.params.get("verbose"):
                 traceback.print_exc()
             click.secho(f"internal error (please report): {type(exc).__name__}: {printable(exc)}; "
-                        "run with --verbose for the traceback", fg="red", err=True)
+                        "run with --verbose for the traceback", fg="red", err=True, color=_colour())
             ctx.exit(3)
 
 
-@click.group(cls=Group)
+MAIN_EPILOG = """\b
+Examples:
+  trialbridge convert samples/nct04387942 --to sdtm -o out/sdtm
+  trialbridge validate out/sdtm --report out/report.xlsx
+  trialbridge report out/sdtm -o out/review.html
+  trialbridge sync push samples/nct04387942 --server https://ehr.example.org/fhir/R4
+
+\b
+Exit codes: 0 ok; 1 findings at or above --fail-on (convert: errors); 2 usage or I/O
+failure; 3 internal error (--verbose shows the traceback).
+Colour only on a terminal, none when NO_COLOR is set.
+Shell completion: eval "$(_TRIALBRIDGE_COMPLETE=bash_source trialbridge)" (zsh_source, fish_source)."""
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("trialbridge")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown"
+
+
+def _colour() -> bool | None:
+    """None: click decides (colour on a terminal only); False when NO_COLOR is set (no-color.org)."""
+    import os
+
+    return False if os.environ.get("NO_COLOR") else None
+
+
+def next_step(text: str) -> None:
+    """The one line after a command that says what to do next."""
+    click.echo(printable(f"next: {text}"))
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]}, epilog=MAIN_EPILOG,
+             invoke_without_command=True)
+@click.version_option(_version(), "--version", prog_name="trialbridge", message="%(prog)s %(version)s")
 @click.option("--verbose", is_flag=True, help="Show tracebacks for failures.")
-def main(verbose: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: bool) -> None:
     """Convert clinical trial data between internal records, FHIR and CDISC SDTM."""
+    if ctx.invoked_subcommand is None:  # bare `trialbridge`: the help, on stdout, exit 0
+        click.echo(ctx.get_help())
+        ctx.exit(0)
 
 
 def _summary(result, limit: int = 20) -> None:
@@ -81,7 +124,16 @@ def _summary(result, limit: int = 20) -> None:
                f"{counts.get('info', 0)} info")
 
 
-@main.command()
+CONVERT_EPILOG = """\b
+Examples:
+  trialbridge convert samples/nct04387942 --to sdtm -o out/sdtm --format xpt,dataset-json
+  trialbridge convert samples/nct04387942-odm/edc-export.xml --to sdtm -o out/sdtm
+  trialbridge convert hospital-export.json --to sdtm -o out/sdtm --study NCT04387942
+  trialbridge convert out/sdtm --to fhir -o out/fhir --format bundle
+  trialbridge convert big-export/ --to sdtm -o out/sdtm --workers 0"""
+
+
+@main.command(epilog=CONVERT_EPILOG)
 @click.argument("input_path", type=click.Path(path_type=Path))
 @click.option("--to", "to", required=True, type=click.Choice(["sdtm", "records", "fhir"]), help="What to produce.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output folder.")
@@ -133,6 +185,13 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     click.echo(printable(f"{result.kind} -> {to}: {len(files)} file(s) written to {output} (study {result.study_id})"))
     _summary(result)
     click.echo(printable(f"findings: {output / 'issues.json'}"))
+    if to == "sdtm":
+        next_step(f"trialbridge validate {output} --report {output}/report.html"
+                  + (" (and fix the errors above first)" if result.log.has_errors else ""))
+    elif to == "records":
+        next_step(f"check {output}, then trialbridge convert {output} --to sdtm -o <folder>")
+    else:
+        next_step(f"trialbridge validate {output}, or trialbridge sync push {output} --server <FHIR base URL>")
     sys.exit(1 if result.log.has_errors else 0)
 
 
@@ -140,7 +199,16 @@ def _rule_ids(text: str | None) -> list[str] | None:
     return [p.strip().upper() for p in text.split(",") if p.strip()] if text else None
 
 
-@main.command()
+VALIDATE_EPILOG = """\b
+Examples:
+  trialbridge validate out/sdtm
+  trialbridge validate out/sdtm --report out/report.xlsx --fail-on warning
+  trialbridge validate legacy/sdtm --sdtmig 3.2 --exclude SDTM-KEY-DUPLICATE
+  trialbridge validate out/sdtm --output-format json > findings.json
+  trialbridge validate out/fhir"""
+
+
+@main.command(epilog=VALIDATE_EPILOG)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write every finding to this file: .html (browsable page), .xlsx (Excel, Pinnacle 21's sheets: "
@@ -158,24 +226,44 @@ def _rule_ids(text: str | None) -> list[str] | None:
               help="MedDRA version for define.xml when the folder has no meddra_release.asc (or no folder is given).")
 @click.option("--sdtmig", type=click.Choice(["3.2", "3.3", "3.4"]), default=None,
               help="SDTMIG version to check against (default: what define.xml or TS SDTIGVER says, else 3.3).")
+@click.option("--output-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="What is printed: the summary as text, or every finding and rule status as JSON.")
 def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, exclude: str | None,
-             ct_package: str | None, meddra: Path | None, meddra_version: str | None, sdtmig: str | None) -> None:
+             ct_package: str | None, meddra: Path | None, meddra_version: str | None, sdtmig: str | None,
+             output_format: str) -> None:
     """Check an SDTM folder (schemas, conformance rules, define.xml, every copy of a dataset
     in other formats) or FHIR output (R4 schema, models, references)."""
     from trialbridge.converters.pipeline import validate as run
 
     result = run(path, report, rules=_rule_ids(rules), exclude=_rule_ids(exclude), sdtmig=sdtmig, ct_package=ct_package,
                  meddra=meddra, meddra_version=meddra_version)
+    failing = ("error",) if fail_on == "error" else ("error", "warning")
+    failed = any(i.severity in failing for i in result.log.issues)
+    if output_format == "json":  # for scripts: the findings (as issues.json has them) and the rules run
+        import orjson
+
+        doc = {**result.log.to_json_obj(), "rules_run": result.rules, "fail_on": fail_on, "failed": failed}
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        sys.exit(1 if failed else 0)
     click.echo(printable(f"validated {path} (study {result.study_id})"))
     _summary(result, limit=50)
     if result.rules:
         ran = {s: sum(1 for r in result.rules if r["status"] == s) for s in ("issues", "ran", "skipped")}
         click.echo(f"rules: {ran['issues']} found issues, {ran['ran']} ran clean, {ran['skipped']} skipped")
-    failing = ("error",) if fail_on == "error" else ("error", "warning")
-    sys.exit(1 if any(i.severity in failing for i in result.log.issues) else 0)
+    if failed:
+        next_step(f"fix the findings at or above {fail_on} and validate again"
+                  + ("" if report else f"; --report {path}/report.html lists them all"))
+    elif report:
+        next_step(f"open {report}")
+    else:
+        next_step(f"trialbridge report {path} -o review.html (a page of the study and its findings)")
+    sys.exit(1 if failed else 0)
 
 
-@main.command()
+@main.command(epilog="""\b
+Examples:
+  trialbridge report out/sdtm -o out/review.html
+  trialbridge report out/sdtm -o out/review.html --issues out/sdtm/issues.json""")
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="The review page (.html).")
 @click.option("--study", "study", default=None,
@@ -192,9 +280,13 @@ def report(folder: Path, output: Path, study: str | None, issues: Path | None) -
     plots = ", ".join(f"{k} {v}" for k, v in sorted(result.plots.items()))
     click.echo(printable(f"review page of {folder} (study {result.study_id}) written to {output}"))
     click.echo(printable(f"plots (data points): {plots}; findings: {result.findings} ({result.findings_source})"))
+    next_step(f"open {output} in a browser (it loads nothing from anywhere)")
 
 
-@main.command("init-study")
+@main.command("init-study", epilog="""\b
+Examples:
+  trialbridge init-study ../shared/reference/sdtm/cdiscpilot01 -o pilot.yaml
+  trialbridge init-study legacy/define.xml -o mappings/studies/legacy.yaml""")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
               help="The study configuration to write (e.g. mappings/studies/<id>.yaml).")
@@ -209,12 +301,17 @@ def init_study(source: Path, output: Path) -> None:
     click.echo(f"{len(result.todo)} thing(s) to check or fill in (todo: in the file):")
     for line in result.todo:
         click.echo(printable(f"  - {line}"))
+    next_step(f"fill in the todo: list of {output}, then convert with --study {output}")
 
 
 # ----------------------------------------------------------------------------- sync with a FHIR server
 
 
-@main.group()
+@main.group(epilog="""\b
+Examples:
+  trialbridge sync push samples/nct04387942 --server https://ehr.example.org/fhir/R4 --dry-run
+  trialbridge sync pull --server https://ehr.example.org/fhir/R4 --study NCT04387942 -o out/records
+  trialbridge sync export --server https://ehr.example.org/fhir/R4 --study NCT04387942 -o out/fhir""")
 def sync() -> None:
     """Keep a FHIR server and the trial in step (docs/sync.md).  The bearer token comes from
     --token-file or the TRIALBRIDGE_FHIR_TOKEN environment variable, never the command line."""
@@ -256,7 +353,9 @@ def _sync_report(summary, output_format: str) -> None:
     sys.exit(1 if summary.failures or summary.log.has_errors else 0)
 
 
-@sync.command("push")
+@sync.command("push", epilog="""\b
+Example:
+  trialbridge sync push samples/nct04387942 --server https://ehr.example.org/fhir/R4 --token-file tok --dry-run""")
 @click.argument("input_path", type=click.Path(path_type=Path))
 @_server_options
 @click.option("--study", "study", default=None, help="Study id or study configuration YAML (default: the study the input names).")
@@ -273,7 +372,9 @@ def sync_push(input_path: Path, server: str, token_file: Path | None, timeout: f
     _sync_report(summary, output_format)
 
 
-@sync.command("pull")
+@sync.command("pull", epilog="""\b
+Example:
+  trialbridge sync pull --server https://ehr.example.org/fhir/R4 --study NCT04387942 -o out/records --since 2021-03-01T00:00:00Z""")
 @_server_options
 @click.option("--study", "study", required=True, help="Study id as the server's ResearchStudy.identifier has it.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
@@ -292,7 +393,9 @@ def sync_pull(server: str, token_file: Path | None, timeout: float, retries: int
     _sync_report(summary, output_format)
 
 
-@sync.command("export")
+@sync.command("export", epilog="""\b
+Example:
+  trialbridge sync export --server https://ehr.example.org/fhir/R4 --study NCT04387942 -o out/fhir""")
 @_server_options
 @click.option("--study", "study", required=True, help="Study id as the server's ResearchStudy.identifier has it.")
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
