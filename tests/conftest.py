@@ -22,13 +22,24 @@ from trialbridge.mappings.study import load_study
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "nct04387942"
 DIRTY = ROOT / "samples" / "nct04387942-dirty"
-REFERENCE = ROOT.parent / "shared" / "reference"
+REFERENCE_ENV = "TRIALBRIDGE_REFERENCE"  # or pytest --reference DIR; default ../shared/reference
+SKIP_REASON = "reference material"  # how a skip for absent reference data starts (counted at the end)
+
+
+def reference_root() -> Path:
+    """The public reference data the tests read (HL7 examples, the CDISC pilot …):
+    ``--reference DIR``, else ``TRIALBRIDGE_REFERENCE``, else ``../shared/reference``."""
+    given = os.environ.get(REFERENCE_ENV)
+    return Path(given).expanduser().resolve() if given else ROOT.parent / "shared" / "reference"
+
+
+REFERENCE = reference_root()
 
 
 def reference(*parts: str) -> Path:
-    path = REFERENCE.joinpath(*parts)
+    path = reference_root().joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"reference material {path} is not on this machine (../shared/reference)")
+        pytest.skip(f"{SKIP_REASON} {path} is not on this machine (give --reference DIR or {REFERENCE_ENV})")
     return path
 
 
@@ -98,3 +109,29 @@ class CorpusCase(pytest.Item):
 
     def reportinfo(self):
         return self.path, 0, f"corpus: {self.path.relative_to(self.path.parents[1])}"
+
+
+
+# ----------------------------------------------------------------------------- reference data
+
+
+def pytest_addoption(parser):
+    parser.addoption("--reference", default=None, metavar="DIR",
+                     help=f"folder of the public reference data (default: ${REFERENCE_ENV}, else ../shared/reference)")
+
+
+def pytest_configure(config):
+    given = config.getoption("--reference")
+    if given:  # test modules read the folder at import, after this
+        os.environ[REFERENCE_ENV] = str(Path(given).expanduser().resolve())
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """When the reference data is absent, say how many tests did not run and why: a skip is
+    not silent."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if SKIP_REASON in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} test(s) did not run: the reference data folder {reference_root()} is not on this "
+            f"machine (give --reference DIR or {REFERENCE_ENV}=DIR)", yellow=True)

@@ -58,3 +58,18 @@ def test_next_step_and_json_output(tmp_path):
     assert {r["status"] for r in doc["rules_run"]} <= {"ran", "issues", "skipped"} and len(doc["rules_run"]) == 27
     text = CliRunner().invoke(main, ["validate", str(out), "--fail-on", "warning"])
     assert text.exit_code == 1 and text.stdout.splitlines()[-1].startswith("next: fix the findings at or above warning")
+
+
+def test_reference_data_can_be_pointed_at_and_its_absence_is_said(tmp_path):
+    """pytest --reference DIR (or TRIALBRIDGE_REFERENCE) names the reference data folder; when
+    it is absent the summary says how many tests did not run and why (a pytest run of its own)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--reference",
+                           str(tmp_path / "absent"), "tests/test_validation_calibration.py"], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert f"5 test(s) did not run: the reference data folder {tmp_path / 'absent'} is not on this machine" \
+        in done.stdout

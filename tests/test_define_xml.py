@@ -15,14 +15,14 @@ from trialbridge.converters.formats.define import DEF21_NS, ODM_NS, XLINK_NS
 from trialbridge.converters.core.issues import IssueLog
 from tests.xml_attacks import LAUGH_ENTITIES
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from tests.conftest import REFERENCE  # --reference / TRIALBRIDGE_REFERENCE / ../shared/reference
 NS = {"odm": ODM_NS, "def": DEF21_NS, "xlink": XLINK_NS}
 
 
 def reference(*parts: str) -> Path:
     path = REFERENCE.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"reference material {path} is not on this machine (../shared/reference)")
+        pytest.skip(f"reference material {path} is not on this machine (give --reference DIR or TRIALBRIDGE_REFERENCE)")
     return path
 
 

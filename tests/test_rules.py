@@ -16,7 +16,7 @@ from trialbridge.converters.core.issues import IssueLog
 from trialbridge.converters.validation.rules import RULES, RULES_BY_ID, validate_datasets
 from trialbridge.converters.core.sdtm_spec import load_spec
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from tests.conftest import REFERENCE  # --reference / TRIALBRIDGE_REFERENCE / ../shared/reference
 PILOT = REFERENCE / "sdtm" / "cdiscpilot01"
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "rules.md"
 

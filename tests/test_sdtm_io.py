@@ -25,7 +25,7 @@ from trialbridge.converters.formats.sdtm import (
 from trialbridge.converters.core.sdtm_spec import make_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+from tests.conftest import REFERENCE  # --reference / TRIALBRIDGE_REFERENCE / ../shared/reference
 DSJ_SCHEMA = REPO / "schemas" / "dataset-json" / "dataset.schema.json"
 
 
@@ -200,7 +200,7 @@ def test_read_folder_prefers_xpt(tmp_path):
 def test_read_public_pilot_xpts(study):
     folder = REFERENCE / "sdtm" / study
     if not folder.is_dir():
-        pytest.skip(f"reference data not present at {folder} (read-only ../shared/reference)")
+        pytest.skip(f"reference material {folder} is not on this machine (give --reference DIR or TRIALBRIDGE_REFERENCE)")
     log = IssueLog()
     files = sorted(folder.glob("*.xpt"))
     assert files
