@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
 
 import pytest
+
+from tests.node_tools import node_installed
 from click.testing import CliRunner
 
 from trialbridge.cli import main
@@ -31,13 +32,7 @@ SAMPLE_COUNTS = {"ResearchStudy": 2, "Patient": 59, "ResearchSubject": 59, "Enco
 @pytest.fixture(scope="session")
 def medplum():
     """A function running the validator on inputs: (exit code, its JSON report)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("Node.js 20.19+ and npm are needed for the FHIR validator test (tests/fhir_validator)")
-    if not (VALIDATOR / "node_modules" / "@medplum" / "core" / "package.json").exists():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=VALIDATOR, capture_output=True, text=True,
-                              timeout=900)
-        assert done.returncode == 0, f"npm ci failed in {VALIDATOR}:\n{done.stdout}\n{done.stderr}"
+    node = node_installed(VALIDATOR, "@medplum/core", "FHIR validator")
 
     def run(*inputs):
         done = subprocess.run([node, str(VALIDATOR / "validate.mjs"), "--definitions", str(DEFINITIONS),

@@ -16,6 +16,8 @@ import time
 
 import httpx
 import pytest
+
+from tests.node_tools import node_installed
 from click.testing import CliRunner
 
 from trialbridge.cli import main
@@ -37,13 +39,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def fhir_server(tmp_path_factory):
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if not node or not npm:
-        pytest.fail("Node.js 20.19+ and npm are needed for the FHIR server test (tests/fhir_server)")
-    if not (SERVER / "node_modules" / "@medplum" / "fhir-router" / "package.json").exists():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=SERVER, capture_output=True, text=True,
-                              timeout=900)
-        assert done.returncode == 0, f"npm ci failed in {SERVER}:\n{done.stdout}\n{done.stderr}"
+    node = node_installed(SERVER, "@medplum/fhir-router", "FHIR server")
     port = _free_port()
     log = tmp_path_factory.mktemp("fhir-server") / "server.log"
     env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "FHIR_TEST_TOKEN": TOKEN}

@@ -32,7 +32,7 @@ from trialbridge.converters.core import jsoncodec
 from trialbridge.converters.core.files import MANIFEST, OutputStage
 from trialbridge.converters.core.issues import TrialbridgeError
 from trialbridge.converters.sync.client import FhirClient, ServerError, entry_status, outcome_text
-from trialbridge.converters.sync.push import SyncSummary, same_content
+from trialbridge.converters.sync.push import SyncSummary, ndjson_lines, same_content
 
 STATE_FILE = "sync-state.json"
 COPY_PREFIX = "sync-fhir-"
@@ -167,13 +167,8 @@ def _json(response):
 
 
 def _copy_lines(folder: Path, rtype: str) -> Iterator[tuple[str, bytes]]:
-    path = folder / f"{COPY_PREFIX}{rtype}.ndjson"
-    if not path.is_file():
-        return
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.strip():
-                yield jsoncodec.loads(line)["id"], line.rstrip(b"\n")
+    for line in ndjson_lines(folder / f"{COPY_PREFIX}{rtype}.ndjson"):
+        yield jsoncodec.loads(line)["id"], line
 
 
 def merge(previous: Path | None, fetched: dict[str, dict[str, dict]], into: Path, summary: SyncSummary) -> None:

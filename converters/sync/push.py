@@ -112,14 +112,19 @@ def same_content(ours: dict, theirs: dict) -> bool:
     return a == b
 
 
-def read_ndjson(folder: Path, rtype: str) -> Iterator[dict]:
-    path = folder / f"{rtype}.ndjson"
-    if not path.exists():
+def ndjson_lines(path: Path) -> Iterator[bytes]:
+    """The non-blank lines of an NDJSON file (none when it is absent), without their newline."""
+    if not path.is_file():
         return
     with open(path, "rb") as fh:
         for line in fh:
             if line.strip():
-                yield jsoncodec.loads(line)
+                yield line.rstrip(b"\n")
+
+
+def read_ndjson(folder: Path, rtype: str) -> Iterator[dict]:
+    for line in ndjson_lines(folder / f"{rtype}.ndjson"):
+        yield jsoncodec.loads(line)
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
