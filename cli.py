@@ -92,6 +92,11 @@ def _colour() -> bool | None:
     return False if os.environ.get("NO_COLOR") else None
 
 
+def _beside(folder: Path, name: str) -> Path:
+    """A file next to ``folder``, not in it (validate never writes into the data it checks)."""
+    return folder.parent / f"{folder.name}-{name}"
+
+
 def next_step(text: str) -> None:
     """The one line after a command that says what to do next."""
     click.echo(printable(f"next: {text}"))
@@ -186,7 +191,7 @@ def convert(input_path: Path, to: str, output: Path, formats: str | None, bundle
     _summary(result)
     click.echo(printable(f"findings: {output / 'issues.json'}"))
     if to == "sdtm":
-        next_step(f"trialbridge validate {output} --report {output}/report.html"
+        next_step(f"trialbridge validate {output} --report {_beside(output, 'report.html')}"
                   + (" (and fix the errors above first)" if result.log.has_errors else ""))
     elif to == "records":
         next_step(f"check {output}, then trialbridge convert {output} --to sdtm -o <folder>")
@@ -252,7 +257,7 @@ def validate(path: Path, report: Path | None, fail_on: str, rules: str | None, e
         click.echo(f"rules: {ran['issues']} found issues, {ran['ran']} ran clean, {ran['skipped']} skipped")
     if failed:
         next_step(f"fix the findings at or above {fail_on} and validate again"
-                  + ("" if report else f"; --report {path}/report.html lists them all"))
+                  + ("" if report else f"; --report {_beside(path, 'report.html')} lists them all"))
     elif report:
         next_step(f"open {report}")
     else:

@@ -49,8 +49,11 @@ def test_next_step_and_json_output(tmp_path):
     out = tmp_path / "sdtm"
     done = CliRunner().invoke(main, ["convert", str(DIRTY), "--to", "sdtm", "-o", str(out), "--quiet"])
     assert done.exit_code == 1  # the dirty sample's planted errors
-    assert done.stdout.splitlines()[-1] == (f"next: trialbridge validate {out} --report {out}/report.html "
-                                            "(and fix the errors above first)")
+    suggested = f"trialbridge validate {out} --report {tmp_path / 'sdtm-report.html'}"
+    assert done.stdout.splitlines()[-1] == f"next: {suggested} (and fix the errors above first)"
+    # the command it suggests works as given (a report inside the folder would be refused)
+    ran = CliRunner().invoke(main, suggested.split()[1:])
+    assert ran.exit_code == 0 and (tmp_path / "sdtm-report.html").is_file()
     checked = CliRunner().invoke(main, ["validate", str(out), "--output-format", "json"])
     assert checked.exit_code == 0  # the written SDTM has one warning (the planted unit mq/dL) and no error
     doc = orjson.loads(checked.stdout)
